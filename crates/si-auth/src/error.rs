@@ -1,0 +1,76 @@
+use std::path::Path;
+
+/// Everything that can go wrong proving who someone is.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Unknown user, wrong password or disabled user: deliberately indistinguishable.
+    #[error("invalid username or password")]
+    InvalidCredentials,
+    /// The user is bound to another location.
+    #[error("user `{username}` is not registered at location `{location}`")]
+    WrongLocation {
+        /// Who tried.
+        username: String,
+        /// Where they said they were.
+        location: String,
+    },
+    /// The user may log in anywhere, so the login must say where.
+    #[error("`location_id` is required for user `{0}`")]
+    LocationRequired(String),
+    /// No `Authorization: Bearer` header.
+    #[error(
+        "missing bearer token: send `Authorization: Bearer <access_token>` from /v1/auth/login"
+    )]
+    MissingToken,
+    /// The token is malformed, badly signed, or its claims do not hold.
+    #[error("invalid access token: {0}")]
+    InvalidToken(&'static str),
+    /// The token was valid once.
+    #[error("access token expired: log in again")]
+    ExpiredToken,
+    /// Usernames are unique.
+    #[error("user `{0}` already exists")]
+    UserExists(String),
+    /// A field of a new user is unusable.
+    #[error("{0}")]
+    InvalidUser(String),
+    /// The database could not be opened or queried.
+    #[error("user database {path}: {message}")]
+    Store {
+        /// The database file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// The secret file could not be read or written.
+    #[error("jwt secret {path}: {message}")]
+    SecretFile {
+        /// The secret file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+    /// Hashing or signing failed: a bug or a broken environment, not bad input.
+    #[error("internal authentication failure: {0}")]
+    Internal(String),
+}
+
+impl AuthError {
+    pub(crate) fn store(path: &Path, error: impl std::fmt::Display) -> Self {
+        AuthError::Store {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        }
+    }
+
+    /// True when the caller failed to authenticate (a 401).
+    pub fn is_unauthenticated(&self) -> bool {
+        matches!(
+            self,
+            AuthError::InvalidCredentials
+                | AuthError::MissingToken
+                | AuthError::InvalidToken(_)
+                | AuthError::ExpiredToken
+        )
+    }
+}

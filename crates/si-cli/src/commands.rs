@@ -1,0 +1,5 @@
+//! One module per command group.
+
+pub mod health;
+pub mod keys;
+pub mod users;

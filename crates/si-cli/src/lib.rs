@@ -1,0 +1,26 @@
+//! What the `si-cli` commands do, as functions that take their inputs as arguments
+//! (paths, an [`si_core::Environment`], readers and writers) so they can be tested
+//! without a terminal or process environment.
+//!
+//! - [`commands::keys`]: `keys generate`, the backends' API key file.
+//! - [`commands::users`]: `users add` and `users list`.
+//! - [`commands::health`]: `health`, a table of the gateway's view of each backend.
+
+pub mod commands;
+
+/// A command that failed, with the message to print.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration could not be loaded.
+    #[error(transparent)]
+    Config(#[from] si_core::ConfigError),
+    /// The `.api_keys.env` file could not be read.
+    #[error(transparent)]
+    EnvFile(#[from] si_core::env::EnvFileError),
+    /// A user database or secret operation failed.
+    #[error(transparent)]
+    Auth(#[from] si_auth::AuthError),
+    /// Anything else, already phrased for a person.
+    #[error("{0}")]
+    Message(String),
+}

@@ -1,0 +1,131 @@
+//! `si-cli`: keys, users and health checks for the Synthetic Intelligence platform.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use si_cli::CliError;
+use si_cli::commands::{health, keys, users};
+use si_core::{Config, Environment, Role};
+
+/// Exit status for an unusable configuration.
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(version, about = "Manage the Synthetic Intelligence platform")]
+struct Args {
+    /// TOML configuration file (default: the built-in one, see examples/si.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API keys of the llama-server backends.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Users of the gateway.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Show the gateway's and each backend's health; exit 1 if any is not ok.
+    Health {
+        /// The gateway's base URL (default: http:// + `gateway.listen`).
+        #[arg(long, value_name = "URL")]
+        gateway: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Write `.api_keys.env` with a new random key per backend (mode 0600).
+    Generate {
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        /// Login name.
+        name: String,
+        /// admin, clinician or billing.
+        #[arg(long)]
+        role: Role,
+        /// The location the user logs in at (`*` for any).
+        #[arg(long)]
+        location: String,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match load_config(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("si-cli: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run(args.command, &config) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("si-cli: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let env = Environment::from_pairs(vars).with_file_defaults(Path::new(".api_keys.env"))?;
+    Ok(Config::load(path, &env)?)
+}
+
+fn run(command: Command, config: &Config) -> Result<bool, CliError> {
+    let data_dir = &config.gateway.data_dir;
+    match command {
+        Command::Keys(KeysCommand::Generate { force }) => {
+            let file = Path::new(".api_keys.env");
+            let names = keys::generate(config, file, Path::new(".gitignore"), force)?;
+            println!(
+                "wrote {} keys to {} (mode 0600): {}",
+                names.len(),
+                file.display(),
+                names.join(", ")
+            );
+            println!(
+                "start each llama-server with its key, e.g. --api-key-file, never on the command line"
+            );
+        }
+        Command::Users(UsersCommand::Add {
+            name,
+            role,
+            location,
+            ..
+        }) => {
+            let password = users::read_password(&mut std::io::stdin().lock())?;
+            users::add(data_dir, &name, role, &location, &password)?;
+            println!("added {role} `{name}` at location `{location}`");
+        }
+        Command::Users(UsersCommand::List) => users::list(data_dir, &mut std::io::stdout().lock())?,
+        Command::Health { gateway } => {
+            let gateway = gateway.unwrap_or_else(|| format!("http://{}", config.gateway.listen));
+            let runtime = tokio::runtime::Runtime::new()
+                .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))?;
+            return runtime.block_on(health::check(&gateway, &mut std::io::stdout().lock()));
+        }
+    }
+    Ok(true)
+}

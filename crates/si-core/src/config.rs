@@ -1,0 +1,248 @@
+//! The platform's configuration: typed, checked values.
+//!
+//! Loading goes raw TOML → [`raw::RawConfig`] (serde, unknown keys refused) →
+//! [`Config`] (every value checked, see `raw.rs`) → environment overrides and secret
+//! resolution ([`Config::apply_env`]). Every failure is one [`ConfigError`] naming the
+//! source, the key and what was wanted.
+
+mod overrides;
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::env::Environment;
+use crate::secret::SecretRef;
+
+/// The built-in configuration: the original deployment (six llama-servers on
+/// 127.0.0.1:8080-8085, gateway on 127.0.0.1:8000), documented key by key.
+pub const BUILTIN_TOML: &str = include_str!("../../../examples/si.toml");
+
+/// What [`ConfigError`] names as the source when no file was given.
+pub const BUILTIN_SOURCE: &str = "built-in defaults";
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The gateway's own settings.
+    pub gateway: GatewayConfig,
+    /// Token issuing and checking.
+    pub auth: AuthConfig,
+    /// One entry per llama-server process.
+    pub backends: Vec<BackendConfig>,
+    /// The agents users pick, each served by the backends of one model.
+    pub agents: Vec<AgentConfig>,
+}
+
+/// The gateway's listener, data and timing settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the user database and the generated JWT secret live.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Serve without login (development only).
+    pub allow_insecure_dev: bool,
+    /// Period of the backend health poll.
+    pub health_interval: Duration,
+    /// Longest one health poll may take.
+    pub health_timeout: Duration,
+    /// Longest a TCP connect to a backend may take.
+    pub connect_timeout: Duration,
+}
+
+/// How access tokens are signed and checked.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// Signing algorithm.
+    pub algorithm: JwtAlgorithm,
+    /// Lifetime of an access token.
+    pub expiry: Duration,
+    /// `iss` written and required.
+    pub issuer: String,
+    /// `aud` written and required.
+    pub audience: String,
+    /// `JWT_SECRET` when set; otherwise the caller generates or loads one.
+    pub secret: Option<SecretString>,
+}
+
+/// The HMAC algorithms a shared secret can sign with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    /// HMAC-SHA256, the original's default.
+    Hs256,
+    /// HMAC-SHA384.
+    Hs384,
+    /// HMAC-SHA512.
+    Hs512,
+}
+
+impl FromStr for JwtAlgorithm {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "HS256" => Ok(JwtAlgorithm::Hs256),
+            "HS384" => Ok(JwtAlgorithm::Hs384),
+            "HS512" => Ok(JwtAlgorithm::Hs512),
+            _ => Err(format!("one of HS256, HS384, HS512, not `{s}`")),
+        }
+    }
+}
+
+/// One llama-server process.
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    /// Unique name, e.g. `tiny-llama-1b-8080`.
+    pub name: String,
+    /// Where it listens.
+    pub url: BackendUrl,
+    /// The model it serves; backends with the same model are replicas.
+    pub model: String,
+    /// Where its API key comes from.
+    pub api_key_ref: SecretRef,
+    /// The key, once resolved by [`Config::apply_env`]; `None` if not configured.
+    pub api_key: Option<SecretString>,
+    /// The GPU it runs on, if known.
+    pub gpu: Option<u32>,
+}
+
+/// A plain-HTTP backend address (`http://host:port`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BackendUrl {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for BackendUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// An agent users can pick.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentConfig {
+    /// Name as users write it, e.g. `MedicalQA`.
+    pub name: String,
+    /// The model that answers for it.
+    pub model: String,
+    /// How fast answers are expected.
+    pub tier: SpeedTier,
+    /// One line for people.
+    pub description: String,
+}
+
+/// Expected answer speed of an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpeedTier {
+    /// Seconds.
+    Fast,
+    /// Tens of seconds.
+    Slow,
+}
+
+impl SpeedTier {
+    /// `fast` or `slow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpeedTier::Fast => "fast",
+            SpeedTier::Slow => "slow",
+        }
+    }
+}
+
+/// A configuration that cannot be used: where, which key, and what was wanted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {key}: {problem}")]
+pub struct ConfigError {
+    /// The file, `environment`, or [`BUILTIN_SOURCE`].
+    pub source_name: String,
+    /// The key (dotted path) or variable name.
+    pub key: String,
+    /// What was expected.
+    pub problem: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(
+        source_name: &str,
+        key: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            source_name: source_name.to_owned(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text; `source_name` is used in errors. Secrets are not
+    /// resolved and the environment is not consulted: see [`Config::apply_env`].
+    pub fn parse(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        raw::RawConfig::parse(text, source_name)?.validate(source_name)
+    }
+
+    /// The built-in configuration ([`BUILTIN_TOML`]), before environment overrides.
+    pub fn builtin() -> Result<Config, ConfigError> {
+        Config::parse(BUILTIN_TOML, BUILTIN_SOURCE)
+    }
+
+    /// Loads `path` (or the built-in configuration when `None`), then applies `env`.
+    pub fn load(path: Option<&Path>, env: &Environment) -> Result<Config, ConfigError> {
+        let mut config = match path {
+            None => Config::builtin()?,
+            Some(path) => {
+                let source_name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(&source_name, "(file)", format!("cannot be read: {e}"))
+                })?;
+                Config::parse(&text, &source_name)?
+            }
+        };
+        config.apply_env(env)?;
+        Ok(config)
+    }
+
+    /// Applies the original's environment variables (`ALLOW_INSECURE_DEV`, `JWT_SECRET`,
+    /// `JWT_ALGORITHM`, `JWT_EXPIRY_HOURS`) and `SI_DATA_DIR`, and resolves every
+    /// backend's API key.
+    pub fn apply_env(&mut self, env: &Environment) -> Result<(), ConfigError> {
+        overrides::apply(self, env)
+    }
+
+    /// The agent named `name`, ignoring ASCII case.
+    pub fn agent(&self, name: &str) -> Option<&AgentConfig> {
+        self.agents
+            .iter()
+            .find(|agent| agent.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Backends that have no API key after [`Config::apply_env`]: the gateway still
+    /// runs, but such a backend must accept requests without a key.
+    pub fn backends_without_key(&self) -> impl Iterator<Item = &BackendConfig> {
+        self.backends.iter().filter(|b| b.api_key.is_none())
+    }
+}
+
+pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
+
+#[cfg(test)]
+mod tests;

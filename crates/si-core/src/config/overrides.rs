@@ -1,0 +1,82 @@
+//! Stage three: the environment variables the original deployment used, and secrets.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::raw::MAX_EXPIRY_HOURS;
+use super::{Config, ConfigError};
+use crate::env::Environment;
+
+const SOURCE: &str = "environment";
+
+/// Shortest `JWT_SECRET` accepted: 256 bits, the HS256 key size.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), ConfigError> {
+    if let Some(dir) = non_empty(env, "SI_DATA_DIR") {
+        config.gateway.data_dir = dir.into();
+    }
+    if let Some(value) = non_empty(env, "ALLOW_INSECURE_DEV") {
+        config.gateway.allow_insecure_dev = parse_bool(value).ok_or_else(|| {
+            ConfigError::new(SOURCE, "ALLOW_INSECURE_DEV", "expected true or false")
+        })?;
+    }
+    if let Some(value) = non_empty(env, "JWT_ALGORITHM") {
+        config.auth.algorithm = value
+            .parse()
+            .map_err(|wanted: String| ConfigError::new(SOURCE, "JWT_ALGORITHM", wanted))?;
+    }
+    if let Some(value) = non_empty(env, "JWT_EXPIRY_HOURS") {
+        let hours = value
+            .parse::<u64>()
+            .ok()
+            .filter(|h| (1..=MAX_EXPIRY_HOURS).contains(h))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    SOURCE,
+                    "JWT_EXPIRY_HOURS",
+                    format!("expected a whole number of hours from 1 to {MAX_EXPIRY_HOURS}"),
+                )
+            })?;
+        config.auth.expiry = Duration::from_secs(hours * 3600);
+    }
+    if let Some(secret) = non_empty(env, "JWT_SECRET") {
+        config.auth.secret = Some(checked_jwt_secret(secret)?);
+    }
+    for (i, backend) in config.backends.iter_mut().enumerate() {
+        backend.api_key = backend.api_key_ref.resolve(env).map_err(|e| {
+            ConfigError::new(SOURCE, format!("backends[{i}].api_key"), e.to_string())
+        })?;
+    }
+    Ok(())
+}
+
+/// Refuses a secret shorter than [`MIN_JWT_SECRET_BYTES`] (never echoing it).
+pub fn checked_jwt_secret(secret: &str) -> Result<SecretString, ConfigError> {
+    let secret = SecretString::from(secret.trim());
+    let len = secret.expose_secret().len();
+    if len < MIN_JWT_SECRET_BYTES {
+        return Err(ConfigError::new(
+            SOURCE,
+            "JWT_SECRET",
+            format!(
+                "expected at least {MIN_JWT_SECRET_BYTES} bytes, got {len}; \
+                 generate one with `openssl rand -hex 32`, or unset it to use a generated one"
+            ),
+        ));
+    }
+    Ok(secret)
+}
+
+fn non_empty<'a>(env: &'a Environment, name: &str) -> Option<&'a str> {
+    env.get(name).map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}

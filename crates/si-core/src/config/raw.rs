@@ -1,0 +1,368 @@
+//! Stage one: the TOML as written, with unknown keys refused, and its validation into
+//! [`Config`].
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    AgentConfig, AuthConfig, BackendConfig, BackendUrl, Config, ConfigError, GatewayConfig,
+    SpeedTier,
+};
+use crate::secret::SecretRef;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    gateway: RawGateway,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    backends: Vec<RawBackend>,
+    #[serde(default)]
+    agents: Vec<RawAgent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGateway {
+    listen: String,
+    data_dir: PathBuf,
+    max_body_bytes: u64,
+    allow_insecure_dev: bool,
+    health_interval_ms: u64,
+    health_timeout_ms: u64,
+    connect_timeout_ms: u64,
+}
+
+impl Default for RawGateway {
+    fn default() -> Self {
+        RawGateway {
+            listen: "127.0.0.1:8000".into(),
+            data_dir: "./data".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+            allow_insecure_dev: false,
+            health_interval_ms: 5_000,
+            health_timeout_ms: 2_000,
+            connect_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    algorithm: String,
+    expiry_hours: u64,
+    issuer: String,
+    audience: String,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        RawAuth {
+            algorithm: "HS256".into(),
+            expiry_hours: 24,
+            issuer: "synthetic-intelligence".into(),
+            audience: "si-gateway".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    name: String,
+    url: String,
+    model: String,
+    api_key: String,
+    gpu: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    model: String,
+    tier: SpeedTierName,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SpeedTierName {
+    Fast,
+    Slow,
+}
+
+/// Largest accepted `max_body_bytes`: big enough for any chat, small enough that one
+/// request cannot exhaust memory.
+const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
+/// Longest accepted token lifetime (30 days).
+pub(super) const MAX_EXPIRY_HOURS: u64 = 24 * 30;
+
+impl RawConfig {
+    pub(super) fn parse(text: &str, source_name: &str) -> Result<RawConfig, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let key = error.path().to_string();
+            let inner = error.into_inner();
+            let location = inner
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .map(|(line, col)| format!(" (line {line}, column {col})"))
+                .unwrap_or_default();
+            let key = if key == "." { "(document)".into() } else { key };
+            ConfigError::new(
+                source_name,
+                key,
+                format!("{}{location}", inner.message().trim()),
+            )
+        })
+    }
+
+    pub(super) fn validate(self, source: &str) -> Result<Config, ConfigError> {
+        let gateway = self.gateway.validate(source)?;
+        let auth = self.auth.validate(source)?;
+        let backends = validate_backends(self.backends, source)?;
+        let agents = validate_agents(self.agents, &backends, source)?;
+        Ok(Config {
+            gateway,
+            auth,
+            backends,
+            agents,
+        })
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+impl RawGateway {
+    fn validate(self, source: &str) -> Result<GatewayConfig, ConfigError> {
+        let err = |key: &str, problem: &str| ConfigError::new(source, key, problem);
+        let listen: SocketAddr = self.listen.parse().map_err(|_| {
+            err(
+                "gateway.listen",
+                "expected an address such as 127.0.0.1:8000",
+            )
+        })?;
+        if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY_LIMIT {
+            return Err(err(
+                "gateway.max_body_bytes",
+                "expected 1 to 67108864 bytes",
+            ));
+        }
+        let millis = |key: &str, value: u64, min: u64| {
+            if (min..=3_600_000).contains(&value) {
+                Ok(Duration::from_millis(value))
+            } else {
+                Err(err(
+                    key,
+                    &format!("expected {min} to 3600000 milliseconds, got {value}"),
+                ))
+            }
+        };
+        Ok(GatewayConfig {
+            listen,
+            data_dir: self.data_dir,
+            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
+            allow_insecure_dev: self.allow_insecure_dev,
+            health_interval: millis("gateway.health_interval_ms", self.health_interval_ms, 100)?,
+            health_timeout: millis("gateway.health_timeout_ms", self.health_timeout_ms, 1)?,
+            connect_timeout: millis("gateway.connect_timeout_ms", self.connect_timeout_ms, 1)?,
+        })
+    }
+}
+
+impl RawAuth {
+    fn validate(self, source: &str) -> Result<AuthConfig, ConfigError> {
+        let algorithm = self
+            .algorithm
+            .parse()
+            .map_err(|wanted: String| ConfigError::new(source, "auth.algorithm", wanted))?;
+        if !(1..=MAX_EXPIRY_HOURS).contains(&self.expiry_hours) {
+            return Err(ConfigError::new(
+                source,
+                "auth.expiry_hours",
+                format!("expected 1 to {MAX_EXPIRY_HOURS} hours"),
+            ));
+        }
+        for (key, value) in [
+            ("auth.issuer", &self.issuer),
+            ("auth.audience", &self.audience),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::new(source, key, "expected a non-empty string"));
+            }
+        }
+        Ok(AuthConfig {
+            algorithm,
+            expiry: Duration::from_secs(self.expiry_hours * 3600),
+            issuer: self.issuer,
+            audience: self.audience,
+            secret: None,
+        })
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+fn validate_backends(
+    raw: Vec<RawBackend>,
+    source: &str,
+) -> Result<Vec<BackendConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            source,
+            "backends",
+            "expected at least one [[backends]] table",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut urls = HashSet::new();
+    let mut backends = Vec::with_capacity(raw.len());
+    for (i, backend) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("backends[{i}].{field}");
+        if !is_identifier(&backend.name) {
+            return Err(ConfigError::new(
+                source,
+                key("name"),
+                "expected 1-64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if !names.insert(backend.name.clone()) {
+            return Err(ConfigError::new(
+                source,
+                key("name"),
+                format!("`{}` is used by another backend", backend.name),
+            ));
+        }
+        if !is_identifier(&backend.model) {
+            return Err(ConfigError::new(
+                source,
+                key("model"),
+                "expected 1-64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        let url = parse_backend_url(&backend.url)
+            .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
+        if !urls.insert(url.clone()) {
+            return Err(ConfigError::new(
+                source,
+                key("url"),
+                format!("{url} is used by another backend"),
+            ));
+        }
+        let api_key_ref = SecretRef::parse(&backend.api_key)
+            .map_err(|e| ConfigError::new(source, key("api_key"), e.to_string()))?;
+        backends.push(BackendConfig {
+            name: backend.name,
+            url,
+            model: backend.model,
+            api_key_ref,
+            api_key: None,
+            gpu: backend.gpu,
+        });
+    }
+    Ok(backends)
+}
+
+/// Accepts `http://host:port` with an optional trailing `/`.
+pub(super) fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
+    const WANTED: &str = "expected http://HOST:PORT, e.g. http://127.0.0.1:8080";
+    let Some(rest) = text.strip_prefix("http://") else {
+        return Err(if text.starts_with("https://") {
+            "https backends are not supported; reach llama-server over http on a private \
+             interface"
+                .into()
+        } else {
+            WANTED.into()
+        });
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = rest.rsplit_once(':').ok_or(WANTED)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port: u16 = port.parse().map_err(|_| WANTED.to_owned())?;
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
+    if !host_ok || port == 0 {
+        return Err(WANTED.into());
+    }
+    Ok(BackendUrl {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn validate_agents(
+    raw: Vec<RawAgent>,
+    backends: &[BackendConfig],
+    source: &str,
+) -> Result<Vec<AgentConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new(
+            source,
+            "agents",
+            "expected at least one [[agents]] table",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut agents = Vec::with_capacity(raw.len());
+    for (i, agent) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("agents[{i}].{field}");
+        if !is_identifier(&agent.name) {
+            return Err(ConfigError::new(
+                source,
+                key("name"),
+                "expected 1-64 letters, digits, `-`, `_` or `.`",
+            ));
+        }
+        if !names.insert(agent.name.to_ascii_lowercase()) {
+            return Err(ConfigError::new(
+                source,
+                key("name"),
+                format!(
+                    "`{}` is used by another agent (names ignore case)",
+                    agent.name
+                ),
+            ));
+        }
+        if !backends.iter().any(|b| b.model == agent.model) {
+            return Err(ConfigError::new(
+                source,
+                key("model"),
+                format!("no backend serves model `{}`", agent.model),
+            ));
+        }
+        agents.push(AgentConfig {
+            name: agent.name,
+            model: agent.model,
+            tier: match agent.tier {
+                SpeedTierName::Fast => SpeedTier::Fast,
+                SpeedTierName::Slow => SpeedTier::Slow,
+            },
+            description: agent.description,
+        });
+    }
+    Ok(agents)
+}

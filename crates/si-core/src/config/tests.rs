@@ -1,0 +1,233 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn builtin() -> Config {
+    match Config::builtin() {
+        Ok(config) => config,
+        Err(e) => panic!("built-in config is invalid: {e}"),
+    }
+}
+
+fn parse_err(text: &str) -> ConfigError {
+    match Config::parse(text, "si.toml") {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn builtin_is_the_original_deployment() {
+    let config = builtin();
+    assert_eq!(config.gateway.listen.to_string(), "127.0.0.1:8000");
+    let ports: Vec<u16> = config.backends.iter().map(|b| b.url.port).collect();
+    assert_eq!(ports, [8080, 8081, 8082, 8083, 8084, 8085]);
+    let route = |agent: &str| {
+        let agent = config
+            .agent(agent)
+            .map(|a| a.model.clone())
+            .unwrap_or_default();
+        config
+            .backends
+            .iter()
+            .filter(|b| b.model == agent)
+            .map(|b| b.url.port)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(route("Chat"), [8080, 8083]);
+    assert_eq!(route("MedicalQA"), [8081]);
+    assert_eq!(route("Documentation"), [8082]);
+    assert_eq!(route("Billing"), [8080, 8083]);
+    assert_eq!(route("Claims"), [8084]);
+    assert_eq!(route("Clinical"), [8085]);
+    assert_eq!(
+        config.agent("clinical").map(|a| a.tier),
+        Some(SpeedTier::Slow)
+    );
+    assert_eq!(config.agent("chat").map(|a| a.tier), Some(SpeedTier::Fast));
+    let keys: Vec<String> = config
+        .backends
+        .iter()
+        .map(|b| b.api_key_ref.to_string())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "env::API_KEY_TINY_LLAMA_1B_8080",
+            "env::API_KEY_BIMEDIX2_8081",
+            "env::API_KEY_MEDICINE_LLM_8082",
+            "env::API_KEY_TINY_LLAMA_1B_8083",
+            "env::API_KEY_OPENINSURANCE_8084",
+            "env::API_KEY_BIOMISTRAL_8085",
+        ]
+    );
+    assert_eq!(config.auth.algorithm, JwtAlgorithm::Hs256);
+    assert_eq!(config.auth.expiry, Duration::from_secs(24 * 3600));
+}
+
+#[test]
+fn unknown_key_names_file_key_and_line() {
+    let text = BUILTIN_TOML.replace("listen = ", "listn = ");
+    let err = parse_err(&text);
+    assert_eq!(err.source_name, "si.toml");
+    assert!(err.problem.contains("unknown field `listn`"), "{err}");
+    assert!(err.problem.contains("line 10"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_dotted_key() {
+    let text = BUILTIN_TOML.replace("expiry_hours = 24", "expiry_hours = \"a day\"");
+    let err = parse_err(&text);
+    assert_eq!(err.key, "auth.expiry_hours");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        (
+            "listen = \"127.0.0.1:8000\"",
+            "listen = \"localhost\"",
+            "gateway.listen",
+        ),
+        (
+            "\"http://127.0.0.1:8081\"",
+            "\"https://127.0.0.1:8081\"",
+            "backends[1].url",
+        ),
+        (
+            "\"http://127.0.0.1:8082\"",
+            "\"http://127.0.0.1:8080\"",
+            "backends[2].url",
+        ),
+        (
+            "\"env::API_KEY_BIMEDIX2_8081\"",
+            "\"sk-inline\"",
+            "backends[1].api_key",
+        ),
+        (
+            "model = \"openinsurance-8b\"\ntier",
+            "model = \"gpt-4\"\ntier",
+            "agents[4].model",
+        ),
+        ("name = \"Claims\"", "name = \"chat\"", "agents[4].name"),
+        (
+            "algorithm = \"HS256\"",
+            "algorithm = \"none\"",
+            "auth.algorithm",
+        ),
+        ("expiry_hours = 24", "expiry_hours = 0", "auth.expiry_hours"),
+        (
+            "max_body_bytes = 4194304",
+            "max_body_bytes = 0",
+            "gateway.max_body_bytes",
+        ),
+    ];
+    for (from, to, key) in cases {
+        let text = BUILTIN_TOML.replacen(from, to, 1);
+        assert_ne!(text, BUILTIN_TOML, "case {key} did not apply");
+        assert_eq!(parse_err(&text).key, key, "{to}");
+    }
+}
+
+#[test]
+fn missing_tables_are_errors() {
+    assert_eq!(parse_err("").key, "backends");
+    let only_backend =
+        "[[backends]]\nname='a'\nurl='http://127.0.0.1:1'\nmodel='m'\napi_key='env::K'\n";
+    assert_eq!(parse_err(only_backend).key, "agents");
+}
+
+#[test]
+fn environment_overrides_and_resolves_keys() -> Result<(), ConfigError> {
+    let env = Environment::from_pairs([
+        ("SI_DATA_DIR", "/var/lib/si"),
+        ("ALLOW_INSECURE_DEV", "true"),
+        ("JWT_ALGORITHM", "HS512"),
+        ("JWT_EXPIRY_HOURS", "8"),
+        ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ("API_KEY_BIOMISTRAL_8085", "key-8085"),
+    ]);
+    let config = Config::load(None, &env)?;
+    assert_eq!(config.gateway.data_dir, std::path::Path::new("/var/lib/si"));
+    assert!(config.gateway.allow_insecure_dev);
+    assert_eq!(config.auth.algorithm, JwtAlgorithm::Hs512);
+    assert_eq!(config.auth.expiry, Duration::from_secs(8 * 3600));
+    assert!(config.auth.secret.is_some());
+    let biomistral = config.backends.iter().find(|b| b.url.port == 8085);
+    let key = biomistral
+        .and_then(|b| b.api_key.as_ref())
+        .map(|k| k.expose_secret());
+    assert_eq!(key, Some("key-8085"));
+    assert_eq!(config.backends_without_key().count(), 5);
+    Ok(())
+}
+
+#[test]
+fn bad_environment_values_name_the_variable() {
+    for (name, value) in [
+        ("JWT_SECRET", "too-short"),
+        ("JWT_ALGORITHM", "RS999"),
+        ("JWT_EXPIRY_HOURS", "-1"),
+        ("ALLOW_INSECURE_DEV", "maybe"),
+    ] {
+        let env = Environment::from_pairs([(name, value)]);
+        match Config::load(None, &env) {
+            Ok(_) => panic!("{name}={value} accepted"),
+            Err(e) => {
+                assert_eq!(e.key, name);
+                assert!(!e.to_string().contains("too-short"), "secret echoed: {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_config_error() {
+    let err = Config::load(
+        Some(std::path::Path::new("/nonexistent/si.toml")),
+        &Environment::default(),
+    );
+    assert!(matches!(err, Err(e) if e.source_name == "/nonexistent/si.toml"));
+}
+
+#[test]
+fn backend_urls() {
+    let ok = |s: &str| parse_backend_url_for_test(s);
+    assert_eq!(ok("http://127.0.0.1:8080/").map(|u| u.port), Some(8080));
+    assert_eq!(
+        ok("http://[::1]:9000").map(|u| u.to_string()),
+        Some("http://[::1]:9000".into())
+    );
+    for bad in [
+        "127.0.0.1:8080",
+        "http://host",
+        "http://host:0",
+        "http://:80",
+        "http://a b:1",
+    ] {
+        assert_eq!(ok(bad), None, "{bad}");
+    }
+}
+
+fn parse_backend_url_for_test(text: &str) -> Option<BackendUrl> {
+    raw::parse_backend_url(text).ok()
+}
+
+proptest! {
+    #[test]
+    fn parsing_never_panics(text in "\\PC{0,400}") {
+        let _ = Config::parse(&text, "fuzz.toml");
+    }
+
+    #[test]
+    fn mutated_builtin_never_panics(at in 0usize..4000, byte in any::<u8>()) {
+        let mut bytes = BUILTIN_TOML.as_bytes().to_vec();
+        let at = at % bytes.len();
+        bytes[at] = byte;
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = Config::parse(&text, "fuzz.toml");
+    }
+}

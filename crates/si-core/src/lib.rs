@@ -1,0 +1,20 @@
+//! The vocabulary every other crate of the platform shares.
+//!
+//! - [`config`]: the TOML configuration, loaded in two stages (raw serde structs that
+//!   refuse unknown keys, then [`config::Config`] with checked, typed values), the
+//!   built-in default deployment, and environment overrides.
+//! - [`env`]: the variables the configuration may read, handed in by the caller (this
+//!   crate never reads the process environment itself).
+//! - [`secret`]: references to secrets (`env::NAME`, `path::FILE`) and their resolution.
+//! - [`role`]: user roles.
+//!
+//! This crate knows nothing about HTTP, SQLite, JWTs or GPUs.
+
+pub mod config;
+pub mod env;
+pub mod role;
+pub mod secret;
+
+pub use config::{AgentConfig, AuthConfig, BackendConfig, Config, ConfigError, GatewayConfig};
+pub use env::Environment;
+pub use role::Role;

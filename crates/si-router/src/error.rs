@@ -1,0 +1,109 @@
+use crate::pool::HealthState;
+
+/// Why a chat request could not be routed or answered, with enough detail to say
+/// whose fault it is: the caller's (bad request), the gateway's configuration (a
+/// rejected key), or a backend's (down, loading, failing).
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    /// The body is not JSON, or not a chat request.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// `agent_type` or `model` names nothing we serve.
+    #[error("unknown agent `{given}`; valid agents: {valid}; models: {models}", valid = .valid.join(", "), models = .models.join(", "))]
+    UnknownAgent {
+        /// What the request said.
+        given: String,
+        /// Agent names.
+        valid: Vec<String>,
+        /// Model ids that agents are served by.
+        models: Vec<String>,
+    },
+    /// Neither `agent_type` nor `model` was given.
+    #[error("the request names no agent: set `agent_type` (or `model`) to one of {valid}", valid = .valid.join(", "))]
+    NoAgent {
+        /// Agent names.
+        valid: Vec<String>,
+    },
+    /// Every backend of the model is down or loading.
+    #[error("no healthy backend for model `{model}` ({states})", states = describe(.states))]
+    NoHealthyBackend {
+        /// The model.
+        model: String,
+        /// Each backend of the model and its state.
+        states: Vec<(String, HealthState)>,
+    },
+    /// The backend could not be reached (refused, reset, connect timeout).
+    #[error("backend `{backend}` is unreachable: {reason}")]
+    Unreachable {
+        /// The backend.
+        backend: String,
+        /// What the connection attempt said.
+        reason: String,
+    },
+    /// The backend rejected the gateway's API key: a gateway misconfiguration.
+    #[error(
+        "backend `{backend}` rejected the gateway's API key; check {key_source} in the \
+         gateway's environment or .api_keys.env against the key that server was started with"
+    )]
+    KeyRejected {
+        /// The backend.
+        backend: String,
+        /// Where the gateway's key comes from (`env::NAME`), never the key.
+        key_source: String,
+    },
+    /// The backend answered 503 (usually `Loading model`).
+    #[error("backend `{backend}` is unavailable: {message}; retry shortly")]
+    Unavailable {
+        /// The backend.
+        backend: String,
+        /// Its message.
+        message: String,
+    },
+    /// The backend refused the request as invalid (4xx other than 401): the caller's
+    /// fault, passed back with the backend's own message.
+    #[error("{message}")]
+    Rejected {
+        /// The backend.
+        backend: String,
+        /// The backend's status.
+        status: u16,
+        /// llama-server's error type, e.g. `exceed_context_size_error`.
+        kind: String,
+        /// The backend's message.
+        message: String,
+    },
+    /// The backend failed (5xx other than 503, or a broken response).
+    #[error("backend `{backend}` failed: {message}")]
+    Failed {
+        /// The backend.
+        backend: String,
+        /// What happened.
+        message: String,
+    },
+    /// The backend did not answer in time.
+    #[error("backend `{backend}` did not answer within {seconds} s")]
+    Timeout {
+        /// The backend.
+        backend: String,
+        /// The limit that ran out.
+        seconds: u64,
+    },
+    /// A backend's API key cannot be sent as an HTTP header.
+    #[error(
+        "the API key from {key_source} for backend `{backend}` contains characters not allowed in an HTTP header"
+    )]
+    UnusableKey {
+        /// The backend.
+        backend: String,
+        /// Where the key comes from.
+        key_source: String,
+    },
+}
+
+fn describe(states: &[(String, HealthState)]) -> String {
+    states
+        .iter()
+        .map(|(name, state)| format!("{name}: {}", state.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

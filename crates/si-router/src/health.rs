@@ -1,0 +1,74 @@
+//! The background poll of every backend's `/health`.
+//!
+//! One task per backend, so a slow or hanging backend never delays the others' polls.
+//! State changes are logged; the states feed replica choice and `/healthz`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::LlamaClient;
+use crate::pool::{Backend, BackendPool, HealthState};
+
+/// Starts polling; the returned task ends once `shutdown` is cancelled.
+pub fn spawn(
+    pool: Arc<BackendPool>,
+    client: LlamaClient,
+    interval: Duration,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tasks = tokio::task::JoinSet::new();
+        for backend in pool.all() {
+            tasks.spawn(poll_forever(
+                backend.clone(),
+                client.clone(),
+                interval,
+                timeout,
+                shutdown.clone(),
+            ));
+        }
+        while tasks.join_next().await.is_some() {}
+    })
+}
+
+async fn poll_forever(
+    backend: Arc<Backend>,
+    client: LlamaClient,
+    interval: Duration,
+    timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let (state, took) = client.health(&backend, timeout).await;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let previous = backend.set_state(state, micros);
+        if previous != state {
+            log_change(&backend, previous, state);
+        }
+    }
+}
+
+fn log_change(backend: &Backend, previous: HealthState, state: HealthState) {
+    let (name, url, from, to) = (
+        &backend.name,
+        &backend.url,
+        previous.as_str(),
+        state.as_str(),
+    );
+    if state == HealthState::Ok {
+        tracing::info!(backend = %name, %url, from, to, "backend health changed");
+    } else {
+        tracing::warn!(backend = %name, %url, from, to, "backend health changed");
+    }
+}

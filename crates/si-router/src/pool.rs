@@ -1,0 +1,306 @@
+//! The backends, their health, and which replica takes the next request.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+
+use http::{HeaderValue, Uri};
+use secrecy::ExposeSecret;
+use si_core::BackendConfig;
+
+use crate::RouterError;
+
+/// What the last `/health` poll said about a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthState {
+    /// Not polled yet; routable, so a restart of the gateway does not wait for a poll.
+    Unknown,
+    /// `200 {"status":"ok"}`.
+    Ok,
+    /// `503 Loading model`: up, not yet serving.
+    Loading,
+    /// Refused, timed out, or answered something else.
+    Down,
+}
+
+impl HealthState {
+    /// `unknown`, `ok`, `loading` or `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthState::Unknown => "unknown",
+            HealthState::Ok => "ok",
+            HealthState::Loading => "loading",
+            HealthState::Down => "down",
+        }
+    }
+
+    /// Whether requests may be sent.
+    pub fn is_routable(self) -> bool {
+        matches!(self, HealthState::Unknown | HealthState::Ok)
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            HealthState::Unknown => 0,
+            HealthState::Ok => 1,
+            HealthState::Loading => 2,
+            HealthState::Down => 3,
+        }
+    }
+
+    fn from_u8(value: u8) -> Self {
+        match value {
+            1 => HealthState::Ok,
+            2 => HealthState::Loading,
+            3 => HealthState::Down,
+            _ => HealthState::Unknown,
+        }
+    }
+}
+
+/// One llama-server: where it is, how to authenticate, and its last known health.
+pub struct Backend {
+    /// Unique name from configuration.
+    pub name: String,
+    /// The model it serves.
+    pub model: String,
+    /// Base URL, for display.
+    pub url: String,
+    /// Where its key comes from (for messages; never the key).
+    pub key_source: String,
+    pub(crate) chat_uri: Uri,
+    pub(crate) health_uri: Uri,
+    pub(crate) authorization: Option<HeaderValue>,
+    state: AtomicU8,
+    /// Microseconds the last health poll took.
+    last_probe_micros: AtomicU64,
+}
+
+impl Backend {
+    fn new(config: &BackendConfig) -> Result<Self, RouterError> {
+        let url = config.url.to_string();
+        let uri = |path: &str| {
+            format!("{url}{path}")
+                .parse::<Uri>()
+                .map_err(|e| RouterError::Failed {
+                    backend: config.name.clone(),
+                    message: format!("invalid URL: {e}"),
+                })
+        };
+        let key_source = config.api_key_ref.to_string();
+        let authorization = match &config.api_key {
+            None => None,
+            Some(key) => {
+                let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
+                    .map_err(|_| RouterError::UnusableKey {
+                        backend: config.name.clone(),
+                        key_source: key_source.clone(),
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
+        Ok(Backend {
+            name: config.name.clone(),
+            model: config.model.clone(),
+            chat_uri: uri("/v1/chat/completions")?,
+            health_uri: uri("/health")?,
+            url,
+            key_source,
+            authorization,
+            state: AtomicU8::new(HealthState::Unknown.to_u8()),
+            last_probe_micros: AtomicU64::new(0),
+        })
+    }
+
+    /// The last known health.
+    pub fn state(&self) -> HealthState {
+        HealthState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Records a poll result; returns the previous state.
+    pub fn set_state(&self, state: HealthState, probe_micros: u64) -> HealthState {
+        self.last_probe_micros
+            .store(probe_micros, Ordering::Relaxed);
+        HealthState::from_u8(self.state.swap(state.to_u8(), Ordering::Relaxed))
+    }
+
+    /// How long the last health poll took, in microseconds (0 before the first).
+    pub fn last_probe_micros(&self) -> u64 {
+        self.last_probe_micros.load(Ordering::Relaxed)
+    }
+
+    /// Whether the gateway has an API key for it.
+    pub fn has_key(&self) -> bool {
+        self.authorization.is_some()
+    }
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("model", &self.model)
+            .field("url", &self.url)
+            .field("key", &if self.has_key() { "[REDACTED]" } else { "none" })
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// All backends, with a round-robin cursor per model for replica choice.
+#[derive(Debug)]
+pub struct BackendPool {
+    backends: Vec<Arc<Backend>>,
+    /// One cursor per model: a shared one would let two interleaved agents starve a
+    /// replica (every other turn always landing on the same one).
+    cursors: Vec<(String, AtomicUsize)>,
+}
+
+impl BackendPool {
+    /// Builds the pool; fails only if a key cannot be sent as a header.
+    pub fn new(configs: &[BackendConfig]) -> Result<Self, RouterError> {
+        let mut pool = BackendPool {
+            backends: configs
+                .iter()
+                .map(|c| Backend::new(c).map(Arc::new))
+                .collect::<Result<_, _>>()?,
+            cursors: Vec::new(),
+        };
+        pool.cursors = pool
+            .models()
+            .map(|m| (m.to_owned(), AtomicUsize::new(0)))
+            .collect();
+        Ok(pool)
+    }
+
+    /// Every backend, in configuration order.
+    pub fn all(&self) -> &[Arc<Backend>] {
+        &self.backends
+    }
+
+    /// Each model id once, in configuration order.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.backends
+            .iter()
+            .enumerate()
+            .filter(|(i, b)| !self.backends[..*i].iter().any(|o| o.model == b.model))
+            .map(|(_, b)| b.model.as_str())
+    }
+
+    /// A routable backend of `model`, taking replicas in turn.
+    pub fn pick(&self, model: &str) -> Result<Arc<Backend>, RouterError> {
+        let candidates: Vec<&Arc<Backend>> = self
+            .backends
+            .iter()
+            .filter(|b| b.model == model && b.state().is_routable())
+            .collect();
+        if candidates.is_empty() {
+            return Err(RouterError::NoHealthyBackend {
+                model: model.to_owned(),
+                states: self
+                    .backends
+                    .iter()
+                    .filter(|b| b.model == model)
+                    .map(|b| (b.name.clone(), b.state()))
+                    .collect(),
+            });
+        }
+        let turn = self
+            .cursors
+            .iter()
+            .find(|(m, _)| m == model)
+            .map_or(0, |(_, cursor)| cursor.fetch_add(1, Ordering::Relaxed));
+        Ok(Arc::clone(candidates[turn % candidates.len()]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use si_core::Config;
+
+    use super::*;
+
+    fn pool() -> BackendPool {
+        BackendPool::new(&Config::builtin().unwrap().backends).unwrap()
+    }
+
+    #[test]
+    fn replicas_take_turns_and_unhealthy_ones_are_skipped() {
+        let pool = pool();
+        let mut picked: Vec<String> = (0..4)
+            .map(|_| pool.pick("tiny-llama-1b").unwrap().url.clone())
+            .collect();
+        picked.sort();
+        assert_eq!(
+            picked,
+            [
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8083",
+                "http://127.0.0.1:8083"
+            ]
+        );
+
+        pool.all()[0].set_state(HealthState::Loading, 10);
+        for _ in 0..3 {
+            assert_eq!(
+                pool.pick("tiny-llama-1b").unwrap().url,
+                "http://127.0.0.1:8083"
+            );
+        }
+        pool.all()[3].set_state(HealthState::Down, 10);
+        let err = pool.pick("tiny-llama-1b").unwrap_err().to_string();
+        assert!(err.contains("tiny-llama-1b-8080: loading"), "{err}");
+        assert!(err.contains("tiny-llama-1b-8083: down"), "{err}");
+    }
+
+    #[test]
+    fn interleaved_agents_do_not_starve_a_replica() {
+        let pool = pool();
+        let mut on_8080 = 0;
+        for _ in 0..10 {
+            pool.pick("bimedix2-8b").unwrap();
+            if pool.pick("tiny-llama-1b").unwrap().url.ends_with(":8080") {
+                on_8080 += 1;
+            }
+        }
+        assert_eq!(on_8080, 5);
+    }
+
+    #[test]
+    fn models_are_listed_once() {
+        let pool = pool();
+        let models: Vec<&str> = pool.models().collect();
+        assert_eq!(
+            models,
+            [
+                "tiny-llama-1b",
+                "bimedix2-8b",
+                "medicine-llm-13b",
+                "openinsurance-8b",
+                "biomistral-7b"
+            ]
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let mut config = Config::builtin().unwrap();
+        config.backends[0].api_key = Some("super-secret-key".to_owned().into());
+        let pool = BackendPool::new(&config.backends).unwrap();
+        let shown = format!("{pool:?}");
+        assert!(!shown.contains("super-secret-key"));
+        assert!(shown.contains("[REDACTED]"));
+    }
+
+    #[test]
+    fn a_key_with_a_newline_is_refused() {
+        let mut config = Config::builtin().unwrap();
+        config.backends[0].api_key = Some("bad\nkey".to_owned().into());
+        assert!(matches!(
+            BackendPool::new(&config.backends),
+            Err(RouterError::UnusableKey { .. })
+        ));
+    }
+}

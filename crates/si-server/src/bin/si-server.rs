@@ -1,0 +1,109 @@
+//! `si-server`: load configuration, open the gateway, serve until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use si_core::{Config, Environment};
+use si_server::Gateway;
+use tokio::net::TcpListener;
+
+/// Exit status for an unusable configuration (as linkerd2-proxy does).
+const EXIT_CONFIG: u8 = 64;
+
+/// The Synthetic Intelligence gateway.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file; without it the built-in defaults run
+    /// (see examples/si.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding `gateway.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let mut config = match load_config(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("si-server: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.gateway.listen = listen;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("si-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("si-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The process environment (valid UTF-8 entries) with `.api_keys.env` beneath it.
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let env = Environment::from_pairs(vars)
+        .with_file_defaults(Path::new(".api_keys.env"))
+        .map_err(|e| e.to_string())?;
+    Config::load(path, &env).map_err(|e| e.to_string())
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let listen = config.gateway.listen;
+    for backend in config.backends_without_key() {
+        tracing::warn!(
+            backend = %backend.name,
+            key = %backend.api_key_ref,
+            "no API key set; requests go without one (run `si-cli keys generate`)"
+        );
+    }
+    if config.gateway.allow_insecure_dev {
+        tracing::warn!(
+            "ALLOW_INSECURE_DEV is on: chat is served without login; never in production"
+        );
+    }
+    let gateway = Gateway::open(config).map_err(|e| e.to_string())?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "gateway listening");
+    si_server::run(listener, gateway, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

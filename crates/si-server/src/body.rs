@@ -1,0 +1,46 @@
+//! Response bodies: a JSON document, or a backend's body streamed through untouched.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// Every response body the gateway sends.
+pub(crate) type GatewayBody = Either<Full<Bytes>, Incoming>;
+
+/// A response carrying `value` as JSON.
+pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Either::Left(Full::new(Bytes::from(bytes))));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Like [`json`], marked not to be cached (it carries a token).
+pub(crate) fn json_no_store<T: Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {
+    let mut response = json(status, value);
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Reads a request body of at most `limit` bytes.
+pub(crate) async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "cannot read request body: {e}"
+        ))),
+    }
+}

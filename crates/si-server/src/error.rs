@@ -1,0 +1,163 @@
+//! The one place where errors become HTTP responses.
+//!
+//! Every error body has the OpenAI shape `{"error":{"message","type","code"}}`. The
+//! matches below are exhaustive with no catch-all arm: a new error variant anywhere
+//! must be given a status here before the code compiles.
+
+use http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use serde::Serialize;
+use si_auth::AuthError;
+use si_router::RouterError;
+
+use crate::body::{GatewayBody, json};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ApiError {
+    #[error(transparent)]
+    Router(#[from] RouterError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("no route for {method} {path}; see GET /v1/models and POST /v1/chat/completions")]
+    NotFound { method: String, path: String },
+    #[error("method {method} is not allowed on {path}; use {allowed}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: &'a str,
+}
+
+const INVALID: &str = "invalid_request_error";
+const AUTHN: &str = "authentication_error";
+const PERMISSION: &str = "permission_error";
+const UPSTREAM: &str = "upstream_error";
+const UNAVAILABLE: &str = "unavailable_error";
+const SERVER: &str = "server_error";
+
+impl ApiError {
+    /// Status, OpenAI error type, and a stable machine code.
+    fn classify(&self) -> (StatusCode, &str, &str) {
+        match self {
+            ApiError::Router(e) => classify_router(e),
+            ApiError::Auth(e) => classify_auth(e),
+            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found_error", "not_found"),
+            ApiError::MethodNotAllowed { .. } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                INVALID,
+                "method_not_allowed",
+            ),
+            ApiError::BodyTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "body_too_large")
+            }
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_request"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal"),
+        }
+    }
+
+    /// The response: JSON body plus the headers the status calls for.
+    pub(crate) fn into_response(self) -> Response<GatewayBody> {
+        let (status, kind, code) = self.classify();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), code, error = %self, "request failed");
+        }
+        // Internal details (paths, database errors) stay in the log.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            "internal error; the gateway's log has the details".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message,
+                kind,
+                code,
+            },
+        };
+        let mut response = json(status, &body);
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MethodNotAllowed { allowed, .. } => {
+                headers.insert(ALLOW, HeaderValue::from_static(allowed));
+            }
+            ApiError::Auth(e) if e.is_unauthenticated() => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+fn classify_router(error: &RouterError) -> (StatusCode, &str, &str) {
+    match error {
+        RouterError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_request"),
+        RouterError::UnknownAgent { .. } => (StatusCode::BAD_REQUEST, INVALID, "unknown_agent"),
+        RouterError::NoAgent { .. } => (StatusCode::BAD_REQUEST, INVALID, "missing_agent"),
+        RouterError::NoHealthyBackend { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "no_healthy_backend",
+        ),
+        RouterError::Unreachable { .. } => {
+            (StatusCode::BAD_GATEWAY, UPSTREAM, "backend_unreachable")
+        }
+        RouterError::KeyRejected { .. } => {
+            (StatusCode::BAD_GATEWAY, UPSTREAM, "backend_key_rejected")
+        }
+        RouterError::Unavailable { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "backend_unavailable",
+        ),
+        RouterError::Rejected { status, kind, .. } => (
+            StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+            kind.as_str(),
+            "backend_rejected_request",
+        ),
+        RouterError::Failed { .. } => (StatusCode::BAD_GATEWAY, UPSTREAM, "backend_failed"),
+        RouterError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, UPSTREAM, "backend_timeout"),
+        RouterError::UnusableKey { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "bad_backend_key")
+        }
+    }
+}
+
+fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
+    match error {
+        AuthError::InvalidCredentials => (StatusCode::UNAUTHORIZED, AUTHN, "invalid_credentials"),
+        AuthError::MissingToken => (StatusCode::UNAUTHORIZED, AUTHN, "missing_token"),
+        AuthError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, AUTHN, "invalid_token"),
+        AuthError::ExpiredToken => (StatusCode::UNAUTHORIZED, AUTHN, "token_expired"),
+        AuthError::WrongLocation { .. } => (StatusCode::FORBIDDEN, PERMISSION, "wrong_location"),
+        AuthError::LocationRequired(_) => (StatusCode::BAD_REQUEST, INVALID, "location_required"),
+        AuthError::UserExists(_) => (StatusCode::CONFLICT, INVALID, "user_exists"),
+        AuthError::InvalidUser(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_user"),
+        AuthError::Store { .. } | AuthError::SecretFile { .. } | AuthError::Internal(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal")
+        }
+    }
+}

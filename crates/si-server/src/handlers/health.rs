@@ -1,0 +1,73 @@
+//! `GET /healthz`: liveness (always 200 while the process serves) plus readiness: each
+//! backend's state from the health poll, and whether every agent can be served.
+
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+use crate::Gateway;
+use crate::body::{GatewayBody, json};
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'static str,
+    /// Every agent has at least one routable backend.
+    ready: bool,
+    backends: Vec<BackendHealth<'a>>,
+    agents: Vec<AgentHealth<'a>>,
+}
+
+#[derive(Serialize)]
+struct BackendHealth<'a> {
+    name: &'a str,
+    url: &'a str,
+    model: &'a str,
+    state: &'static str,
+    /// Duration of the last `/health` poll.
+    latency_ms: f64,
+    /// The gateway holds an API key for it.
+    has_key: bool,
+}
+
+#[derive(Serialize)]
+struct AgentHealth<'a> {
+    name: &'a str,
+    model: &'a str,
+    ready: bool,
+}
+
+pub(crate) fn handle(gateway: &Gateway) -> Response<GatewayBody> {
+    let router = gateway.router();
+    let backends = router.pool().all();
+    let routable = |model: &str| {
+        backends
+            .iter()
+            .any(|b| b.model == model && b.state().is_routable())
+    };
+    let agents: Vec<AgentHealth<'_>> = router
+        .agents()
+        .all()
+        .iter()
+        .map(|a| AgentHealth {
+            name: &a.name,
+            model: &a.model,
+            ready: routable(&a.model),
+        })
+        .collect();
+    let health = Health {
+        status: "ok",
+        ready: agents.iter().all(|a| a.ready),
+        backends: backends
+            .iter()
+            .map(|b| BackendHealth {
+                name: &b.name,
+                url: &b.url,
+                model: &b.model,
+                state: b.state().as_str(),
+                latency_ms: b.last_probe_micros() as f64 / 1000.0,
+                has_key: b.has_key(),
+            })
+            .collect(),
+        agents,
+    };
+    json(StatusCode::OK, &health)
+}

@@ -1,0 +1,22 @@
+//! The gateway: a bare hyper 1 server that composes [`si_auth`] (who is calling) and
+//! [`si_router`] (which llama-server answers) behind an OpenAI-compatible HTTP API.
+//!
+//! - [`gateway`]: [`Gateway`], the state one server instance runs with, and how it is
+//!   opened from a [`si_core::Config`].
+//! - [`server`]: [`run`], the accept loop with graceful shutdown, exactly what the
+//!   binary and the tests run.
+//! - `routes` and `handlers`: which path does what.
+//! - `error`: the one place where every error becomes an HTTP status and JSON body.
+//! - `body`: response bodies (JSON, or a backend's stream passed through).
+//!
+//! This crate owns HTTP; the libraries below it never build a response.
+
+mod body;
+mod error;
+pub mod gateway;
+mod handlers;
+mod routes;
+pub mod server;
+
+pub use gateway::{Gateway, GatewayError};
+pub use server::run;

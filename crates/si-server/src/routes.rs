@@ -1,0 +1,62 @@
+//! Which path does what, and the request log line.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+
+use crate::Gateway;
+use crate::body::GatewayBody;
+use crate::error::ApiError;
+use crate::handlers;
+
+/// Answers one request. Never fails: every error becomes a JSON response.
+pub(crate) async fn handle(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<GatewayBody> {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let result = match (path.as_str(), &method) {
+        ("/v1/chat/completions", &Method::POST) => handlers::chat::handle(gateway, request).await,
+        ("/v1/auth/login", &Method::POST) => handlers::login::handle(gateway, request).await,
+        ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
+        ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
+        (p, m) => Err(unrouted(p, m)),
+    };
+    let response = result.unwrap_or_else(ApiError::into_response);
+    // Metadata only: never bodies, tokens or keys.
+    tracing::debug!(
+        %peer,
+        method = %method,
+        path = %path,
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+fn unrouted(path: &str, method: &Method) -> ApiError {
+    let allowed = match path {
+        "/v1/chat/completions" | "/v1/auth/login" => Some("POST"),
+        "/v1/models" | "/healthz" => Some("GET"),
+        _ => None,
+    };
+    // Paths are echoed in messages: keep them short.
+    let shown: String = path.chars().take(200).collect();
+    match allowed {
+        Some(allowed) => ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            path: shown,
+            allowed,
+        },
+        None => ApiError::NotFound {
+            method: method.to_string(),
+            path: shown,
+        },
+    }
+}

@@ -1,0 +1,92 @@
+//! The accept loop. [`run`] is what the binary runs and what tests run on
+//! `127.0.0.1:0`, so both exercise the same code.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::GatewayBody;
+use crate::{Gateway, routes};
+
+/// A client must send its request headers within this time (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests may finish after shutdown begins.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `gateway` on `listener` until `shutdown` completes, then stops accepting,
+/// lets in-flight requests finish (up to 30 s) and stops the health poll.
+pub async fn run(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let stop_polling = CancellationToken::new();
+    let settings = &gateway.config().gateway;
+    let health = gateway.router().spawn_health_monitor(
+        settings.health_interval,
+        settings.health_timeout,
+        stop_polling.clone(),
+    );
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_connection(&gateway, &graceful, stream, peer),
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: draining in-flight requests");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timed out; closing remaining connections");
+    }
+    stop_polling.cancel();
+    let _ = health.await;
+    Ok(())
+}
+
+fn serve_connection(
+    gateway: &Gateway,
+    graceful: &GracefulShutdown,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let gateway = gateway.clone();
+    let service = service_fn(move |request: Request<Incoming>| {
+        let gateway = gateway.clone();
+        async move {
+            Ok::<Response<GatewayBody>, Infallible>(routes::handle(&gateway, request, peer).await)
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service);
+    let connection = graceful.watch(connection);
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
+}

@@ -1,0 +1,112 @@
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::support::{Harness, Options, TEST_PASSWORD, chat_body, error_parts};
+
+#[tokio::test]
+async fn login_returns_a_bearer_token_with_identity_claims() {
+    let h = Harness::start(Options::default()).await;
+    let response = h
+        .request("POST", "/v1/auth/login", None, Bytes::from(json!({"username": "doctor1", "password": TEST_PASSWORD, "location_id": "hospital-01"}).to_string()))
+        .await;
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let (status, body) = crate::support::read_json(response).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["expires_in"], 86_400);
+    let claims = h
+        .gateway
+        .tokens()
+        .verify(body["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(claims.sub, "doctor1");
+    assert_eq!(claims.role.as_str(), "clinician");
+    assert_eq!(claims.loc, "hospital-01");
+    assert_eq!(claims.iss, "synthetic-intelligence");
+    assert_eq!(claims.aud, "si-gateway");
+    assert!(!claims.jti.is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_are_indistinguishable() {
+    let h = Harness::start(Options::default()).await;
+    let (s1, wrong_password) = h
+        .post_json("/v1/auth/login", None, json!({"username": "doctor1", "password": "not the password", "location_id": "hospital-01"}))
+        .await;
+    let (s2, unknown_user) = h
+        .post_json("/v1/auth/login", None, json!({"username": "nobody", "password": "not the password", "location_id": "hospital-01"}))
+        .await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(wrong_password, unknown_user);
+    assert_eq!(error_parts(&wrong_password).1, "invalid_credentials");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn login_location_and_body_are_checked() {
+    let h = Harness::start(Options::default()).await;
+    let (status, body) = h
+        .post_json(
+            "/v1/auth/login",
+            None,
+            json!({"username": "doctor1", "password": TEST_PASSWORD, "location_id": "clinic-07"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(error_parts(&body).2.contains("clinic-07"));
+    // A user allowed everywhere gets the location asked for.
+    let token = h.login("biller").await;
+    assert_eq!(
+        h.gateway.tokens().verify(&token).unwrap().loc,
+        "hospital-01"
+    );
+    let (status, body) = h
+        .post_json("/v1/auth/login", None, json!({"user": "doctor1"}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(error_parts(&body).2.contains("username"), "{body}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn chat_without_a_valid_token_is_401() {
+    let h = Harness::start(Options::default()).await;
+    let body = Bytes::from(chat_body("Chat").to_string());
+    for token in [
+        None,
+        Some("not-a-jwt"),
+        Some("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."),
+    ] {
+        let response = h
+            .request("POST", "/v1/chat/completions", token, body.clone())
+            .await;
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        let (status, error) = crate::support::read_json(response).await;
+        assert_eq!(status, 401, "{token:?}");
+        assert_eq!(error_parts(&error).0, "authentication_error");
+    }
+    // A token signed by another gateway's secret.
+    let mut other = h.gateway.config().auth.clone();
+    other.issuer = "synthetic-intelligence".into();
+    let forged = si::si_auth::TokenIssuer::new(
+        &other,
+        &"another-secret-another-secret-another".to_owned().into(),
+    )
+    .issue("doctor1", si::si_core::Role::Admin, "hospital-01")
+    .unwrap();
+    use secrecy::ExposeSecret;
+    let (status, _) = h
+        .post_json(
+            "/v1/chat/completions",
+            Some(forged.token.expose_secret()),
+            chat_body("Chat"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert!(
+        h.sim(8080).chats().await.is_empty() && h.sim(8083).chats().await.is_empty(),
+        "nothing reached a backend"
+    );
+    h.shutdown().await;
+}

@@ -1,0 +1,217 @@
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::raw_backend::GatedStreamBackend;
+use crate::support::{Harness, Options, chat_body, closed_port_url, error_parts, read_json};
+
+#[tokio::test]
+async fn bad_requests_say_what_is_wrong() {
+    let h = Harness::start(Options::default()).await;
+    let token = h.login("doctor1").await;
+    let send = |body: &'static str| {
+        h.request(
+            "POST",
+            "/v1/chat/completions",
+            Some(&token),
+            Bytes::from(body),
+        )
+    };
+
+    let (status, body) = read_json(send(r#"{"agent_type":"Chat","messages":[}"#).await).await;
+    assert_eq!(status, 400);
+    let (kind, code, message) = error_parts(&body);
+    assert_eq!(
+        (kind.as_str(), code.as_str()),
+        ("invalid_request_error", "invalid_request")
+    );
+    assert!(
+        message.contains("not valid JSON") && message.contains("line 1 column 34"),
+        "{message}"
+    );
+
+    let (status, body) = read_json(
+        send(r#"{"agent_type":"Radiology","messages":[{"role":"user","content":"x"}]}"#).await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, code, message) = error_parts(&body);
+    assert_eq!(code, "unknown_agent");
+    for valid in [
+        "Radiology",
+        "Chat",
+        "MedicalQA",
+        "Documentation",
+        "Billing",
+        "Claims",
+        "Clinical",
+    ] {
+        assert!(message.contains(valid), "{message} lacks {valid}");
+    }
+
+    let (status, body) =
+        read_json(send(r#"{"messages":[{"role":"user","content":"x"}]}"#).await).await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (400, "missing_agent")
+    );
+
+    let (status, body) = read_json(send(r#"{"agent_type":"Chat","messages":[]}"#).await).await;
+    assert_eq!(status, 400);
+    assert!(error_parts(&body).2.contains("non-empty array"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let h = Harness::start(Options {
+        toml_edits: vec![("max_body_bytes = 4194304", "max_body_bytes = 1024".into())],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("doctor1").await;
+    let big =
+        json!({"agent_type": "Chat", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
+    let (status, body) = h.post_json("/v1/chat/completions", Some(&token), big).await;
+    assert_eq!(status, 413);
+    assert!(error_parts(&body).2.contains("1024 bytes"));
+    assert!(h.sim(8080).chats().await.is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_and_methods_get_json_errors() {
+    let h = Harness::start(Options::default()).await;
+    let (status, body) = h.get_json("/v1/embeddings", None).await;
+    assert_eq!(
+        (status, error_parts(&body).0.as_str()),
+        (404, "not_found_error")
+    );
+    let response = h
+        .request("GET", "/v1/chat/completions", None, Bytes::new())
+        .await;
+    assert_eq!(response.headers()["allow"], "POST");
+    let (status, body) = read_json(response).await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (405, "method_not_allowed")
+    );
+    let (status, _) = h.post_json("/healthz", None, json!({})).await;
+    assert_eq!(status, 405);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backend_rejecting_our_key_is_a_502_that_names_the_variable_not_the_key() {
+    let h = Harness::start(Options {
+        wrong_key_ports: vec![8084],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("doctor1").await;
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), chat_body("Claims"))
+        .await;
+    assert_eq!(status, 502);
+    let (kind, code, message) = error_parts(&body);
+    assert_eq!(
+        (kind.as_str(), code.as_str()),
+        ("upstream_error", "backend_key_rejected")
+    );
+    assert!(message.contains("API_KEY_OPENINSURANCE_8084"), "{message}");
+    assert!(
+        !message.contains("wrong-key") && !message.contains(&h.sim(8084).key),
+        "{message}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_loading_backend_is_a_503_with_retry_after() {
+    let h = Harness::start(Options::default()).await;
+    let token = h.login("doctor1").await;
+    // Loading after the health poll said ok: the chat itself gets llama's 503.
+    h.sim(8081).set_loading(true);
+    let response = h
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(&token),
+            Bytes::from(chat_body("MedicalQA").to_string()),
+        )
+        .await;
+    assert_eq!(response.headers()["retry-after"], "5");
+    let (status, body) = read_json(response).await;
+    assert_eq!(status, 503);
+    let (_, code, message) = error_parts(&body);
+    assert_eq!(code, "backend_unavailable");
+    assert!(message.contains("Loading model"), "{message}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn backends_known_down_or_loading_are_not_tried() {
+    let h = Harness::start(Options {
+        url_overrides: vec![(8082, closed_port_url())],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("doctor1").await;
+    let (status, body) = h
+        .post_json(
+            "/v1/chat/completions",
+            Some(&token),
+            chat_body("Documentation"),
+        )
+        .await;
+    assert_eq!(status, 503);
+    let (_, code, message) = error_parts(&body);
+    assert_eq!(code, "no_healthy_backend");
+    assert!(message.contains("medicine-llm-13b-8082: down"), "{message}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backend_that_went_away_is_a_502() {
+    let backend = GatedStreamBackend::start().await;
+    let h = Harness::start(Options {
+        url_overrides: vec![(8085, backend.url.clone())],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("doctor1").await;
+    backend.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), chat_body("Clinical"))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    let (_, code, message) = error_parts(&body);
+    assert_eq!(code, "backend_unreachable");
+    assert!(
+        message.contains("biomistral-7b-8085") && message.contains("refused"),
+        "{message}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_the_backend_refuses_keeps_its_status_and_message() {
+    let h = Harness::start(Options::default()).await;
+    let token = h.login("doctor1").await;
+    let long =
+        json!({"agent_type": "Chat", "messages": [{"role": "user", "content": "x".repeat(1500)}]});
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), long)
+        .await;
+    assert_eq!(status, 400);
+    let (kind, code, message) = error_parts(&body);
+    assert_eq!(
+        (kind.as_str(), code.as_str()),
+        ("exceed_context_size_error", "backend_rejected_request")
+    );
+    assert!(
+        message.contains("exceeds the available context size"),
+        "{message}"
+    );
+    h.shutdown().await;
+}

@@ -1,0 +1,12 @@
+//! The gateway end to end: the real server on 127.0.0.1:0 in front of six simulated
+//! llama-servers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod auth;
+mod errors;
+mod health;
+mod raw_backend;
+mod routing;
+mod streaming;
+mod support;
