@@ -215,3 +215,33 @@ async fn a_request_the_backend_refuses_keeps_its_status_and_message() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_backend_that_takes_too_long_is_a_504() {
+    let h = Harness::start(Options {
+        toml_edits: vec![(
+            "response_timeout_ms = 120000",
+            "response_timeout_ms = 200".into(),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("doctor1").await;
+    let slow = json!({"agent_type": "Clinical", "messages": [{"role": "user", "content": "think slowly"}]});
+    let started = std::time::Instant::now();
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), slow)
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the timeout did not cut the wait"
+    );
+    let (_, code, message) = error_parts(&body);
+    assert_eq!(code, "backend_timeout");
+    assert!(
+        message.contains("biomistral-7b-8085") && message.contains("0.2 s"),
+        "{message}"
+    );
+    h.shutdown().await;
+}

@@ -110,6 +110,10 @@ impl LlamaBehaviour {
                 "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 417, "n_ctx": 256,
                 "message": "request (417 tokens) exceeds the available context size (256 tokens), try increasing it"}}));
         }
+        let slow = body["messages"][0]["content"].as_str() == Some("think slowly");
+        if slow {
+            return self.completion().set_delay(Duration::from_secs(5));
+        }
         if body["stream"].as_bool() == Some(true) {
             let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
             return ResponseTemplate::new(200)
@@ -120,6 +124,10 @@ impl LlamaBehaviour {
                     "text/event-stream",
                 );
         }
+        self.completion()
+    }
+
+    fn completion(&self) -> ResponseTemplate {
         ResponseTemplate::new(200).set_body_json(json!({
             "id": "chatcmpl-test", "object": "chat.completion", "created": 1757141666,
             "model": self.alias, "system_fingerprint": "b6210-a094f381",

@@ -35,7 +35,7 @@ pub fn load_or_create_jwt_secret(data_dir: &Path) -> Result<SecretString, AuthEr
             Ok(secret)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(|e| fail(e.to_string()))?;
+            create_private_dir(data_dir).map_err(|e| fail(e.to_string()))?;
             let secret = SecretString::from(random_hex(64));
             write_private(&path, secret.expose_secret()).map_err(|e| fail(e.to_string()))?;
             tracing::info!(path = %path.display(), "generated a new JWT secret");
@@ -43,6 +43,16 @@ pub fn load_or_create_jwt_secret(data_dir: &Path) -> Result<SecretString, AuthEr
         }
         Err(e) => Err(fail(e.to_string())),
     }
+}
+
+/// Creates `dir` and any missing parents, the new ones accessible by the owner only.
+/// An existing directory is left as it is: its owner chose its permissions.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
 }
 
 /// Creates `path` (which must not exist) readable and writable by its owner only.
@@ -90,6 +100,8 @@ mod tests {
                 .permissions()
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
+            let mode = std::fs::metadata(&data).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "a new data directory is private");
         }
     }
 

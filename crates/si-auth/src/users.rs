@@ -72,7 +72,7 @@ impl UserStore {
     /// Opens (creating if needed, mode 0600) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, AuthError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| AuthError::store(path, e))?;
+            crate::secret::create_private_dir(parent).map_err(|e| AuthError::store(path, e))?;
         }
         let conn = Connection::open(path).map_err(|e| AuthError::store(path, e))?;
         restrict_permissions(path).map_err(|e| AuthError::store(path, e))?;

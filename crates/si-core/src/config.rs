@@ -57,6 +57,9 @@ pub struct GatewayConfig {
     pub health_timeout: Duration,
     /// Longest a TCP connect to a backend may take.
     pub connect_timeout: Duration,
+    /// Longest wait for a backend's response headers. A non-streamed answer arrives
+    /// whole, so this also bounds its generation time.
+    pub response_timeout: Duration,
 }
 
 /// How access tokens are signed and checked.

@@ -29,18 +29,23 @@ const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct LlamaClient {
     http: Client<HttpConnector, Full<Bytes>>,
+    response_timeout: Duration,
 }
 
 impl LlamaClient {
-    /// A client whose TCP connects give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Self {
+    /// A client whose TCP connects give up after `connect_timeout`, and whose chat
+    /// requests give up when no response headers arrived within `response_timeout`.
+    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
-        LlamaClient { http }
+        LlamaClient {
+            http,
+            response_timeout,
+        }
     }
 
     /// POSTs `body` to the backend's `/v1/chat/completions` with its key.
@@ -67,10 +72,12 @@ impl LlamaClient {
                 .headers_mut()
                 .insert(AUTHORIZATION, authorization.clone());
         }
-        let response = self
-            .http
-            .request(request)
+        let response = tokio::time::timeout(self.response_timeout, self.http.request(request))
             .await
+            .map_err(|_| RouterError::Timeout {
+                backend: backend.name.clone(),
+                seconds: self.response_timeout.as_secs_f64(),
+            })?
             .map_err(|e| transport_error(backend, &e))?;
         if response.status().is_success() {
             return Ok(response);

@@ -81,12 +81,12 @@ pub enum RouterError {
         message: String,
     },
     /// The backend did not answer in time.
-    #[error("backend `{backend}` did not answer within {seconds} s")]
+    #[error("backend `{backend}` did not answer within {seconds} s (gateway.response_timeout_ms)")]
     Timeout {
         /// The backend.
         backend: String,
         /// The limit that ran out.
-        seconds: u64,
+        seconds: f64,
     },
     /// A backend's API key cannot be sent as an HTTP header.
     #[error(

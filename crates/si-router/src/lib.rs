@@ -55,7 +55,10 @@ impl Router {
         Ok(Router {
             agents: Arc::new(AgentTable::new(&config.agents)),
             pool: Arc::new(BackendPool::new(&config.backends)?),
-            client: LlamaClient::new(config.gateway.connect_timeout),
+            client: LlamaClient::new(
+                config.gateway.connect_timeout,
+                config.gateway.response_timeout,
+            ),
         })
     }
 

@@ -51,8 +51,8 @@ pub fn list(data_dir: &Path, out: &mut impl Write) -> Result<(), CliError> {
     let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
     writeln!(
         out,
-        "{:<24} {:<10} {:<16} {}",
-        "USERNAME", "ROLE", "LOCATION", "STATUS"
+        "{:<24} {:<10} {:<16} STATUS",
+        "USERNAME", "ROLE", "LOCATION"
     )
     .map_err(io)?;
     for user in users {

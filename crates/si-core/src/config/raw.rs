@@ -37,6 +37,7 @@ struct RawGateway {
     health_interval_ms: u64,
     health_timeout_ms: u64,
     connect_timeout_ms: u64,
+    response_timeout_ms: u64,
 }
 
 impl Default for RawGateway {
@@ -49,6 +50,7 @@ impl Default for RawGateway {
             health_interval_ms: 5_000,
             health_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
+            response_timeout_ms: 120_000,
         }
     }
 }
@@ -180,6 +182,7 @@ impl RawGateway {
             health_interval: millis("gateway.health_interval_ms", self.health_interval_ms, 100)?,
             health_timeout: millis("gateway.health_timeout_ms", self.health_timeout_ms, 1)?,
             connect_timeout: millis("gateway.connect_timeout_ms", self.connect_timeout_ms, 1)?,
+            response_timeout: millis("gateway.response_timeout_ms", self.response_timeout_ms, 1)?,
         })
     }
 }

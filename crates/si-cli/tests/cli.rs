@@ -1,0 +1,170 @@
+//! The real `si-cli` executable.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn si_cli(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_si-cli"))
+        .current_dir(dir)
+        .env_remove("SI_DATA_DIR")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn keys_generate_writes_the_six_variables_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = si_cli(dir.path(), &["keys", "generate"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys = std::fs::read_to_string(dir.path().join(".api_keys.env")).unwrap();
+    for name in [
+        "API_KEY_TINY_LLAMA_1B_8080",
+        "API_KEY_BIMEDIX2_8081",
+        "API_KEY_MEDICINE_LLM_8082",
+        "API_KEY_TINY_LLAMA_1B_8083",
+        "API_KEY_OPENINSURANCE_8084",
+        "API_KEY_BIOMISTRAL_8085",
+    ] {
+        let line = keys
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}=")))
+            .unwrap();
+        assert!(line.len() >= name.len() + 1 + 64, "{line}");
+    }
+    // Keys are never printed.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let first_key = keys
+        .lines()
+        .find(|l| l.starts_with("API_KEY_"))
+        .unwrap()
+        .split('=')
+        .nth(1)
+        .unwrap();
+    assert!(!stdout.contains(first_key));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".gitignore")).unwrap(),
+        ".api_keys.env\n"
+    );
+
+    let again = si_cli(dir.path(), &["keys", "generate"], None);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".api_keys.env")).unwrap(),
+        keys
+    );
+    assert!(
+        si_cli(dir.path(), &["keys", "generate", "--force"], None)
+            .status
+            .success()
+    );
+    assert_ne!(
+        std::fs::read_to_string(dir.path().join(".api_keys.env")).unwrap(),
+        keys
+    );
+}
+
+#[test]
+fn users_add_reads_the_password_from_stdin_and_list_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = [
+        "users",
+        "add",
+        "doctor1",
+        "--role",
+        "clinician",
+        "--location",
+        "hospital-01",
+        "--password-stdin",
+    ];
+    let out = si_cli(dir.path(), &add, Some("a long enough password\n"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = si_cli(dir.path(), &add, Some("a long enough password\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+
+    let out = si_cli(dir.path(), &["users", "list"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("doctor1") && table.contains("clinician") && table.contains("hospital-01"),
+        "{table}"
+    );
+
+    let bad_role = si_cli(
+        dir.path(),
+        &[
+            "users",
+            "add",
+            "x",
+            "--role",
+            "root",
+            "--location",
+            "h",
+            "--password-stdin",
+        ],
+        Some("pw\n"),
+    );
+    assert_eq!(bad_role.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("admin, clinician, billing"));
+    let no_stdin_flag = si_cli(
+        dir.path(),
+        &["users", "add", "x", "--role", "admin", "--location", "h"],
+        None,
+    );
+    assert_eq!(no_stdin_flag.status.code(), Some(2));
+    let short = si_cli(
+        dir.path(),
+        &[
+            "users",
+            "add",
+            "y",
+            "--role",
+            "admin",
+            "--location",
+            "h",
+            "--password-stdin",
+        ],
+        Some("short\n"),
+    );
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12 characters"));
+}
+
+#[test]
+fn health_exits_1_when_the_gateway_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = si_cli(
+        dir.path(),
+        &["health", "--gateway", &format!("http://127.0.0.1:{port}")],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("gateway") && table.contains("down") && table.contains("cannot reach"),
+        "{table}"
+    );
+}

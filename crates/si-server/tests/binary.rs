@@ -1,0 +1,188 @@
+//! The real `si-server` executable: embedded defaults, bad configuration, shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn si_server() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_si-server"));
+    for var in [
+        "JWT_SECRET",
+        "JWT_ALGORITHM",
+        "JWT_EXPIRY_HOURS",
+        "ALLOW_INSECURE_DEV",
+        "SI_DATA_DIR",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+const KEY_8085: &str = "biomistral-key-from-the-dotenv-file-0123456789";
+
+#[test]
+fn runs_with_embedded_defaults_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join(".api_keys.env"),
+        format!("API_KEY_BIOMISTRAL_8085={KEY_8085}\n"),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+    let mut child = si_server()
+        .current_dir(dir.path())
+        .env_remove("API_KEY_BIOMISTRAL_8085")
+        .env("RUST_LOG", "debug")
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let response = loop {
+        if let Some(response) = http_get(port, "/healthz") {
+            break response;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gateway never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    for port in 8080..=8085 {
+        assert!(
+            response.contains(&format!("http://127.0.0.1:{port}")),
+            "{response}"
+        );
+    }
+    // First start made the data directory: a private secret and the user database.
+    let secret = dir.path().join("data/jwt_secret");
+    assert!(std::fs::read_to_string(&secret).unwrap().trim().len() >= 64);
+    assert!(dir.path().join("data/users.db").exists());
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gateway ignored SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    assert!(log.contains("gateway listening"), "{log}");
+    assert!(!log.contains(KEY_8085), "the API key reached the log");
+    assert!(
+        !log.contains(std::fs::read_to_string(&secret).unwrap().trim()),
+        "the JWT secret reached the log"
+    );
+}
+
+#[test]
+fn a_config_file_is_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = si_core::config::BUILTIN_TOML
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
+        .replace("name = \"Clinical\"", "name = \"Cardiology\"");
+    std::fs::write(dir.path().join("site.toml"), config).unwrap();
+    let mut child = si_server()
+        .current_dir(dir.path())
+        .args(["--config", "site.toml"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let response = loop {
+        if let Some(response) = http_get(port, "/healthz") {
+            break response;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "gateway never answered on the configured port"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        response.contains("\"Cardiology\"") && !response.contains("\"Clinical\""),
+        "{response}"
+    );
+}
+
+fn run_failing(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let output = si_server()
+        .current_dir(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn a_bad_config_file_is_one_line_naming_file_and_key_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("si.toml");
+    std::fs::write(&file, "[gateway]\nlisten = 8000\n").unwrap();
+    let (code, stderr) = run_failing(dir.path(), &["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 64);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("si.toml") && stderr.contains("gateway.listen"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 2"), "{stderr}");
+
+    let (code, stderr) = run_failing(dir.path(), &["--config", "/nonexistent/si.toml"], &[]);
+    assert_eq!(code, 64);
+    assert!(stderr.contains("/nonexistent/si.toml"), "{stderr}");
+}
+
+#[test]
+fn a_short_jwt_secret_is_refused_at_start_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, stderr) = run_failing(dir.path(), &[], &[("JWT_SECRET", "abc123-short")]);
+    assert_eq!(code, 64);
+    assert!(
+        stderr.contains("JWT_SECRET") && stderr.contains("at least 32 bytes"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("abc123-short"), "{stderr}");
+}
