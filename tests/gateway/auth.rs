@@ -110,3 +110,71 @@ async fn chat_without_a_valid_token_is_401() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn jwt_algorithm_and_expiry_come_from_the_environment() {
+    let env = vec![
+        ("JWT_ALGORITHM", "HS512".to_owned()),
+        ("JWT_EXPIRY_HOURS", "8".to_owned()),
+    ];
+    let h = Harness::start(Options {
+        env,
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = h
+        .post_json(
+            "/v1/auth/login",
+            None,
+            json!({"username": "doctor1", "password": TEST_PASSWORD}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["expires_in"], 8 * 3600);
+    let token = body["access_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::HS512);
+    let claims = h.gateway.tokens().verify(token).unwrap();
+    assert_eq!(claims.exp - claims.iat, 8 * 3600);
+    assert_eq!(claims.loc, "hospital-01", "no location_id: the user's own");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn login_bodies_are_small_and_never_echo_a_password() {
+    let h = Harness::start(Options::default()).await;
+    let huge = json!({"username": "doctor1", "password": "x".repeat(10_000)});
+    let (status, body) = h.post_json("/v1/auth/login", None, huge).await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (413, "body_too_large")
+    );
+
+    let (status, body) = h
+        .post_json(
+            "/v1/auth/login",
+            None,
+            json!({"username": "doctor1", "password": 987654321}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let message = error_parts(&body).2;
+    assert!(
+        message.contains("password") && !message.contains("987654321"),
+        "{message}"
+    );
+
+    // A user allowed at any location must say where they are.
+    let (status, body) = h
+        .post_json(
+            "/v1/auth/login",
+            None,
+            json!({"username": "biller", "password": TEST_PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (400, "location_required")
+    );
+    h.shutdown().await;
+}

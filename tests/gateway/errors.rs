@@ -172,15 +172,15 @@ async fn backends_known_down_or_loading_are_not_tried() {
 
 #[tokio::test]
 async fn a_backend_that_went_away_is_a_502() {
-    let backend = GatedStreamBackend::start().await;
+    let mut backend = GatedStreamBackend::start().await;
     let h = Harness::start(Options {
         url_overrides: vec![(8085, backend.url.clone())],
         ..Options::default()
     })
     .await;
     let token = h.login("doctor1").await;
-    backend.stop();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    backend.stop().await;
+
     let (status, body) = h
         .post_json("/v1/chat/completions", Some(&token), chat_body("Clinical"))
         .await;
@@ -228,20 +228,52 @@ async fn a_backend_that_takes_too_long_is_a_504() {
     .await;
     let token = h.login("doctor1").await;
     let slow = json!({"agent_type": "Clinical", "messages": [{"role": "user", "content": "think slowly"}]});
-    let started = std::time::Instant::now();
+    // The backend would answer after 60 s: a 504 (not a 200) proves the timeout cut in.
     let (status, body) = h
         .post_json("/v1/chat/completions", Some(&token), slow)
         .await;
     assert_eq!(status, 504, "{body}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(4),
-        "the timeout did not cut the wait"
-    );
     let (_, code, message) = error_parts(&body);
     assert_eq!(code, "backend_timeout");
     assert!(
         message.contains("biomistral-7b-8085") && message.contains("0.2 s"),
         "{message}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backend_wanting_a_key_we_do_not_have_says_which_variable_to_set() {
+    let h = Harness::start(Options {
+        no_key_ports: vec![8081],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("doctor1").await;
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), chat_body("MedicalQA"))
+        .await;
+    assert_eq!(status, 502);
+    let message = error_parts(&body).2;
+    assert!(
+        message.contains("the gateway has none") && message.contains("API_KEY_BIMEDIX2_8081"),
+        "{message}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_backend_500_is_a_502() {
+    let h = Harness::start(Options::default()).await;
+    let token = h.login("doctor1").await;
+    let failing =
+        json!({"agent_type": "Claims", "messages": [{"role": "user", "content": "fail: x"}]});
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), failing)
+        .await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (502, "backend_failed")
     );
     h.shutdown().await;
 }

@@ -18,7 +18,7 @@ pub const SECOND_EVENT: &str =
 pub struct GatedStreamBackend {
     pub url: String,
     pub release: Arc<Notify>,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl GatedStreamBackend {
@@ -32,18 +32,27 @@ impl GatedStreamBackend {
                 tokio::spawn(serve(stream, gate.clone()));
             }
         });
-        GatedStreamBackend { url, release, task }
+        GatedStreamBackend {
+            url,
+            release,
+            task: Some(task),
+        }
     }
 
-    /// Stops listening: new connections are refused.
-    pub fn stop(&self) {
-        self.task.abort();
+    /// Stops listening; once this returns, new connections are refused.
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for GatedStreamBackend {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

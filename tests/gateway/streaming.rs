@@ -18,7 +18,10 @@ fn stream_request(agent: &str, include_usage: bool) -> Bytes {
 #[tokio::test]
 async fn both_llama_streaming_shapes_pass_through_intact() {
     let h = Harness::start(Options {
-        older_shape_ports: vec![8085],
+        stream_shapes: vec![
+            (8085, StreamShape::Older),
+            (8082, StreamShape::MidStreamError),
+        ],
         ..Options::default()
     })
     .await;
@@ -33,15 +36,18 @@ async fn both_llama_streaming_shapes_pass_through_intact() {
             StreamShape::Newer,
             false,
         ),
+        (
+            "Documentation",
+            8082,
+            "medicine-llm-13b",
+            StreamShape::MidStreamError,
+            false,
+        ),
     ];
     for (agent, port, alias, shape, usage) in cases {
+        let request = stream_request(agent, usage);
         let response = h
-            .request(
-                "POST",
-                "/v1/chat/completions",
-                Some(&token),
-                stream_request(agent, usage),
-            )
+            .request("POST", "/v1/chat/completions", Some(&token), request)
             .await;
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
@@ -54,12 +60,13 @@ async fn both_llama_streaming_shapes_pass_through_intact() {
             expected,
             "{agent} {shape:?}"
         );
-        assert!(expected.ends_with("data: [DONE]\n\n"));
+        // The simulated shapes really differ, so the equality above means something.
         assert_eq!(
-            expected.contains("\"choices\":[]"),
-            usage,
-            "newer shape puts usage in its own chunk"
+            expected.ends_with("data: [DONE]\n\n"),
+            shape != StreamShape::MidStreamError
         );
+        assert_eq!(expected.contains(":\n\n"), shape == StreamShape::Older);
+        assert_eq!(expected.contains("\"choices\":[]"), usage);
     }
     h.shutdown().await;
 }

@@ -1,9 +1,6 @@
-//! Test doubles and harness: wiremock playing llama-server faithfully (keys enforced,
-//! `Loading model`, both streaming shapes, error bodies), a raw TCP backend for
-//! timing-sensitive streams, and the real gateway on 127.0.0.1:0.
+//! The harness: the real gateway on 127.0.0.1:0 in front of six simulated
+//! llama-servers, and request helpers.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +14,8 @@ use si::si_core::config::BUILTIN_TOML;
 use si::{Config, Environment, Gateway};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate, matchers::any};
+
+pub use crate::llama_sim::{LlamaSim, StreamShape, sse_body};
 
 /// The six backends of the default deployment: (port, key variable, alias).
 pub const BACKENDS: [(u16, &str, &str); 6] = [
@@ -29,228 +27,12 @@ pub const BACKENDS: [(u16, &str, &str); 6] = [
     (8085, "API_KEY_BIOMISTRAL_8085", "biomistral-7b"),
 ];
 
-/// How a simulated server streams (llama.cpp changed this between builds).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamShape {
-    /// `usage` only with `stream_options.include_usage`, in an extra `"choices":[]` chunk.
-    Newer,
-    /// `usage` and `timings` on the finish chunk itself.
-    Older,
-}
-
-/// What one simulated llama-server does.
-struct LlamaBehaviour {
-    alias: String,
-    port_tag: u16,
-    key: String,
-    shape: StreamShape,
-    loading: Arc<AtomicBool>,
-}
-
-impl Respond for LlamaBehaviour {
-    fn respond(&self, request: &Request) -> ResponseTemplate {
-        let path = request.url.path();
-        // llama-server checks loading before the key, on every endpoint.
-        if self.loading.load(Ordering::SeqCst) {
-            return llama_error(503, "Loading model", "unavailable_error");
-        }
-        if path == "/health" || path == "/v1/health" {
-            return ResponseTemplate::new(200).set_body_json(json!({"status": "ok"}));
-        }
-        if !self.key_ok(request) {
-            return llama_error(401, "Invalid API Key", "authentication_error");
-        }
-        match (request.method.as_str(), path) {
-            ("POST", "/v1/chat/completions" | "/chat/completions") => self.chat(request),
-            _ => llama_error(404, "File Not Found", "not_found_error"),
-        }
-    }
-}
-
-impl LlamaBehaviour {
-    fn key_ok(&self, request: &Request) -> bool {
-        let header = |name: &str| {
-            request
-                .headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
-        let authorization = header("authorization");
-        let presented = if authorization.is_empty() {
-            header("x-api-key")
-        } else {
-            authorization
-                .strip_prefix("Bearer ")
-                .unwrap_or(&authorization)
-                .to_owned()
-        };
-        presented == self.key
-    }
-
-    fn chat(&self, request: &Request) -> ResponseTemplate {
-        let Ok(body) = serde_json::from_slice::<Value>(&request.body) else {
-            return llama_error(
-                400,
-                "[json.exception.parse_error.101] parse error",
-                "invalid_request_error",
-            );
-        };
-        let prompt_chars: usize = body["messages"]
-            .as_array()
-            .map(|m| {
-                m.iter()
-                    .map(|m| m["content"].as_str().map_or(0, str::len))
-                    .sum()
-            })
-            .unwrap_or(0);
-        if prompt_chars > 1000 {
-            return ResponseTemplate::new(400).set_body_json(json!({"error": {
-                "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 417, "n_ctx": 256,
-                "message": "request (417 tokens) exceeds the available context size (256 tokens), try increasing it"}}));
-        }
-        let slow = body["messages"][0]["content"].as_str() == Some("think slowly");
-        if slow {
-            return self.completion().set_delay(Duration::from_secs(5));
-        }
-        if body["stream"].as_bool() == Some(true) {
-            let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
-            return ResponseTemplate::new(200)
-                .insert_header("content-type", "text/event-stream")
-                .insert_header("x-accel-buffering", "no")
-                .set_body_raw(
-                    sse_body(&self.alias, self.port_tag, self.shape, include_usage),
-                    "text/event-stream",
-                );
-        }
-        self.completion()
-    }
-
-    fn completion(&self) -> ResponseTemplate {
-        ResponseTemplate::new(200).set_body_json(json!({
-            "id": "chatcmpl-test", "object": "chat.completion", "created": 1757141666,
-            "model": self.alias, "system_fingerprint": "b6210-a094f381",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": format!("answer from {}", self.port_tag)}}],
-            "usage": {"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17},
-            "timings": {"prompt_n": 14, "prompt_ms": 53.7, "predicted_n": 3, "predicted_ms": 40.1,
-                        "predicted_per_second": 74.8, "cache_n": 0}
-        }))
-    }
-}
-
-/// llama-server's error shape.
-pub fn llama_error(code: u16, message: &str, kind: &str) -> ResponseTemplate {
-    ResponseTemplate::new(code).set_body_raw(
-        json!({"error": {"code": code, "message": message, "type": kind}}).to_string(),
-        "application/json; charset=utf-8",
-    )
-}
-
-/// The SSE events a llama-server of `shape` sends for a three-token answer.
-pub fn sse_body(alias: &str, port: u16, shape: StreamShape, include_usage: bool) -> String {
-    let chunk = |delta: Value, finish: Value, extra: Option<(&str, Value)>| {
-        let mut event = json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
-            "model": alias, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        if let Some((k, v)) = extra {
-            event[k] = v;
-        }
-        format!("data: {event}\n\n")
-    };
-    let usage = json!({"prompt_tokens": 14, "completion_tokens": 3, "total_tokens": 17});
-    let mut out = chunk(
-        json!({"role": "assistant", "content": null}),
-        Value::Null,
-        None,
-    );
-    for word in ["answer ", "from ", &port.to_string()] {
-        out += &chunk(json!({"content": word}), Value::Null, None);
-    }
-    match shape {
-        StreamShape::Older => {
-            out += &chunk(json!({}), json!("stop"), Some(("usage", usage)));
-        }
-        StreamShape::Newer => {
-            out += &chunk(json!({}), json!("stop"), None);
-            if include_usage {
-                let event = json!({"id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1,
-                    "model": alias, "choices": [], "usage": usage});
-                out += &format!("data: {event}\n\n");
-            }
-        }
-    }
-    out + "data: [DONE]\n\n"
-}
-
-/// One simulated llama-server.
-pub struct LlamaSim {
-    pub server: MockServer,
-    pub key: String,
-    pub key_var: &'static str,
-    pub port_tag: u16,
-    loading: Arc<AtomicBool>,
-}
-
-impl LlamaSim {
-    pub async fn start(
-        port_tag: u16,
-        key_var: &'static str,
-        alias: &str,
-        shape: StreamShape,
-    ) -> Self {
-        let server = MockServer::builder().start().await;
-        let key = format!("key-{port_tag}-{}", si::si_auth::secret::random_hex(8));
-        let loading = Arc::new(AtomicBool::new(false));
-        Mock::given(any())
-            .respond_with(LlamaBehaviour {
-                alias: alias.to_owned(),
-                port_tag,
-                key: key.clone(),
-                shape,
-                loading: loading.clone(),
-            })
-            .mount(&server)
-            .await;
-        LlamaSim {
-            server,
-            key,
-            key_var,
-            port_tag,
-            loading,
-        }
-    }
-
-    pub fn set_loading(&self, loading: bool) {
-        self.loading.store(loading, Ordering::SeqCst);
-    }
-
-    /// Bodies and Authorization headers of the chat requests it received.
-    pub async fn chats(&self) -> Vec<(Option<String>, Bytes)> {
-        self.server
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| r.url.path() == "/v1/chat/completions")
-            .map(|r| {
-                let auth = r
-                    .headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                (auth, Bytes::from(r.body))
-            })
-            .collect()
-    }
-}
-
 /// The gateway under test plus its six backends.
 pub struct Harness {
     pub base: String,
     pub sims: Vec<LlamaSim>,
     pub gateway: Gateway,
-    _data: tempfile::TempDir,
+    pub data: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -259,7 +41,7 @@ pub struct Harness {
 #[derive(Default)]
 pub struct Options {
     /// Streaming shape per backend (Newer unless listed).
-    pub older_shape_ports: Vec<u16>,
+    pub stream_shapes: Vec<(u16, StreamShape)>,
     /// Extra environment (e.g. ALLOW_INSECURE_DEV).
     pub env: Vec<(&'static str, String)>,
     /// Replace a backend's URL (by its default port) with another.
@@ -268,6 +50,8 @@ pub struct Options {
     pub toml_edits: Vec<(&'static str, String)>,
     /// Give the gateway a wrong key for these ports.
     pub wrong_key_ports: Vec<u16>,
+    /// Give the gateway no key for these ports.
+    pub no_key_ports: Vec<u16>,
 }
 
 pub const TEST_PASSWORD: &str = "correct horse battery staple";
@@ -276,11 +60,11 @@ impl Harness {
     pub async fn start(options: Options) -> Harness {
         let mut sims = Vec::new();
         for (port, key_var, alias) in BACKENDS {
-            let shape = if options.older_shape_ports.contains(&port) {
-                StreamShape::Older
-            } else {
-                StreamShape::Newer
-            };
+            let shape = options
+                .stream_shapes
+                .iter()
+                .find(|(p, _)| *p == port)
+                .map_or(StreamShape::Newer, |(_, s)| *s);
             sims.push(LlamaSim::start(port, key_var, alias, shape).await);
         }
         let mut toml =
@@ -304,6 +88,9 @@ impl Harness {
         let mut env = Environment::from_pairs(options.env.clone());
         env.set("SI_DATA_DIR", data.path().to_string_lossy().into_owned());
         for sim in &sims {
+            if options.no_key_ports.contains(&sim.port_tag) {
+                continue;
+            }
             let key = if options.wrong_key_ports.contains(&sim.port_tag) {
                 "wrong-key".to_owned()
             } else {
@@ -338,7 +125,7 @@ impl Harness {
             base,
             sims,
             gateway,
-            _data: data,
+            data,
             stop: Some(stop),
             server: Some(server),
         };

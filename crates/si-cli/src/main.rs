@@ -69,7 +69,9 @@ enum UsersCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match load_config(args.config.as_deref()) {
+    // `keys generate` must work even when the key file it replaces is broken.
+    let read_key_file = !matches!(args.command, Command::Keys(_));
+    let config = match load_config(args.config.as_deref(), read_key_file) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("si-cli: {e}");
@@ -86,10 +88,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config, CliError> {
+fn load_config(path: Option<&Path>, read_key_file: bool) -> Result<Config, CliError> {
     let vars = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let env = Environment::from_pairs(vars).with_file_defaults(Path::new(".api_keys.env"))?;
+    let mut env = Environment::from_pairs(vars);
+    if read_key_file {
+        env = env.with_file_defaults(Path::new(".api_keys.env"))?;
+    }
     Ok(Config::load(path, &env)?)
 }
 
@@ -106,7 +111,8 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
                 names.join(", ")
             );
             println!(
-                "start each llama-server with its key, e.g. --api-key-file, never on the command line"
+                "start each llama-server with its key in LLAMA_API_KEY (see the README); \
+                 never with --api-key, which `ps` shows"
             );
         }
         Command::Users(UsersCommand::Add {

@@ -5,6 +5,7 @@
 //! resolution ([`Config::apply_env`]). Every failure is one [`ConfigError`] naming the
 //! source, the key and what was wanted.
 
+mod check;
 mod overrides;
 mod raw;
 
@@ -229,6 +230,13 @@ impl Config {
     /// backend's API key.
     pub fn apply_env(&mut self, env: &Environment) -> Result<(), ConfigError> {
         overrides::apply(self, env)
+    }
+
+    /// Checks what loading a file guarantees, for configurations built or changed in
+    /// code: usable, unique names and URLs, and a backend for every agent's model.
+    /// `source_name` is what errors name as the source.
+    pub fn check(&self, source_name: &str) -> Result<(), ConfigError> {
+        check::check(self, source_name)
     }
 
     /// The agent named `name`, ignoring ASCII case.

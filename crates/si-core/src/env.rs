@@ -40,8 +40,9 @@ impl Environment {
         }
     }
 
-    /// Adds the `NAME=value` lines of `path` for names not already set, so the real
-    /// environment wins over the file. A missing file is not an error: it is optional.
+    /// Adds the `NAME=value` lines of `path` for names not already set (or set empty),
+    /// so the real environment wins over the file. A missing file is not an error: it
+    /// is optional.
     pub fn with_file_defaults(mut self, path: &Path) -> Result<Self, EnvFileError> {
         if !path.exists() {
             return Ok(self);
@@ -49,7 +50,10 @@ impl Environment {
         let entries = dotenvy::from_path_iter(path).map_err(|e| env_file_error(path, &e))?;
         for entry in entries {
             let (name, value) = entry.map_err(|e| env_file_error(path, &e))?;
-            self.vars.entry(name).or_insert(value);
+            let current = self.vars.entry(name).or_default();
+            if current.is_empty() {
+                *current = value;
+            }
         }
         Ok(self)
     }
@@ -96,9 +100,14 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join(".api_keys.env");
         std::fs::write(&file, "A=from-file\nB=from-file\n# comment\n")?;
-        let env = Environment::from_pairs([("A", "from-process")]).with_file_defaults(&file)?;
+        let env = Environment::from_pairs([("A", "from-process"), ("B", "")])
+            .with_file_defaults(&file)?;
         assert_eq!(env.get("A"), Some("from-process"));
-        assert_eq!(env.get("B"), Some("from-file"));
+        assert_eq!(
+            env.get("B"),
+            Some("from-file"),
+            "an empty variable does not hide the file"
+        );
         Ok(())
     }
 

@@ -40,7 +40,9 @@ impl LlamaClient {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            // llama-server (cpp-httplib) closes idle keep-alive connections after 5 s:
+            // drop ours first so a request never races the server's close.
+            .pool_idle_timeout(Duration::from_secs(4))
             .build(connector);
         LlamaClient {
             http,
@@ -160,12 +162,18 @@ pub(crate) fn classify(backend: &Backend, status: StatusCode, body: &[u8]) -> Ro
         StatusCode::UNAUTHORIZED => RouterError::KeyRejected {
             backend: name,
             key_source: backend.key_source.clone(),
+            had_key: backend.has_key(),
         },
         StatusCode::SERVICE_UNAVAILABLE => RouterError::Unavailable {
             backend: name,
             message,
         },
-        s if s.is_client_error() => RouterError::Rejected {
+        // The request itself was refused (invalid, too long for the context): the
+        // caller's to fix. Any other 4xx (404, 403, 405...) means the gateway is talking
+        // to the wrong thing, which is ours.
+        s @ (StatusCode::BAD_REQUEST
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNPROCESSABLE_ENTITY) => RouterError::Rejected {
             backend: name,
             status: s.as_u16(),
             kind: parsed
@@ -216,6 +224,15 @@ mod tests {
         let e = classify(&b, StatusCode::BAD_REQUEST, body(400, "request (417 tokens) exceeds the available context size (256 tokens), try increasing it", "exceed_context_size_error").as_bytes());
         assert!(
             matches!(&e, RouterError::Rejected { status: 400, kind, .. } if kind == "exceed_context_size_error")
+        );
+        let e = classify(
+            &b,
+            StatusCode::NOT_FOUND,
+            body(404, "File Not Found", "not_found_error").as_bytes(),
+        );
+        assert!(
+            matches!(&e, RouterError::Failed { message, .. } if message.contains("404")),
+            "{e}"
         );
         let e = classify(&b, StatusCode::INTERNAL_SERVER_ERROR, b"<html>oops</html>");
         assert!(matches!(&e, RouterError::Failed { message, .. } if message.contains("500")));

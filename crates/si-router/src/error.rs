@@ -41,15 +41,14 @@ pub enum RouterError {
         reason: String,
     },
     /// The backend rejected the gateway's API key: a gateway misconfiguration.
-    #[error(
-        "backend `{backend}` rejected the gateway's API key; check {key_source} in the \
-         gateway's environment or .api_keys.env against the key that server was started with"
-    )]
+    #[error("{}", key_rejected_message(.backend, .key_source, *.had_key))]
     KeyRejected {
         /// The backend.
         backend: String,
         /// Where the gateway's key comes from (`env::NAME`), never the key.
         key_source: String,
+        /// Whether the gateway sent a key at all.
+        had_key: bool,
     },
     /// The backend answered 503 (usually `Loading model`).
     #[error("backend `{backend}` is unavailable: {message}; retry shortly")]
@@ -98,6 +97,39 @@ pub enum RouterError {
         /// Where the key comes from.
         key_source: String,
     },
+}
+
+fn key_rejected_message(backend: &str, key_source: &str, had_key: bool) -> String {
+    if had_key {
+        format!(
+            "backend `{backend}` rejected the gateway's API key; check {key_source} in the \
+             gateway's environment or .api_keys.env against the key that server was started with"
+        )
+    } else {
+        format!(
+            "backend `{backend}` requires an API key and the gateway has none: set {key_source} \
+             in the gateway's environment or .api_keys.env (`si-cli keys generate`)"
+        )
+    }
+}
+
+impl RouterError {
+    /// The backend involved, if any (safe to log: a configured name).
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            RouterError::Unreachable { backend, .. }
+            | RouterError::KeyRejected { backend, .. }
+            | RouterError::Unavailable { backend, .. }
+            | RouterError::Rejected { backend, .. }
+            | RouterError::Failed { backend, .. }
+            | RouterError::Timeout { backend, .. }
+            | RouterError::UnusableKey { backend, .. } => Some(backend),
+            RouterError::InvalidRequest(_)
+            | RouterError::UnknownAgent { .. }
+            | RouterError::NoAgent { .. }
+            | RouterError::NoHealthyBackend { .. } => None,
+        }
+    }
 }
 
 fn describe(states: &[(String, HealthState)]) -> String {

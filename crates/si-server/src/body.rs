@@ -1,5 +1,7 @@
 //! Response bodies: a JSON document, or a backend's body streamed through untouched.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
@@ -32,9 +34,16 @@ pub(crate) fn json_no_store<T: Serialize>(status: StatusCode, value: &T) -> Resp
     response
 }
 
-/// Reads a request body of at most `limit` bytes.
+/// A client must finish sending its request body within this time, so a trickling
+/// client cannot hold a connection and a buffer forever.
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`].
 pub(crate) async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::BodyTooLarge { limit })

@@ -29,8 +29,12 @@ pub(crate) enum ApiError {
     },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("request body not received within {} s", crate::body::BODY_READ_TIMEOUT.as_secs())]
+    BodyTimeout,
     #[error("{0}")]
     BadRequest(String),
+    #[error("{0}; retry shortly")]
+    Busy(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -70,8 +74,32 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "body_too_large")
             }
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, INVALID, "body_timeout"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_request"),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal"),
+        }
+    }
+
+    /// Logs a server-side failure. A backend's own message can quote the prompt or the
+    /// answer, so only our own errors are logged with their text.
+    fn log(&self, status: StatusCode, code: &str) {
+        let status = status.as_u16();
+        match self {
+            ApiError::Router(e) => {
+                let backend = e.backend().unwrap_or("-");
+                tracing::warn!(status, code, backend, "request failed");
+            }
+            ApiError::Auth(e) => tracing::warn!(status, code, error = %e, "request failed"),
+            ApiError::Internal(message) => {
+                tracing::warn!(status, code, error = %message, "request failed");
+            }
+            ApiError::Busy(_) => tracing::warn!(status, code, "request failed"),
+            ApiError::NotFound { .. }
+            | ApiError::MethodNotAllowed { .. }
+            | ApiError::BodyTooLarge { .. }
+            | ApiError::BodyTimeout
+            | ApiError::BadRequest(_) => {}
         }
     }
 
@@ -79,7 +107,7 @@ impl ApiError {
     pub(crate) fn into_response(self) -> Response<GatewayBody> {
         let (status, kind, code) = self.classify();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), code, error = %self, "request failed");
+            self.log(status, code);
         }
         // Internal details (paths, database errors) stay in the log.
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {

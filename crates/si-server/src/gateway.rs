@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use secrecy::SecretString;
 use si_auth::secret::{load_or_create_jwt_secret, user_db_path};
 use si_auth::{AuthError, TokenIssuer, UserStore};
@@ -17,6 +19,9 @@ pub enum GatewayError {
     /// The backends could not be set up.
     #[error(transparent)]
     Router(#[from] RouterError),
+    /// A configuration built in code is inconsistent.
+    #[error(transparent)]
+    Config(#[from] si_core::ConfigError),
 }
 
 /// Configuration, router, token issuer and user database of one gateway.
@@ -31,6 +36,8 @@ pub(crate) struct GatewayInner {
     pub(crate) router: Router,
     pub(crate) tokens: TokenIssuer,
     pub(crate) users: Arc<UserStore>,
+    /// Password checks allowed at once (one per CPU).
+    pub(crate) login_slots: Arc<Semaphore>,
 }
 
 impl Gateway {
@@ -47,12 +54,14 @@ impl Gateway {
         Gateway::new(config, users, &secret)
     }
 
-    /// A gateway from parts, for embedding and tests.
+    /// A gateway from parts, for embedding and tests. `config` is checked again, since
+    /// code may have built or changed it after loading.
     pub fn new(
         config: Config,
         users: UserStore,
         jwt_secret: &SecretString,
     ) -> Result<Self, GatewayError> {
+        config.check("configuration")?;
         let router = Router::new(&config)?;
         let tokens = TokenIssuer::new(&config.auth, jwt_secret);
         Ok(Gateway {
@@ -61,6 +70,9 @@ impl Gateway {
                 router,
                 tokens,
                 users: Arc::new(users),
+                login_slots: Arc::new(Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )),
             }),
         })
     }

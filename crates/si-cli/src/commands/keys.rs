@@ -45,9 +45,21 @@ pub fn generate(
     }
     let temporary = file.with_extension("env.tmp");
     let _ = std::fs::remove_file(&temporary);
-    write_private(&temporary, contents.trim_end())
-        .and_then(|()| std::fs::rename(&temporary, file))
-        .map_err(|e| CliError::Message(format!("cannot write {}: {e}", file.display())))?;
+    let written = write_private(&temporary, contents.trim_end()).and_then(|()| {
+        if force {
+            std::fs::rename(&temporary, file)
+        } else {
+            // A hard link never replaces: a file created since the check above stays.
+            std::fs::hard_link(&temporary, file).and_then(|()| std::fs::remove_file(&temporary))
+        }
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(CliError::Message(format!(
+            "cannot write {}: {e}",
+            file.display()
+        )));
+    }
     ignore_in_git(gitignore, file)?;
     Ok(names)
 }

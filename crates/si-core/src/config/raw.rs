@@ -1,7 +1,6 @@
 //! Stage one: the TOML as written, with unknown keys refused, and its validation into
 //! [`Config`].
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -131,14 +130,14 @@ impl RawConfig {
     pub(super) fn validate(self, source: &str) -> Result<Config, ConfigError> {
         let gateway = self.gateway.validate(source)?;
         let auth = self.auth.validate(source)?;
-        let backends = validate_backends(self.backends, source)?;
-        let agents = validate_agents(self.agents, &backends, source)?;
-        Ok(Config {
+        let config = Config {
             gateway,
             auth,
-            backends,
-            agents,
-        })
+            backends: validate_backends(self.backends, source)?,
+            agents: validate_agents(self.agents),
+        };
+        config.check(source)?;
+        Ok(config)
     }
 }
 
@@ -218,71 +217,28 @@ impl RawAuth {
     }
 }
 
-fn is_identifier(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 fn validate_backends(
     raw: Vec<RawBackend>,
     source: &str,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
-    if raw.is_empty() {
-        return Err(ConfigError::new(
-            source,
-            "backends",
-            "expected at least one [[backends]] table",
-        ));
-    }
-    let mut names = HashSet::new();
-    let mut urls = HashSet::new();
-    let mut backends = Vec::with_capacity(raw.len());
-    for (i, backend) in raw.into_iter().enumerate() {
-        let key = |field: &str| format!("backends[{i}].{field}");
-        if !is_identifier(&backend.name) {
-            return Err(ConfigError::new(
-                source,
-                key("name"),
-                "expected 1-64 letters, digits, `-`, `_` or `.`",
-            ));
-        }
-        if !names.insert(backend.name.clone()) {
-            return Err(ConfigError::new(
-                source,
-                key("name"),
-                format!("`{}` is used by another backend", backend.name),
-            ));
-        }
-        if !is_identifier(&backend.model) {
-            return Err(ConfigError::new(
-                source,
-                key("model"),
-                "expected 1-64 letters, digits, `-`, `_` or `.`",
-            ));
-        }
-        let url = parse_backend_url(&backend.url)
-            .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
-        if !urls.insert(url.clone()) {
-            return Err(ConfigError::new(
-                source,
-                key("url"),
-                format!("{url} is used by another backend"),
-            ));
-        }
-        let api_key_ref = SecretRef::parse(&backend.api_key)
-            .map_err(|e| ConfigError::new(source, key("api_key"), e.to_string()))?;
-        backends.push(BackendConfig {
-            name: backend.name,
-            url,
-            model: backend.model,
-            api_key_ref,
-            api_key: None,
-            gpu: backend.gpu,
-        });
-    }
-    Ok(backends)
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, backend)| {
+            let key = |field: &str| format!("backends[{i}].{field}");
+            let url = parse_backend_url(&backend.url)
+                .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
+            let api_key_ref = SecretRef::parse(&backend.api_key)
+                .map_err(|e| ConfigError::new(source, key("api_key"), e.to_string()))?;
+            Ok(BackendConfig {
+                name: backend.name,
+                url,
+                model: backend.model,
+                api_key_ref,
+                api_key: None,
+                gpu: backend.gpu,
+            })
+        })
+        .collect()
 }
 
 /// Accepts `http://host:port` with an optional trailing `/`.
@@ -317,47 +273,9 @@ pub(super) fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
     })
 }
 
-fn validate_agents(
-    raw: Vec<RawAgent>,
-    backends: &[BackendConfig],
-    source: &str,
-) -> Result<Vec<AgentConfig>, ConfigError> {
-    if raw.is_empty() {
-        return Err(ConfigError::new(
-            source,
-            "agents",
-            "expected at least one [[agents]] table",
-        ));
-    }
-    let mut names = HashSet::new();
-    let mut agents = Vec::with_capacity(raw.len());
-    for (i, agent) in raw.into_iter().enumerate() {
-        let key = |field: &str| format!("agents[{i}].{field}");
-        if !is_identifier(&agent.name) {
-            return Err(ConfigError::new(
-                source,
-                key("name"),
-                "expected 1-64 letters, digits, `-`, `_` or `.`",
-            ));
-        }
-        if !names.insert(agent.name.to_ascii_lowercase()) {
-            return Err(ConfigError::new(
-                source,
-                key("name"),
-                format!(
-                    "`{}` is used by another agent (names ignore case)",
-                    agent.name
-                ),
-            ));
-        }
-        if !backends.iter().any(|b| b.model == agent.model) {
-            return Err(ConfigError::new(
-                source,
-                key("model"),
-                format!("no backend serves model `{}`", agent.model),
-            ));
-        }
-        agents.push(AgentConfig {
+fn validate_agents(raw: Vec<RawAgent>) -> Vec<AgentConfig> {
+    raw.into_iter()
+        .map(|agent| AgentConfig {
             name: agent.name,
             model: agent.model,
             tier: match agent.tier {
@@ -365,7 +283,6 @@ fn validate_agents(
                 SpeedTierName::Slow => SpeedTier::Slow,
             },
             description: agent.description,
-        });
-    }
-    Ok(agents)
+        })
+        .collect()
 }

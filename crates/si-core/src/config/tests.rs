@@ -133,6 +133,29 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
+fn configurations_built_in_code_are_checked_too() {
+    let mut config = builtin();
+    assert_eq!(config.check("code"), Ok(()));
+    config.agents[0].model = "unserved".into();
+    assert_eq!(
+        config.check("code").map_err(|e| e.key),
+        Err("agents[0].model".into())
+    );
+    let mut config = builtin();
+    config.backends[1].name = config.backends[0].name.clone();
+    assert_eq!(
+        config.check("code").map_err(|e| e.key),
+        Err("backends[1].name".into())
+    );
+    let mut config = builtin();
+    config.backends.clear();
+    assert_eq!(
+        config.check("code").map_err(|e| e.key),
+        Err("backends".into())
+    );
+}
+
+#[test]
 fn missing_tables_are_errors() {
     assert_eq!(parse_err("").key, "backends");
     let only_backend =

@@ -1,0 +1,114 @@
+//! Patient text and secrets never reach the log or `Debug` output.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use serde_json::json;
+
+use crate::support::{Harness, Options, TEST_PASSWORD};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+const PROMPT: &str = "Jane Doe, MRN 12345, HbA1c 9.1";
+
+#[tokio::test]
+async fn logs_hold_metadata_only() {
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    // #[tokio::test] runs every task of the gateway on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = Harness::start(Options::default()).await;
+    let token = h.login("doctor1").await;
+    let ask = |content: String, stream: bool| json!({"agent_type": "Clinical", "stream": stream, "messages": [{"role": "user", "content": content}]});
+    let (status, answer) = h
+        .post_json(
+            "/v1/chat/completions",
+            Some(&token),
+            ask(PROMPT.into(), false),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let streamed = h
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(&token),
+            Bytes::from(ask(PROMPT.into(), true).to_string()),
+        )
+        .await;
+    let _ = streamed.into_body().collect().await.unwrap();
+    let (status, _) = h
+        .post_json(
+            "/v1/chat/completions",
+            Some(&token),
+            ask(format!("fail: {PROMPT}"), false),
+        )
+        .await;
+    assert_eq!(status, 502);
+
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("login") && log.contains("request failed"),
+        "nothing was captured: {log}"
+    );
+    let answer_text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let secret = std::fs::read_to_string(h.data.path().join("jwt_secret")).unwrap();
+    let mut forbidden = vec![
+        PROMPT.to_owned(),
+        "MRN".into(),
+        answer_text,
+        TEST_PASSWORD.into(),
+        token.clone(),
+        secret.trim().to_owned(),
+    ];
+    forbidden.extend(h.sims.iter().map(|s| s.key.clone()));
+    for text in forbidden {
+        assert!(!log.contains(&text), "the log contains `{text}`");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn debug_output_redacts_secrets() {
+    let env = vec![(
+        "JWT_SECRET",
+        "a-jwt-secret-that-is-long-enough-0123456789".to_owned(),
+    )];
+    let h = Harness::start(Options {
+        env,
+        ..Options::default()
+    })
+    .await;
+    let shown = format!("{:?}", h.gateway);
+    assert!(shown.contains("REDACTED"), "{shown}");
+    assert!(
+        !shown.contains("a-jwt-secret-that-is-long-enough"),
+        "JWT secret in Debug output"
+    );
+    for sim in &h.sims {
+        assert!(!shown.contains(&sim.key), "API key in Debug output");
+    }
+    h.shutdown().await;
+}
