@@ -7,7 +7,6 @@ mod auth;
 mod errors;
 mod health;
 mod llama_sim;
-mod privacy;
 mod raw_backend;
 mod routing;
 mod streaming;

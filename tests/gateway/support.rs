@@ -32,7 +32,7 @@ pub struct Harness {
     pub base: String,
     pub sims: Vec<LlamaSim>,
     pub gateway: Gateway,
-    pub data: tempfile::TempDir,
+    _data: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -125,7 +125,7 @@ impl Harness {
             base,
             sims,
             gateway,
-            data,
+            _data: data,
             stop: Some(stop),
             server: Some(server),
         };

@@ -11,12 +11,9 @@ pub mod commands;
 /// A command that failed, with the message to print.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The configuration could not be loaded.
+    /// The configuration (or the `.api_keys.env` file) could not be loaded.
     #[error(transparent)]
     Config(#[from] si_core::ConfigError),
-    /// The `.api_keys.env` file could not be read.
-    #[error(transparent)]
-    EnvFile(#[from] si_core::env::EnvFileError),
     /// A user database or secret operation failed.
     #[error(transparent)]
     Auth(#[from] si_auth::AuthError),

@@ -8,20 +8,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use crate::ConfigError;
+
 /// Name/value pairs. Values may be secrets, so `Debug` prints names only.
 #[derive(Clone, Default)]
 pub struct Environment {
     vars: BTreeMap<String, String>,
-}
-
-/// A `.env`-style file that exists but could not be read or parsed.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct EnvFileError {
-    /// The file.
-    pub path: String,
-    /// What went wrong (never a value from the file).
-    pub message: String,
 }
 
 impl Environment {
@@ -43,7 +35,7 @@ impl Environment {
     /// Adds the `NAME=value` lines of `path` for names not already set (or set empty),
     /// so the real environment wins over the file. A missing file is not an error: it
     /// is optional.
-    pub fn with_file_defaults(mut self, path: &Path) -> Result<Self, EnvFileError> {
+    pub fn with_file_defaults(mut self, path: &Path) -> Result<Self, ConfigError> {
         if !path.exists() {
             return Ok(self);
         }
@@ -69,7 +61,7 @@ impl Environment {
     }
 }
 
-fn env_file_error(path: &Path, error: &dotenvy::Error) -> EnvFileError {
+fn env_file_error(path: &Path, error: &dotenvy::Error) -> ConfigError {
     // dotenvy's parse errors quote the offending line, which may hold a key: keep
     // only the kind of failure.
     let message = match error {
@@ -79,9 +71,10 @@ fn env_file_error(path: &Path, error: &dotenvy::Error) -> EnvFileError {
         dotenvy::Error::Io(io) => io.to_string(),
         _ => "cannot be read".to_owned(),
     };
-    EnvFileError {
-        path: path.display().to_string(),
-        message,
+    ConfigError {
+        source_name: path.display().to_string(),
+        key: "(file)".into(),
+        problem: message,
     }
 }
 

@@ -1,7 +1,20 @@
 //! Patient text and secrets never reach the log or `Debug` output.
+//!
+//! Its own test binary: the log capture is the process-wide subscriber, which is
+//! reliable where a per-thread one races tracing's callsite caching.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+// Shared with the gateway tests, which use the parts this binary does not.
+#[allow(dead_code, unused_imports)]
+#[path = "../gateway/llama_sim.rs"]
+mod llama_sim;
+#[allow(dead_code, unused_imports)]
+#[path = "../gateway/support.rs"]
+mod support;
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -25,16 +38,23 @@ impl Write for Capture {
 
 const PROMPT: &str = "Jane Doe, MRN 12345, HbA1c 9.1";
 
+/// Everything every test in this binary logs, at every level.
+fn captured() -> &'static Capture {
+    static CAPTURE: OnceLock<Capture> = OnceLock::new();
+    CAPTURE.get_or_init(|| {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .init();
+        capture
+    })
+}
+
 #[tokio::test]
 async fn logs_hold_metadata_only() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    // #[tokio::test] runs every task of the gateway on this thread.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let capture = captured();
 
     let h = Harness::start(Options::default()).await;
     let token = h.login("doctor1").await;
@@ -74,7 +94,8 @@ async fn logs_hold_metadata_only() {
         .as_str()
         .unwrap()
         .to_owned();
-    let secret = std::fs::read_to_string(h.data.path().join("jwt_secret")).unwrap();
+    let secret =
+        std::fs::read_to_string(h.gateway.config().gateway.data_dir.join("jwt_secret")).unwrap();
     let mut forbidden = vec![
         PROMPT.to_owned(),
         "MRN".into(),
