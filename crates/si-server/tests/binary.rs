@@ -43,6 +43,21 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 const KEY_8085: &str = "biomistral-key-from-the-dotenv-file-0123456789";
 
+/// `/healthz` from the gateway on `port`, once it answers (30 s at most).
+fn wait_for_healthz(port: u16) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(response) = http_get(port, "/healthz") {
+            return response;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no gateway answered on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn runs_with_embedded_defaults_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,17 +77,7 @@ fn runs_with_embedded_defaults_and_stops_on_sigterm() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let response = loop {
-        if let Some(response) = http_get(port, "/healthz") {
-            break response;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "gateway never answered"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let response = wait_for_healthz(port);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     for port in 8080..=8085 {
         assert!(
@@ -126,17 +131,7 @@ fn a_config_file_is_honoured() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let response = loop {
-        if let Some(response) = http_get(port, "/healthz") {
-            break response;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "gateway never answered on the configured port"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let response = wait_for_healthz(port);
     child.kill().unwrap();
     let _ = child.wait();
     assert!(
