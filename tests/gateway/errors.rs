@@ -7,7 +7,7 @@ use crate::support::{Harness, Options, chat_body, closed_port_url, error_parts, 
 #[tokio::test]
 async fn bad_requests_say_what_is_wrong() {
     let h = Harness::start(Options::default()).await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let send = |body: &'static str| {
         h.request(
             "POST",
@@ -68,7 +68,7 @@ async fn bodies_over_the_limit_are_413() {
         ..Options::default()
     })
     .await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let big =
         json!({"agent_type": "Chat", "messages": [{"role": "user", "content": "x".repeat(2000)}]});
     let (status, body) = h.post_json("/v1/chat/completions", Some(&token), big).await;
@@ -107,7 +107,7 @@ async fn a_backend_rejecting_our_key_is_a_502_that_names_the_variable_not_the_ke
         ..Options::default()
     })
     .await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let (status, body) = h
         .post_json("/v1/chat/completions", Some(&token), chat_body("Claims"))
         .await;
@@ -128,7 +128,7 @@ async fn a_backend_rejecting_our_key_is_a_502_that_names_the_variable_not_the_ke
 #[tokio::test]
 async fn a_loading_backend_is_a_503_with_retry_after() {
     let h = Harness::start(Options::default()).await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     // Loading after the health poll said ok: the chat itself gets llama's 503.
     h.sim(8081).set_loading(true);
     let response = h
@@ -155,7 +155,7 @@ async fn backends_known_down_or_loading_are_not_tried() {
         ..Options::default()
     })
     .await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let (status, body) = h
         .post_json(
             "/v1/chat/completions",
@@ -178,7 +178,7 @@ async fn a_backend_that_went_away_is_a_502() {
         ..Options::default()
     })
     .await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     backend.stop().await;
 
     let (status, body) = h
@@ -197,7 +197,7 @@ async fn a_backend_that_went_away_is_a_502() {
 #[tokio::test]
 async fn a_request_the_backend_refuses_keeps_its_status_and_message() {
     let h = Harness::start(Options::default()).await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let long =
         json!({"agent_type": "Chat", "messages": [{"role": "user", "content": "x".repeat(1500)}]});
     let (status, body) = h
@@ -226,7 +226,7 @@ async fn a_backend_that_takes_too_long_is_a_504() {
         ..Options::default()
     })
     .await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let slow = json!({"agent_type": "Clinical", "messages": [{"role": "user", "content": "think slowly"}]});
     // The backend would answer after 60 s: a 504 (not a 200) proves the timeout cut in.
     let (status, body) = h
@@ -249,7 +249,7 @@ async fn a_backend_wanting_a_key_we_do_not_have_says_which_variable_to_set() {
         ..Options::default()
     })
     .await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let (status, body) = h
         .post_json("/v1/chat/completions", Some(&token), chat_body("MedicalQA"))
         .await;
@@ -265,7 +265,7 @@ async fn a_backend_wanting_a_key_we_do_not_have_says_which_variable_to_set() {
 #[tokio::test]
 async fn a_backend_500_is_a_502() {
     let h = Harness::start(Options::default()).await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let failing =
         json!({"agent_type": "Claims", "messages": [{"role": "user", "content": "fail: x"}]});
     let (status, body) = h

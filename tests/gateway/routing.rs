@@ -1,12 +1,12 @@
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::support::{Harness, Options, chat_body, read_json};
+use crate::support::{Harness, Options, chat_body, error_parts, read_json};
 
 #[tokio::test]
 async fn every_agent_reaches_its_model_with_that_servers_key() {
     let h = Harness::start(Options::default()).await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let expected = [
         ("Chat", "tiny-llama-1b", &[8080, 8083][..]),
         ("MedicalQA", "bimedix2-8b", &[8081][..]),
@@ -53,7 +53,7 @@ async fn every_agent_reaches_its_model_with_that_servers_key() {
 #[tokio::test]
 async fn the_tiny_llama_replicas_share_chat_traffic() {
     let h = Harness::start(Options::default()).await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     for _ in 0..6 {
         let (status, _) = h
             .post_json("/v1/chat/completions", Some(&token), chat_body("Chat"))
@@ -68,7 +68,7 @@ async fn the_tiny_llama_replicas_share_chat_traffic() {
 #[tokio::test]
 async fn openai_sdks_route_by_model_name() {
     let h = Harness::start(Options::default()).await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let messages = json!([{"role": "user", "content": "hi"}]);
     for (model, port) in [
         ("Clinical", 8085),
@@ -121,7 +121,7 @@ async fn models_lists_agents_and_models() {
     let h = Harness::start(Options::default()).await;
     let (status, _) = h.get_json("/v1/models", None).await;
     assert_eq!(status, 401);
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let (status, body) = h.get_json("/v1/models", Some(&token)).await;
     assert_eq!(status, 200);
     assert_eq!(body["object"], "list");
@@ -156,5 +156,97 @@ async fn models_lists_agents_and_models() {
         json!(["tiny-llama-1b-8080", "tiny-llama-1b-8083"])
     );
     assert_eq!(tiny["agents"], json!(["Chat", "Billing"]));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn roles_reach_only_their_agents() {
+    let h = Harness::start(Options::default()).await;
+    let biller = h.login("biller").await;
+    let doctor = h.login("doctor1").await;
+    for (token, agent, allowed) in [
+        (&biller, "Claims", true),
+        (&biller, "Chat", true),
+        (&biller, "Clinical", false),
+        (&biller, "MedicalQA", false),
+        (&doctor, "Clinical", true),
+        (&doctor, "Billing", false),
+    ] {
+        let (status, body) = h
+            .post_json("/v1/chat/completions", Some(token), chat_body(agent))
+            .await;
+        if allowed {
+            assert_eq!(status, 200, "{agent}: {body}");
+        } else {
+            assert_eq!(status, 403, "{agent}: {body}");
+            let (kind, code, message) = error_parts(&body);
+            assert_eq!(
+                (kind.as_str(), code.as_str()),
+                ("permission_error", "agent_forbidden")
+            );
+            assert!(message.contains(agent), "{message}");
+        }
+    }
+    // Naming the model instead of the agent does not get around it.
+    let by_model =
+        json!({"model": "biomistral-7b", "messages": [{"role": "user", "content": "hi"}]});
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&biller), by_model)
+        .await;
+    assert_eq!(status, 403);
+    assert!(
+        error_parts(&body)
+            .2
+            .contains("role `billing` may not use agent `Clinical`"),
+        "{body}"
+    );
+    // Only the doctor's Clinical request reached a clinical model.
+    assert_eq!(h.sim(8085).chats().await.len(), 1);
+    assert!(h.sim(8081).chats().await.is_empty());
+
+    let (_, models) = h.get_json("/v1/models", Some(&biller)).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "Chat",
+            "Billing",
+            "Claims",
+            "tiny-llama-1b",
+            "openinsurance-8b"
+        ]
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_role_table_comes_from_configuration() {
+    let edit = (
+        "billing = [\"Chat\", \"Billing\", \"Claims\"]",
+        "billing = [\"Clinical\"]".to_owned(),
+    );
+    let h = Harness::start(Options {
+        toml_edits: vec![edit],
+        ..Options::default()
+    })
+    .await;
+    let biller = h.login("biller").await;
+    let (status, _) = h
+        .post_json("/v1/chat/completions", Some(&biller), chat_body("Clinical"))
+        .await;
+    assert_eq!(status, 200);
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&biller), chat_body("Claims"))
+        .await;
+    assert_eq!(status, 403);
+    assert!(
+        error_parts(&body).2.ends_with("it may use: Clinical"),
+        "{body}"
+    );
     h.shutdown().await;
 }

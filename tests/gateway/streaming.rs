@@ -25,7 +25,7 @@ async fn both_llama_streaming_shapes_pass_through_intact() {
         ..Options::default()
     })
     .await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let cases = [
         ("Clinical", 8085, "biomistral-7b", StreamShape::Older, false),
         ("Claims", 8084, "openinsurance-8b", StreamShape::Newer, true),
@@ -79,7 +79,7 @@ async fn stream_events_are_forwarded_as_they_arrive() {
         ..Options::default()
     })
     .await;
-    let token = h.login("doctor1").await;
+    let token = h.login("admin1").await;
     let response = h
         .request(
             "POST",

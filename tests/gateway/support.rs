@@ -105,6 +105,7 @@ impl Harness {
         for (name, role, location) in [
             ("doctor1", "clinician", "hospital-01"),
             ("biller", "billing", "*"),
+            ("admin1", "admin", "*"),
         ] {
             users
                 .add(&si::si_auth::NewUser {

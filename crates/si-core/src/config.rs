@@ -19,6 +19,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::env::Environment;
+use crate::role::RolePolicy;
 use crate::secret::SecretRef;
 
 /// The built-in configuration: the original deployment (six llama-servers on
@@ -39,6 +40,8 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// The agents users pick, each served by the backends of one model.
     pub agents: Vec<AgentConfig>,
+    /// Which agents each role may use.
+    pub roles: RolePolicy,
 }
 
 /// The gateway's listener, data and timing settings.

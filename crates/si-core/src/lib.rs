@@ -17,4 +17,4 @@ pub mod secret;
 
 pub use config::{AgentConfig, AuthConfig, BackendConfig, Config, ConfigError, GatewayConfig};
 pub use env::Environment;
-pub use role::Role;
+pub use role::{AgentGrant, Role, RolePolicy};

@@ -53,9 +53,100 @@ impl FromStr for Role {
     }
 }
 
+/// The agents one role may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentGrant {
+    /// Every agent (`["*"]` in configuration).
+    All,
+    /// These agents, by name (compared ignoring ASCII case).
+    Only(Vec<String>),
+}
+
+impl AgentGrant {
+    fn only(names: &[&str]) -> Self {
+        AgentGrant::Only(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
+    /// Whether `agent` is granted.
+    pub fn allows(&self, agent: &str) -> bool {
+        match self {
+            AgentGrant::All => true,
+            AgentGrant::Only(names) => names.iter().any(|n| n.eq_ignore_ascii_case(agent)),
+        }
+    }
+}
+
+/// Which agents each role may use. Defaults follow the original deployment's teams:
+/// `admin` everything, `clinician` Chat/MedicalQA/Documentation/Clinical, `billing`
+/// Chat/Billing/Claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolePolicy {
+    admin: AgentGrant,
+    clinician: AgentGrant,
+    billing: AgentGrant,
+}
+
+impl Default for RolePolicy {
+    fn default() -> Self {
+        RolePolicy {
+            admin: AgentGrant::All,
+            clinician: AgentGrant::only(&["Chat", "MedicalQA", "Documentation", "Clinical"]),
+            billing: AgentGrant::only(&["Chat", "Billing", "Claims"]),
+        }
+    }
+}
+
+impl RolePolicy {
+    /// Replaces `role`'s grant.
+    pub fn set(&mut self, role: Role, grant: AgentGrant) {
+        *self.slot(role) = grant;
+    }
+
+    fn slot(&mut self, role: Role) -> &mut AgentGrant {
+        match role {
+            Role::Admin => &mut self.admin,
+            Role::Clinician => &mut self.clinician,
+            Role::Billing => &mut self.billing,
+        }
+    }
+
+    /// `role`'s grant.
+    pub fn grant(&self, role: Role) -> &AgentGrant {
+        match role {
+            Role::Admin => &self.admin,
+            Role::Clinician => &self.clinician,
+            Role::Billing => &self.billing,
+        }
+    }
+
+    /// Whether `role` may use `agent`.
+    pub fn allows(&self, role: Role, agent: &str) -> bool {
+        self.grant(role).allows(agent)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_policy_follows_the_teams() {
+        let policy = RolePolicy::default();
+        for agent in [
+            "Chat",
+            "MedicalQA",
+            "Documentation",
+            "Billing",
+            "Claims",
+            "Clinical",
+        ] {
+            assert!(policy.allows(Role::Admin, agent));
+        }
+        assert!(policy.allows(Role::Clinician, "clinical"));
+        assert!(!policy.allows(Role::Clinician, "Billing"));
+        assert!(!policy.allows(Role::Billing, "Clinical"));
+        assert!(policy.allows(Role::Billing, "Claims"));
+    }
 
     #[test]
     fn names_round_trip() {

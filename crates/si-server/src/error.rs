@@ -27,6 +27,12 @@ pub(crate) enum ApiError {
         path: String,
         allowed: &'static str,
     },
+    #[error("role `{role}` may not use agent `{agent}`; it may use: {allowed}")]
+    Forbidden {
+        role: si_core::Role,
+        agent: String,
+        allowed: String,
+    },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("request body not received within {} s", crate::body::BODY_READ_TIMEOUT.as_secs())]
@@ -71,6 +77,7 @@ impl ApiError {
                 INVALID,
                 "method_not_allowed",
             ),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, PERMISSION, "agent_forbidden"),
             ApiError::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "body_too_large")
             }
@@ -96,6 +103,7 @@ impl ApiError {
             }
             ApiError::Busy(_) => tracing::warn!(status, code, "request failed"),
             ApiError::NotFound { .. }
+            | ApiError::Forbidden { .. }
             | ApiError::MethodNotAllowed { .. }
             | ApiError::BodyTooLarge { .. }
             | ApiError::BodyTimeout

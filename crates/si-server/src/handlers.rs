@@ -10,6 +10,7 @@ use http::header::AUTHORIZATION;
 use si_auth::{AuthError, Claims};
 
 use crate::Gateway;
+use crate::error::ApiError;
 
 /// Who is calling: the verified token's claims, or `None` in insecure development mode.
 pub(crate) fn authenticate<B>(
@@ -33,4 +34,35 @@ pub(crate) fn authenticate<B>(
         .filter(|token| !token.is_empty())
         .ok_or(AuthError::MissingToken)?;
     gateway.tokens().verify(token).map(Some)
+}
+
+/// Refuses `agent` to a caller whose role does not grant it (everything is allowed
+/// without a caller, in insecure development mode).
+pub(crate) fn authorize(
+    gateway: &Gateway,
+    caller: Option<&Claims>,
+    agent: &str,
+) -> Result<(), ApiError> {
+    let Some(caller) = caller else { return Ok(()) };
+    let policy = &gateway.config().roles;
+    if policy.allows(caller.role, agent) {
+        return Ok(());
+    }
+    let allowed: Vec<&str> = gateway
+        .router()
+        .agents()
+        .all()
+        .iter()
+        .filter(|a| policy.allows(caller.role, &a.name))
+        .map(|a| a.name.as_str())
+        .collect();
+    Err(ApiError::Forbidden {
+        role: caller.role,
+        agent: agent.to_owned(),
+        allowed: if allowed.is_empty() {
+            "none".into()
+        } else {
+            allowed.join(", ")
+        },
+    })
 }

@@ -122,7 +122,7 @@ fn a_config_file_is_honoured() {
     let port = free_port();
     let config = si_core::config::BUILTIN_TOML
         .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
-        .replace("name = \"Clinical\"", "name = \"Cardiology\"");
+        .replace("\"Clinical\"", "\"Cardiology\"");
     std::fs::write(dir.path().join("site.toml"), config).unwrap();
     let mut child = si_server()
         .current_dir(dir.path())

@@ -1,6 +1,7 @@
 //! Stage one: the TOML as written, with unknown keys refused, and its validation into
 //! [`Config`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use super::{
     AgentConfig, AuthConfig, BackendConfig, BackendUrl, Config, ConfigError, GatewayConfig,
     SpeedTier,
 };
+use crate::role::{AgentGrant, Role, RolePolicy};
 use crate::secret::SecretRef;
 
 #[derive(Debug, Deserialize)]
@@ -24,6 +26,9 @@ pub(super) struct RawConfig {
     backends: Vec<RawBackend>,
     #[serde(default)]
     agents: Vec<RawAgent>,
+    /// Role name → agent names, or `["*"]`.
+    #[serde(default)]
+    roles: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,13 +135,15 @@ impl RawConfig {
     pub(super) fn validate(self, source: &str) -> Result<Config, ConfigError> {
         let gateway = self.gateway.validate(source)?;
         let auth = self.auth.validate(source)?;
-        let config = Config {
+        let mut config = Config {
             gateway,
             auth,
             backends: validate_backends(self.backends, source)?,
             agents: validate_agents(self.agents),
+            roles: RolePolicy::default(),
         };
         config.check(source)?;
+        config.roles = validate_roles(self.roles, &config.agents, source)?;
         Ok(config)
     }
 }
@@ -285,4 +292,39 @@ fn validate_agents(raw: Vec<RawAgent>) -> Vec<AgentConfig> {
             description: agent.description,
         })
         .collect()
+}
+
+/// Roles not listed keep their default grant; listed ones must name real agents.
+fn validate_roles(
+    raw: BTreeMap<String, Vec<String>>,
+    agents: &[AgentConfig],
+    source: &str,
+) -> Result<RolePolicy, ConfigError> {
+    let mut policy = RolePolicy::default();
+    for (name, names) in raw {
+        let key = format!("roles.{name}");
+        let role: Role = name
+            .parse()
+            .map_err(|e: crate::role::UnknownRole| ConfigError::new(source, &key, e.to_string()))?;
+        let grant = if names.iter().any(|n| n == "*") {
+            if names.len() != 1 {
+                return Err(ConfigError::new(
+                    source,
+                    key,
+                    "expected [\"*\"] alone, or agent names",
+                ));
+            }
+            AgentGrant::All
+        } else {
+            for agent in &names {
+                if !agents.iter().any(|a| a.name.eq_ignore_ascii_case(agent)) {
+                    let problem = format!("no agent is named `{agent}`");
+                    return Err(ConfigError::new(source, key, problem));
+                }
+            }
+            AgentGrant::Only(names)
+        };
+        policy.set(role, grant);
+    }
+    Ok(policy)
 }

@@ -65,6 +65,7 @@ fn builtin_is_the_original_deployment() {
         ]
     );
     assert_eq!(config.auth.algorithm, JwtAlgorithm::Hs256);
+    assert_eq!(config.roles, crate::RolePolicy::default());
     assert_eq!(config.auth.expiry, Duration::from_secs(24 * 3600));
 }
 
@@ -123,6 +124,17 @@ fn bad_values_name_their_key() {
             "max_body_bytes = 4194304",
             "max_body_bytes = 0",
             "gateway.max_body_bytes",
+        ),
+        (
+            "billing = [\"Chat\", ",
+            "billing = [\"Radiology\", ",
+            "roles.billing",
+        ),
+        ("admin = [\"*\"]", "root = [\"*\"]", "roles.root"),
+        (
+            "admin = [\"*\"]",
+            "admin = [\"*\", \"Chat\"]",
+            "roles.admin",
         ),
     ];
     for (from, to, key) in cases {

@@ -10,7 +10,7 @@ use si_router::{ChatRequestHead, Upstream};
 use crate::Gateway;
 use crate::body::{GatewayBody, read_limited};
 use crate::error::ApiError;
-use crate::handlers::authenticate;
+use crate::handlers::{authenticate, authorize};
 
 /// Which agent answered.
 pub const AGENT_HEADER: HeaderName = HeaderName::from_static("x-si-agent");
@@ -23,12 +23,13 @@ pub(crate) async fn handle(
     gateway: &Gateway,
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {
-    let _caller = authenticate(gateway, &request)?;
+    let caller = authenticate(gateway, &request)?;
     let limit = gateway.config().gateway.max_body_bytes;
     let body = read_limited(request.into_body(), limit).await?;
     let head = ChatRequestHead::parse(&body)?;
     let agent = gateway.router().resolve(&head)?;
     drop(head);
+    authorize(gateway, caller.as_ref(), &agent.name)?;
     let upstream = gateway.router().chat(agent, body).await?;
     Ok(pass_through(upstream, &agent.name))
 }

@@ -1,7 +1,11 @@
 //! `GET /v1/models`: the agents and models a caller can name, OpenAI list shape.
 
+use std::sync::Arc;
+
 use http::{Request, Response, StatusCode};
 use serde::Serialize;
+use si_core::AgentConfig;
+use si_router::Backend;
 
 use crate::Gateway;
 use crate::body::{GatewayBody, json};
@@ -42,46 +46,29 @@ pub(crate) fn handle<B>(
     gateway: &Gateway,
     request: &Request<B>,
 ) -> Result<Response<GatewayBody>, ApiError> {
-    authenticate(gateway, request)?;
-    let router = gateway.router();
-    let agents = router.agents().all();
-    let backends = router.pool().all();
-    let mut data: Vec<ModelEntry<'_>> = agents
+    let caller = authenticate(gateway, request)?;
+    // A caller sees the agents its role may use, and the models serving them.
+    let policy = &gateway.config().roles;
+    let agents: Vec<&AgentConfig> = gateway
+        .router()
+        .agents()
+        .all()
         .iter()
-        .map(|agent| ModelEntry {
-            id: &agent.name,
-            object: "model",
-            owned_by: OWNER,
-            kind: "agent",
-            model: Some(&agent.model),
-            tier: Some(agent.tier.as_str()),
-            description: Some(&agent.description)
-                .filter(|d| !d.is_empty())
-                .map(String::as_str),
-            backends: Vec::new(),
-            agents: Vec::new(),
+        .filter(|a| {
+            caller
+                .as_ref()
+                .is_none_or(|c| policy.allows(c.role, &a.name))
         })
         .collect();
-    data.extend(router.pool().models().map(|model| {
-        ModelEntry {
-            id: model,
-            object: "model",
-            owned_by: OWNER,
-            kind: "model",
-            model: None,
-            tier: None,
-            description: None,
-            backends: backends
-                .iter()
-                .filter(|b| b.model == model)
-                .map(|b| b.name.as_str())
-                .collect(),
-            agents: agents
-                .iter()
-                .filter(|a| a.model == model)
-                .map(|a| a.name.as_str())
-                .collect(),
-        }
+    let mut data: Vec<ModelEntry<'_>> = agents.iter().map(|agent| agent_entry(agent)).collect();
+    let pool = gateway.router().pool();
+    data.extend(pool.models().filter_map(|model| {
+        let served: Vec<&str> = agents
+            .iter()
+            .filter(|a| a.model == model)
+            .map(|a| a.name.as_str())
+            .collect();
+        (!served.is_empty()).then(|| model_entry(model, served, pool.all()))
     }));
     Ok(json(
         StatusCode::OK,
@@ -90,4 +77,40 @@ pub(crate) fn handle<B>(
             data,
         },
     ))
+}
+
+fn agent_entry(agent: &AgentConfig) -> ModelEntry<'_> {
+    ModelEntry {
+        id: &agent.name,
+        object: "model",
+        owned_by: OWNER,
+        kind: "agent",
+        model: Some(&agent.model),
+        tier: Some(agent.tier.as_str()),
+        description: Some(agent.description.as_str()).filter(|d| !d.is_empty()),
+        backends: Vec::new(),
+        agents: Vec::new(),
+    }
+}
+
+fn model_entry<'a>(
+    model: &'a str,
+    agents: Vec<&'a str>,
+    backends: &'a [Arc<Backend>],
+) -> ModelEntry<'a> {
+    ModelEntry {
+        id: model,
+        object: "model",
+        owned_by: OWNER,
+        kind: "model",
+        model: None,
+        tier: None,
+        description: None,
+        backends: backends
+            .iter()
+            .filter(|b| b.model == model)
+            .map(|b| b.name.as_str())
+            .collect(),
+        agents,
+    }
 }
