@@ -93,7 +93,7 @@ async fn chat_without_a_valid_token_is_401() {
         &other,
         &"another-secret-another-secret-another".to_owned().into(),
     )
-    .issue("doctor1", si::si_core::Role::Admin, "hospital-01")
+    .issue("doctor1", si::si_core::Role::Admin, "hospital-01", "s1")
     .unwrap();
     use secrecy::ExposeSecret;
     let (status, _) = h

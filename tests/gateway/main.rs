@@ -9,5 +9,6 @@ mod health;
 mod llama_sim;
 mod raw_backend;
 mod routing;
+mod sessions;
 mod streaming;
 mod support;

@@ -28,6 +28,20 @@ pub enum AuthError {
     /// The token was valid once.
     #[error("access token expired: log in again")]
     ExpiredToken,
+    /// A spent refresh token came back: its family is now revoked.
+    #[error("refresh token already used; every session of this login was revoked, log in again")]
+    RefreshReused {
+        /// Whose token.
+        username: String,
+        /// The revoked family.
+        family: String,
+    },
+    /// No such user (management commands only; logins never say this).
+    #[error("no user named `{0}`")]
+    UnknownUser(String),
+    /// The token was revoked (logout, disabled user, reused refresh token).
+    #[error("access token revoked: log in again")]
+    RevokedToken,
     /// Usernames are unique.
     #[error("user `{0}` already exists")]
     UserExists(String),
@@ -71,6 +85,8 @@ impl AuthError {
                 | AuthError::MissingToken
                 | AuthError::InvalidToken(_)
                 | AuthError::ExpiredToken
+                | AuthError::RevokedToken
+                | AuthError::RefreshReused { .. }
         )
     }
 }

@@ -34,6 +34,8 @@ pub struct Claims {
     pub loc: String,
     /// Unique token id (for revocation).
     pub jti: String,
+    /// Session family: every token of one login and its refreshes (for revocation).
+    pub sid: String,
     /// Issued at (Unix seconds).
     pub iat: u64,
     /// Expires at (Unix seconds).
@@ -91,12 +93,13 @@ impl TokenIssuer {
         }
     }
 
-    /// Signs a token for `username` with `role`, at `location`.
+    /// Signs a token for `username` with `role`, at `location`, in session `sid`.
     pub fn issue(
         &self,
         username: &str,
         role: Role,
         location: &str,
+        sid: &str,
     ) -> Result<IssuedToken, AuthError> {
         let iat = unix_now();
         let claims = Claims {
@@ -104,6 +107,7 @@ impl TokenIssuer {
             role,
             loc: location.to_owned(),
             jti: random_hex(16),
+            sid: sid.to_owned(),
             iat,
             exp: iat + self.expiry.as_secs(),
             iss: self.issuer.clone(),

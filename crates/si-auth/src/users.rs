@@ -29,7 +29,24 @@ CREATE TABLE IF NOT EXISTS users (
     disabled      INTEGER NOT NULL DEFAULT 0,
     created_at    INTEGER NOT NULL
 );
-PRAGMA user_version = 1;
+-- Refresh tokens, stored as SHA-256 hashes only. Each login starts a family; every
+-- refresh marks its token used and adds the next one to the same family.
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY NOT NULL,
+    family     TEXT NOT NULL,
+    username   TEXT NOT NULL,
+    location   TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used       INTEGER NOT NULL DEFAULT 0,
+    revoked    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family);
+-- Access tokens revoked before they expire (logout).
+CREATE TABLE IF NOT EXISTS revoked_tokens (
+    jti        TEXT PRIMARY KEY NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+PRAGMA user_version = 2;
 ";
 
 /// A user as stored (never with the hash).
@@ -62,8 +79,8 @@ pub struct NewUser<'a> {
 /// The SQLite-backed user database.
 #[derive(Debug)]
 pub struct UserStore {
-    conn: Mutex<Connection>,
-    path: PathBuf,
+    pub(crate) conn: Mutex<Connection>,
+    pub(crate) path: PathBuf,
     /// Verified against for unknown users so both failures cost the same time.
     dummy_hash: String,
 }
@@ -92,7 +109,7 @@ impl UserStore {
         &self.path
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, AuthError> {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, Connection>, AuthError> {
         self.conn
             .lock()
             .map_err(|_| AuthError::store(&self.path, "connection lock poisoned"))
@@ -102,11 +119,7 @@ impl UserStore {
     pub fn add(&self, user: &NewUser<'_>) -> Result<User, AuthError> {
         validate_username(user.username)?;
         validate_location(user.location)?;
-        if user.password.expose_secret().chars().count() < MIN_PASSWORD_CHARS {
-            return Err(AuthError::InvalidUser(format!(
-                "password must be at least {MIN_PASSWORD_CHARS} characters"
-            )));
-        }
+        validate_password(user.password)?;
         let hash = password::hash(user.password.expose_secret())?;
         let created_at = unix_now();
         let inserted = self
@@ -183,7 +196,10 @@ impl UserStore {
         }
     }
 
-    fn find_with_hash(&self, username: &str) -> Result<Option<(User, String)>, AuthError> {
+    pub(crate) fn find_with_hash(
+        &self,
+        username: &str,
+    ) -> Result<Option<(User, String)>, AuthError> {
         let conn = self.lock()?;
         let row = conn
             .query_row(
@@ -239,6 +255,15 @@ pub fn login_location(user: &User, requested: Option<&str>) -> Result<String, Au
     }
 }
 
+pub(crate) fn validate_password(password: &SecretString) -> Result<(), AuthError> {
+    if password.expose_secret().chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AuthError::InvalidUser(format!(
+            "password must be at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_username(name: &str) -> Result<(), AuthError> {
     let ok = (1..=64).contains(&name.len())
         && name
@@ -271,12 +296,13 @@ fn restrict_permissions(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
+mod manage;
 #[cfg(test)]
 mod tests;

@@ -65,6 +65,24 @@ enum UsersCommand {
     },
     /// List users.
     List,
+    /// Stop a user from logging in; their tokens stop working within a second.
+    Disable {
+        /// Login name.
+        name: String,
+    },
+    /// Let a disabled user log in again.
+    Enable {
+        /// Login name.
+        name: String,
+    },
+    /// Set a new password (read from standard input); ends the user's sessions.
+    Passwd {
+        /// Login name.
+        name: String,
+        /// Read the password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -124,6 +142,19 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
             let password = users::read_password(&mut std::io::stdin().lock())?;
             users::add(data_dir, &name, role, &location, &password)?;
             println!("added {role} `{name}` at location `{location}`");
+        }
+        Command::Users(UsersCommand::Disable { name }) => {
+            users::set_disabled(data_dir, &name, true)?;
+            println!("disabled `{name}`: logins refused, sessions revoked");
+        }
+        Command::Users(UsersCommand::Enable { name }) => {
+            users::set_disabled(data_dir, &name, false)?;
+            println!("enabled `{name}`");
+        }
+        Command::Users(UsersCommand::Passwd { name, .. }) => {
+            let password = users::read_password(&mut std::io::stdin().lock())?;
+            users::set_password(data_dir, &name, &password)?;
+            println!("new password for `{name}`; their sessions were ended");
         }
         Command::Users(UsersCommand::List) => users::list(data_dir, &mut std::io::stdout().lock())?,
         Command::Health { gateway } => {

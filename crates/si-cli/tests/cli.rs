@@ -168,3 +168,61 @@ fn health_exits_1_when_the_gateway_is_unreachable() {
         "{table}"
     );
 }
+
+#[test]
+fn users_disable_enable_and_passwd() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = [
+        "users",
+        "add",
+        "nurse",
+        "--role",
+        "clinician",
+        "--location",
+        "ward-3",
+        "--password-stdin",
+    ];
+    assert!(
+        si_cli(dir.path(), &add, Some("first long password\n"))
+            .status
+            .success()
+    );
+    let status = |dir: &std::path::Path| {
+        String::from_utf8_lossy(&si_cli(dir, &["users", "list"], None).stdout).into_owned()
+    };
+
+    assert!(
+        si_cli(dir.path(), &["users", "disable", "nurse"], None)
+            .status
+            .success()
+    );
+    assert!(status(dir.path()).contains("disabled"));
+    assert!(
+        si_cli(dir.path(), &["users", "enable", "nurse"], None)
+            .status
+            .success()
+    );
+    assert!(status(dir.path()).contains("active"));
+
+    let passwd = ["users", "passwd", "nurse", "--password-stdin"];
+    assert!(
+        si_cli(dir.path(), &passwd, Some("second long password\n"))
+            .status
+            .success()
+    );
+    let store = si_auth::UserStore::open(&dir.path().join("data/users.db")).unwrap();
+    assert!(
+        store
+            .authenticate("nurse", &"second long password".to_owned().into())
+            .is_ok()
+    );
+    assert!(
+        store
+            .authenticate("nurse", &"first long password".to_owned().into())
+            .is_err()
+    );
+
+    let unknown = si_cli(dir.path(), &["users", "disable", "nobody"], None);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user named `nobody`"));
+}

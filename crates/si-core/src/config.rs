@@ -73,6 +73,8 @@ pub struct AuthConfig {
     pub algorithm: JwtAlgorithm,
     /// Lifetime of an access token.
     pub expiry: Duration,
+    /// Lifetime of a refresh token (each refresh issues a new one).
+    pub refresh_expiry: Duration,
     /// `iss` written and required.
     pub issuer: String,
     /// `aud` written and required.

@@ -1,12 +1,15 @@
 //! [`Gateway`]: everything one server instance runs with.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use secrecy::SecretString;
 use si_auth::secret::{load_or_create_jwt_secret, user_db_path};
-use si_auth::{AuthError, TokenIssuer, UserStore};
+use si_auth::{AuthError, RevocationList, TokenIssuer, UserStore};
 use si_core::Config;
 use si_router::{Router, RouterError};
 
@@ -38,6 +41,8 @@ pub(crate) struct GatewayInner {
     pub(crate) users: Arc<UserStore>,
     /// Password checks allowed at once (one per CPU).
     pub(crate) login_slots: Arc<Semaphore>,
+    /// What is revoked, checked on every request without the database.
+    pub(crate) revocations: Arc<RevocationList>,
 }
 
 impl Gateway {
@@ -64,6 +69,8 @@ impl Gateway {
         config.check("configuration")?;
         let router = Router::new(&config)?;
         let tokens = TokenIssuer::new(&config.auth, jwt_secret);
+        let revocations = RevocationList::default();
+        revocations.replace(users.revoked_set()?);
         Ok(Gateway {
             inner: Arc::new(GatewayInner {
                 config,
@@ -73,6 +80,7 @@ impl Gateway {
                 login_slots: Arc::new(Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
+                revocations: Arc::new(revocations),
             }),
         })
     }
@@ -96,4 +104,43 @@ impl Gateway {
     pub fn users(&self) -> &UserStore {
         &self.inner.users
     }
+}
+
+/// Keeps the in-memory revocation list in step with the database, which
+/// `si-cli users disable` and other processes change: a cheap version check every
+/// `interval`, a full reload only when something was committed.
+pub(crate) fn spawn_revocation_sync(
+    gateway: &Gateway,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let inner = gateway.inner.clone();
+    tokio::spawn(async move {
+        let mut last_seen = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let users = inner.users.clone();
+            let reloaded = tokio::task::spawn_blocking(move || {
+                let version = users.data_version()?;
+                if last_seen == Some(version) {
+                    return Ok((version, None));
+                }
+                users.revoked_set().map(|set| (version, Some(set)))
+            })
+            .await;
+            match reloaded {
+                Ok(Ok((version, set))) => {
+                    last_seen = Some(version);
+                    if let Some(set) = set {
+                        inner.revocations.replace(set);
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "revocation sync failed"),
+                Err(e) => tracing::warn!(error = %e, "revocation sync task failed"),
+            }
+        }
+    })
 }

@@ -33,7 +33,9 @@ pub(crate) fn authenticate<B>(
         .map(|_| value[7..].trim())
         .filter(|token| !token.is_empty())
         .ok_or(AuthError::MissingToken)?;
-    gateway.tokens().verify(token).map(Some)
+    let claims = gateway.tokens().verify(token)?;
+    gateway.inner.revocations.check(&claims)?;
+    Ok(Some(claims))
 }
 
 /// Refuses `agent` to a caller whose role does not grant it (everything is allowed

@@ -23,6 +23,8 @@ pub(crate) async fn handle(
     let result = match (path.as_str(), &method) {
         ("/v1/chat/completions", &Method::POST) => handlers::chat::handle(gateway, request).await,
         ("/v1/auth/login", &Method::POST) => handlers::login::handle(gateway, request).await,
+        ("/v1/auth/refresh", &Method::POST) => handlers::login::refresh(gateway, request).await,
+        ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, &request).await,
         ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
         ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
         (p, m) => Err(unrouted(p, m)),
@@ -42,7 +44,9 @@ pub(crate) async fn handle(
 
 fn unrouted(path: &str, method: &Method) -> ApiError {
     let allowed = match path {
-        "/v1/chat/completions" | "/v1/auth/login" => Some("POST"),
+        "/v1/chat/completions" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/auth/logout" => {
+            Some("POST")
+        }
         "/v1/models" | "/healthz" => Some("GET"),
         _ => None,
     };

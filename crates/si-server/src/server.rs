@@ -20,6 +20,8 @@ use crate::{Gateway, routes};
 
 /// A client must send its request headers within this time (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the revocation list checks the database for changes by other processes.
+const REVOCATION_SYNC: Duration = Duration::from_secs(1);
 /// How long in-flight requests may finish after shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -37,6 +39,8 @@ pub async fn run(
         settings.health_timeout,
         stop_polling.clone(),
     );
+    let revocation_sync =
+        crate::gateway::spawn_revocation_sync(&gateway, REVOCATION_SYNC, stop_polling.clone());
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -62,6 +66,7 @@ pub async fn run(
     }
     stop_polling.cancel();
     let _ = health.await;
+    let _ = revocation_sync.await;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ fn sign(claims: &serde_json::Value, alg: Algorithm, key: &[u8]) -> String {
 fn claims_json(overrides: &[(&str, serde_json::Value)]) -> serde_json::Value {
     let now = unix_now();
     let mut claims = serde_json::json!({
-        "sub": "doctor1", "role": "clinician", "loc": "hospital-01", "jti": "abc",
+        "sub": "doctor1", "role": "clinician", "loc": "hospital-01", "jti": "abc", "sid": "s1",
         "iat": now, "exp": now + 3600, "iss": "synthetic-intelligence", "aud": "si-gateway",
     });
     for (key, value) in overrides {
@@ -35,7 +35,7 @@ fn claims_json(overrides: &[(&str, serde_json::Value)]) -> serde_json::Value {
 fn issued_tokens_verify_with_all_claims() {
     let issuer = issuer();
     let issued = issuer
-        .issue("doctor1", Role::Clinician, "hospital-01")
+        .issue("doctor1", Role::Clinician, "hospital-01", "s1")
         .unwrap();
     assert_eq!(issued.expires_in, 86_400);
     let claims = issuer.verify(issued.token.expose_secret()).unwrap();
@@ -46,7 +46,7 @@ fn issued_tokens_verify_with_all_claims() {
     assert_eq!(claims.exp - claims.iat, 86_400);
     assert_eq!(claims.jti.len(), 32);
     let other = issuer
-        .issue("doctor1", Role::Clinician, "hospital-01")
+        .issue("doctor1", Role::Clinician, "hospital-01", "s1")
         .unwrap();
     assert_ne!(other.claims.jti, claims.jti);
 }
@@ -104,7 +104,7 @@ fn rejects_forgeries_and_bad_claims() {
 #[test]
 fn rejects_alg_none_and_stripped_signature() {
     let issuer = issuer();
-    let good = issuer.issue("doctor1", Role::Admin, "hq").unwrap();
+    let good = issuer.issue("doctor1", Role::Admin, "hq", "s1").unwrap();
     let parts: Vec<&str> = good.token.expose_secret().split('.').collect();
     let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0"; // {"alg":"none","typ":"JWT"}
     for token in [

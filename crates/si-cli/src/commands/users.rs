@@ -44,6 +44,20 @@ pub fn add(
     Ok(())
 }
 
+/// Disables (or re-enables) a user in the database in `data_dir`.
+pub fn set_disabled(data_dir: &Path, username: &str, disabled: bool) -> Result<(), CliError> {
+    Ok(UserStore::open(&user_db_path(data_dir))?.set_disabled(username, disabled)?)
+}
+
+/// Replaces a user's password in the database in `data_dir`.
+pub fn set_password(
+    data_dir: &Path,
+    username: &str,
+    password: &SecretString,
+) -> Result<(), CliError> {
+    Ok(UserStore::open(&user_db_path(data_dir))?.set_password(username, password)?)
+}
+
 /// Writes a table of the users in `data_dir` to `out`.
 pub fn list(data_dir: &Path, out: &mut impl Write) -> Result<(), CliError> {
     let store = UserStore::open(&user_db_path(data_dir))?;

@@ -64,6 +64,7 @@ impl Default for RawGateway {
 struct RawAuth {
     algorithm: String,
     expiry_hours: u64,
+    refresh_expiry_hours: u64,
     issuer: String,
     audience: String,
 }
@@ -73,6 +74,7 @@ impl Default for RawAuth {
         RawAuth {
             algorithm: "HS256".into(),
             expiry_hours: 24,
+            refresh_expiry_hours: 24 * 7,
             issuer: "synthetic-intelligence".into(),
             audience: "si-gateway".into(),
         }
@@ -111,6 +113,8 @@ enum SpeedTierName {
 const MAX_BODY_LIMIT: u64 = 64 * 1024 * 1024;
 /// Longest accepted token lifetime (30 days).
 pub(super) const MAX_EXPIRY_HOURS: u64 = 24 * 30;
+/// Longest accepted refresh token lifetime (90 days).
+const MAX_REFRESH_EXPIRY_HOURS: u64 = 24 * 90;
 
 impl RawConfig {
     pub(super) fn parse(text: &str, source_name: &str) -> Result<RawConfig, ConfigError> {
@@ -206,6 +210,13 @@ impl RawAuth {
                 format!("expected 1 to {MAX_EXPIRY_HOURS} hours"),
             ));
         }
+        if !(1..=MAX_REFRESH_EXPIRY_HOURS).contains(&self.refresh_expiry_hours) {
+            return Err(ConfigError::new(
+                source,
+                "auth.refresh_expiry_hours",
+                format!("expected 1 to {MAX_REFRESH_EXPIRY_HOURS} hours"),
+            ));
+        }
         for (key, value) in [
             ("auth.issuer", &self.issuer),
             ("auth.audience", &self.audience),
@@ -217,6 +228,7 @@ impl RawAuth {
         Ok(AuthConfig {
             algorithm,
             expiry: Duration::from_secs(self.expiry_hours * 3600),
+            refresh_expiry: Duration::from_secs(self.refresh_expiry_hours * 3600),
             issuer: self.issuer,
             audience: self.audience,
             secret: None,

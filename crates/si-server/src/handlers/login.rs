@@ -1,16 +1,25 @@
-//! `POST /v1/auth/login`: username and password for an access token.
+//! `POST /v1/auth/login`, `/v1/auth/refresh` and `/v1/auth/logout`: sessions.
+//!
+//! A login starts a session family: an access token (JWT, `sid` = the family) and a
+//! single-use refresh token. A refresh spends its token and returns the next pair;
+//! a spent token presented again revokes the family. Logout revokes the access
+//! token and its family.
 
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use si_auth::sessions::IssuedRefresh;
 use si_auth::users::login_location;
+use si_auth::{AuthError, User};
 
 use crate::Gateway;
 use crate::body::{GatewayBody, json_no_store, read_limited};
 use crate::error::ApiError;
+use crate::handlers::authenticate;
 
 /// Logins are small; refuse anything bigger before parsing.
 pub(crate) const MAX_LOGIN_BODY: usize = 8 * 1024;
@@ -26,11 +35,19 @@ struct LoginRequest {
     location_id: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    refresh_token: SecretString,
+}
+
 #[derive(Serialize)]
-struct LoginResponse<'a> {
+struct TokenResponse<'a> {
     access_token: &'a str,
     token_type: &'static str,
     expires_in: u64,
+    refresh_token: &'a str,
+    refresh_expires_in: u64,
 }
 
 pub(crate) async fn handle(
@@ -38,7 +55,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
-    let login = parse(&body)?;
+    let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
     // argon2 takes tens of milliseconds of CPU and ~19 MiB per check: run a bounded
     // number at once, off the async workers, so a login flood cannot exhaust memory.
     let permit = tokio::time::timeout(
@@ -49,48 +66,114 @@ pub(crate) async fn handle(
     .map_err(|_| ApiError::Busy("too many logins in progress"))?
     .map_err(|_| ApiError::Internal("login slots closed".into()))?;
     let users = gateway.inner.users.clone();
-    let username = login.username;
-    let password = login.password;
-    let user = tokio::task::spawn_blocking(move || {
+    let ttl = gateway.config().auth.refresh_expiry.as_secs();
+    let (username, password) = (login.username, login.password);
+    let requested = login.location_id;
+    let (user, location, refresh) = blocking(move || {
         let _permit = permit;
-        users.authenticate(&username, &password)
+        let user = users.authenticate(&username, &password)?;
+        let location = login_location(&user, requested.as_deref())?;
+        let refresh = users.start_session(&user.username, &location, ttl)?;
+        Ok((user, location, refresh))
     })
-    .await
-    .map_err(|e| ApiError::Internal(format!("login task failed: {e}")))??;
-    let location = login_location(&user, login.location_id.as_deref())?;
-    let issued = gateway
-        .tokens()
-        .issue(&user.username, user.role, &location)?;
+    .await?;
     tracing::info!(user = %user.username, role = %user.role, %location, "login");
+    token_response(gateway, &user, &location, &refresh)
+}
+
+pub(crate) async fn refresh(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+) -> Result<Response<GatewayBody>, ApiError> {
+    let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
+    let asked: RefreshRequest = parse(&body, REFRESH_SHAPE)?;
+    let users = gateway.inner.users.clone();
+    let ttl = gateway.config().auth.refresh_expiry.as_secs();
+    let refreshed = blocking(move || users.refresh(&asked.refresh_token, ttl)).await;
+    let refreshed = match refreshed {
+        Err(ApiError::Auth(AuthError::RefreshReused { username, family })) => {
+            gateway.inner.revocations.revoke_family(&family);
+            tracing::warn!(user = %username, "spent refresh token presented again; session revoked");
+            return Err(AuthError::RefreshReused { username, family }.into());
+        }
+        other => other?,
+    };
+    token_response(
+        gateway,
+        &refreshed.user,
+        &refreshed.location,
+        &refreshed.refresh,
+    )
+}
+
+pub(crate) async fn logout<B>(
+    gateway: &Gateway,
+    request: &Request<B>,
+) -> Result<Response<GatewayBody>, ApiError> {
+    let Some(claims) = authenticate(gateway, request)? else {
+        return Err(AuthError::MissingToken.into());
+    };
+    let users = gateway.inner.users.clone();
+    let (jti, sid) = (claims.jti.clone(), claims.sid.clone());
+    blocking(move || users.revoke(&jti, claims.exp, Some(&sid))).await?;
+    gateway
+        .inner
+        .revocations
+        .revoke(&claims.jti, Some(&claims.sid));
+    tracing::info!(user = %claims.sub, "logout");
     Ok(json_no_store(
         StatusCode::OK,
-        &LoginResponse {
-            access_token: issued.token.expose_secret(),
+        &serde_json::json!({"revoked": true}),
+    ))
+}
+
+fn token_response(
+    gateway: &Gateway,
+    user: &User,
+    location: &str,
+    refresh: &IssuedRefresh,
+) -> Result<Response<GatewayBody>, ApiError> {
+    let access = gateway
+        .tokens()
+        .issue(&user.username, user.role, location, &refresh.family)?;
+    Ok(json_no_store(
+        StatusCode::OK,
+        &TokenResponse {
+            access_token: access.token.expose_secret(),
             token_type: "bearer",
-            expires_in: issued.expires_in,
+            expires_in: access.expires_in,
+            refresh_token: refresh.token.expose_secret(),
+            refresh_expires_in: refresh.expires_in,
         },
     ))
 }
 
-/// The login fields, or a message naming the field at fault. serde's own messages
-/// quote the offending value, which here could be a password: they are not echoed.
-fn parse(body: &[u8]) -> Result<LoginRequest, ApiError> {
+/// Runs database and hashing work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ApiError::Internal(format!("authentication task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
+const LOGIN_SHAPE: &str = "a JSON object with string fields \"username\" and \"password\", and optionally \"location_id\"";
+const REFRESH_SHAPE: &str = "a JSON object with the string field \"refresh_token\"";
+
+/// The fields, or a message naming the field at fault. serde's own messages quote
+/// the offending value, which here could be a password: they are not echoed.
+fn parse<T: DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| {
-            let at = match e.path().to_string() {
-                p if p == "." => String::new(),
-                p => format!(" (problem at `{p}`)"),
-            };
-            ApiError::BadRequest(format!(
-                "login body must be a JSON object with string fields \"username\" and \
-                 \"password\", and optionally \"location_id\"{at}"
-            ))
-        })
-        .and_then(|login| {
-            deserializer
-                .end()
-                .map(|()| login)
-                .map_err(|_| ApiError::BadRequest("login body has trailing characters".into()))
-        })
+    let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let at = match e.path().to_string() {
+            p if p == "." => String::new(),
+            p => format!(" (problem at `{p}`)"),
+        };
+        ApiError::BadRequest(format!("body must be {shape}{at}"))
+    })?;
+    deserializer
+        .end()
+        .map_err(|_| ApiError::BadRequest("body has trailing characters".into()))?;
+    Ok(value)
 }

@@ -1,0 +1,150 @@
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Harness, Options, TEST_PASSWORD, chat_body, error_parts};
+
+async fn login(h: &Harness, username: &str) -> Value {
+    let body =
+        json!({"username": username, "password": TEST_PASSWORD, "location_id": "hospital-01"});
+    let (status, tokens) = h.post_json("/v1/auth/login", None, body).await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens
+}
+
+async fn refresh(h: &Harness, tokens: &Value) -> (u16, Value) {
+    let body = json!({"refresh_token": tokens["refresh_token"]});
+    h.post_json("/v1/auth/refresh", None, body).await
+}
+
+async fn chat_status(h: &Harness, tokens: &Value) -> u16 {
+    let token = tokens["access_token"].as_str().unwrap();
+    h.post_json("/v1/chat/completions", Some(token), chat_body("Chat"))
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_replayed_token_ends_the_session() {
+    let h = Harness::start(Options::default()).await;
+    let first = login(&h, "doctor1").await;
+    assert_eq!(first["refresh_expires_in"], 7 * 24 * 3600);
+    let (status, second) = refresh(&h, &first).await;
+    assert_eq!(status, 200, "{second}");
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    assert_eq!(chat_status(&h, &second).await, 200);
+    let claims = h
+        .gateway
+        .tokens()
+        .verify(second["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.loc.as_str()),
+        ("doctor1", "hospital-01")
+    );
+
+    // The spent token again: refused, and the whole session with it.
+    let (status, body) = refresh(&h, &first).await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (401, "refresh_reused")
+    );
+    let (status, _) = refresh(&h, &second).await;
+    assert_eq!(
+        status, 401,
+        "the newest refresh token of the family is dead too"
+    );
+    assert_eq!(
+        chat_status(&h, &second).await,
+        401,
+        "access tokens of the family are revoked"
+    );
+    assert_eq!(chat_status(&h, &first).await, 401);
+
+    // Another login of the same user is its own session.
+    let other = login(&h, "doctor1").await;
+    assert_eq!(chat_status(&h, &other).await, 200);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn logout_revokes_the_access_token_and_its_refresh_token() {
+    let h = Harness::start(Options::default()).await;
+    let tokens = login(&h, "doctor1").await;
+    let other = login(&h, "doctor1").await;
+    let token = tokens["access_token"].as_str().unwrap();
+    let (status, _) = h.post_json("/v1/auth/logout", Some(token), json!({})).await;
+    assert_eq!(status, 200);
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(token), chat_body("Chat"))
+        .await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (401, "token_revoked")
+    );
+    assert_eq!(refresh(&h, &tokens).await.0, 401);
+    assert_eq!(
+        chat_status(&h, &other).await,
+        200,
+        "other sessions are untouched"
+    );
+    let (status, _) = h.post_json("/v1/auth/logout", None, json!({})).await;
+    assert_eq!(status, 401);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn revocations_survive_a_restart() {
+    let h = Harness::start(Options::default()).await;
+    let tokens = login(&h, "doctor1").await;
+    let token = tokens["access_token"].as_str().unwrap();
+    h.post_json("/v1/auth/logout", Some(token), json!({})).await;
+    // A second gateway on the same database, as after a restart.
+    let restarted = si::Gateway::open(h.gateway.config().clone()).unwrap();
+    let claims = restarted.tokens().verify(token).unwrap();
+    let revoked = restarted.users().revoked_set().unwrap();
+    assert!(revoked.jtis.contains(&claims.jti));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn disabling_a_user_elsewhere_stops_their_tokens_within_seconds() {
+    let h = Harness::start(Options::default()).await;
+    let tokens = login(&h, "doctor1").await;
+    assert_eq!(chat_status(&h, &tokens).await, 200);
+    // Another process's connection, as `si-cli users disable` would use.
+    let db = h.gateway.config().gateway.data_dir.join("users.db");
+    let cli = si::si_auth::UserStore::open(&db).unwrap();
+    cli.set_disabled("doctor1", true).unwrap();
+    let mut status = 200;
+    for _ in 0..50 {
+        status = chat_status(&h, &tokens).await;
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        status, 401,
+        "the disabled user's token still worked after 5 s"
+    );
+    let body =
+        json!({"username": "doctor1", "password": TEST_PASSWORD, "location_id": "hospital-01"});
+    let (status, body) = h.post_json("/v1/auth/login", None, body).await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (401, "invalid_credentials")
+    );
+    cli.set_disabled("doctor1", false).unwrap();
+    let fresh = login(&h, "doctor1").await;
+    let mut status = 401;
+    for _ in 0..50 {
+        status = chat_status(&h, &fresh).await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "re-enabled user still refused");
+    h.shutdown().await;
+}
