@@ -91,7 +91,10 @@ async fn chat_without_a_valid_token_is_401() {
     other.issuer = "synthetic-intelligence".into();
     let forged = si::si_auth::TokenIssuer::new(
         &other,
-        &"another-secret-another-secret-another".to_owned().into(),
+        &si::si_auth::JwtSecrets {
+            current: "another-secret-another-secret-another".to_owned().into(),
+            previous: None,
+        },
     )
     .issue("doctor1", si::si_core::Role::Admin, "hospital-01", "s1")
     .unwrap();

@@ -20,5 +20,5 @@ pub mod users;
 
 pub use error::AuthError;
 pub use revocation::RevocationList;
-pub use token::{Claims, IssuedToken, TokenIssuer};
+pub use token::{Claims, IssuedToken, JwtSecrets, TokenIssuer};
 pub use users::{NewUser, User, UserStore};

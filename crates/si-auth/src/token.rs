@@ -1,8 +1,10 @@
 //! Signed access tokens (JWT).
 //!
 //! Verification pins the configured algorithm, requires `exp`, `iat`, `iss`, `aud`,
-//! `sub` and `jti`, allows 30 s of clock skew, and refuses oversized tokens before
-//! decoding anything.
+//! `sub`, `jti` and `sid`, allows 30 s of clock skew, and refuses oversized tokens
+//! before decoding anything. Keys are never taken from a token: `jwk`, `jku`, `x5u`,
+//! `x5c` and `crit` headers are refused, and `kid` only selects between the current
+//! and the previous secret (so rotating the secret logs nobody out).
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,6 +13,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use si_core::Role;
 use si_core::config::{AuthConfig, JwtAlgorithm};
 
@@ -60,7 +63,10 @@ pub struct IssuedToken {
 pub struct TokenIssuer {
     algorithm: Algorithm,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// `kid` of the current secret, written into every token.
+    kid: String,
+    /// The current secret first, then the previous one.
+    keys: Vec<(String, DecodingKey)>,
     validation: Validation,
     expiry: Duration,
     issuer: String,
@@ -68,14 +74,24 @@ pub struct TokenIssuer {
 }
 
 impl TokenIssuer {
-    /// An issuer for `auth`'s algorithm, lifetime, issuer and audience, keyed by `secret`.
-    pub fn new(auth: &AuthConfig, secret: &SecretString) -> Self {
+    /// An issuer for `auth`'s algorithm, lifetime, issuer and audience. It signs with
+    /// `secrets.current` and also accepts tokens signed with `secrets.previous`.
+    pub fn new(auth: &AuthConfig, secrets: &JwtSecrets) -> Self {
         let algorithm = match auth.algorithm {
             JwtAlgorithm::Hs256 => Algorithm::HS256,
             JwtAlgorithm::Hs384 => Algorithm::HS384,
             JwtAlgorithm::Hs512 => Algorithm::HS512,
         };
-        let key = secret.expose_secret().as_bytes();
+        let key = secrets.current.expose_secret().as_bytes();
+        let keys = std::iter::once(&secrets.current)
+            .chain(&secrets.previous)
+            .map(|s| {
+                (
+                    key_id(s),
+                    DecodingKey::from_secret(s.expose_secret().as_bytes()),
+                )
+            })
+            .collect();
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
@@ -85,7 +101,8 @@ impl TokenIssuer {
         TokenIssuer {
             algorithm,
             encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
+            kid: key_id(&secrets.current),
+            keys,
             validation,
             expiry: auth.expiry,
             issuer: auth.issuer.clone(),
@@ -113,7 +130,9 @@ impl TokenIssuer {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
         };
-        let token = jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
+        let mut header = Header::new(self.algorithm);
+        header.kid = Some(self.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
             .map_err(|e| AuthError::Internal(format!("token signing failed: {e}")))?;
         Ok(IssuedToken {
             token: token.into(),
@@ -127,18 +146,21 @@ impl TokenIssuer {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::InvalidToken("token too large"));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
-                ErrorKind::ImmatureSignature => AuthError::InvalidToken("token not yet valid"),
-                ErrorKind::InvalidSignature => AuthError::InvalidToken("bad signature"),
-                ErrorKind::InvalidAlgorithm => AuthError::InvalidToken("algorithm not allowed"),
-                ErrorKind::InvalidIssuer => AuthError::InvalidToken("wrong issuer"),
-                ErrorKind::InvalidAudience => AuthError::InvalidToken("wrong audience"),
-                ErrorKind::MissingRequiredClaim(_) => {
-                    AuthError::InvalidToken("a required claim is missing")
+        let key = self.key_for(token)?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::ExpiredToken,
+                    ErrorKind::ImmatureSignature => AuthError::InvalidToken("token not yet valid"),
+                    ErrorKind::InvalidSignature => AuthError::InvalidToken("bad signature"),
+                    ErrorKind::InvalidAlgorithm => AuthError::InvalidToken("algorithm not allowed"),
+                    ErrorKind::InvalidIssuer => AuthError::InvalidToken("wrong issuer"),
+                    ErrorKind::InvalidAudience => AuthError::InvalidToken("wrong audience"),
+                    ErrorKind::MissingRequiredClaim(_) => {
+                        AuthError::InvalidToken("a required claim is missing")
+                    }
+                    _ => AuthError::InvalidToken("malformed token"),
                 }
-                _ => AuthError::InvalidToken("malformed token"),
             })?;
         // `iat` far in the future means a forged or mis-clocked issuer.
         if data.claims.iat > unix_now() + LEEWAY_SECS {
@@ -148,6 +170,66 @@ impl TokenIssuer {
     }
 }
 
+impl TokenIssuer {
+    /// The key a token's header asks for, after refusing headers that try to bring
+    /// their own key or a different algorithm.
+    fn key_for(&self, token: &str) -> Result<&DecodingKey, AuthError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| AuthError::InvalidToken("malformed token"))?;
+        if header.alg != self.algorithm {
+            return Err(AuthError::InvalidToken("algorithm not allowed"));
+        }
+        let brings_key = header.jwk.is_some()
+            || header.jku.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some();
+        if brings_key || header.crit.is_some() {
+            return Err(AuthError::InvalidToken(
+                "embedded or remote keys are not accepted",
+            ));
+        }
+        match header.kid.as_deref() {
+            // Tokens from before key ids were written: the current secret only.
+            None => self.keys.first().map(|(_, key)| key),
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|(id, _)| id == kid)
+                .map(|(_, key)| key),
+        }
+        .ok_or(AuthError::InvalidToken("unknown key id"))
+    }
+}
+
+/// The signing secrets: the current one, and the one before it, still accepted
+/// until the tokens it signed expire.
+#[derive(Clone)]
+pub struct JwtSecrets {
+    /// Signs new tokens.
+    pub current: SecretString,
+    /// Verifies tokens signed before the last rotation.
+    pub previous: Option<SecretString>,
+}
+
+impl fmt::Debug for JwtSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtSecrets")
+            .field("current", &"[REDACTED]")
+            .field("previous", &self.previous.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
+}
+
+/// A secret's public name: the first 8 bytes of its SHA-256, in hex. It tells keys
+/// apart without revealing anything usable about them.
+pub fn key_id(secret: &SecretString) -> String {
+    Sha256::digest(secret.expose_secret().as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl fmt::Debug for TokenIssuer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenIssuer")
@@ -155,7 +237,8 @@ impl fmt::Debug for TokenIssuer {
             .field("expiry", &self.expiry)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
-            .field("secret", &"[REDACTED]")
+            .field("kid", &self.kid)
+            .field("secrets", &"[REDACTED]")
             .finish()
     }
 }

@@ -29,6 +29,9 @@ enum Command {
     /// Users of the gateway.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// The gateway's token signing secret.
+    #[command(subcommand)]
+    Jwt(JwtCommand),
     /// Show the gateway's and each backend's health; exit 1 if any is not ok.
     Health {
         /// The gateway's base URL (default: http:// + `gateway.listen`).
@@ -45,6 +48,13 @@ enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum JwtCommand {
+    /// Make a new signing secret; the current one stays valid for verification
+    /// (restart the gateway to use the new one).
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +167,25 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
             println!("new password for `{name}`; their sessions were ended");
         }
         Command::Users(UsersCommand::List) => users::list(data_dir, &mut std::io::stdout().lock())?,
+        Command::Jwt(JwtCommand::Rotate) => {
+            if config.auth.secret.is_some() {
+                return Err(CliError::Message(
+                    "JWT_SECRET is set in the environment, so the gateway does not use the \
+                     secret file: rotate it there (move its value to JWT_SECRET_PREVIOUS, set \
+                     a new JWT_SECRET, restart the gateway)"
+                        .into(),
+                ));
+            }
+            let kid = si_auth::secret::rotate_jwt_secret(data_dir)?;
+            println!(
+                "new JWT signing secret (key id {kid}) in {}",
+                data_dir.display()
+            );
+            println!(
+                "restart the gateway to sign with it; tokens signed with the previous secret \
+                 stay valid until they expire"
+            );
+        }
         Command::Health { gateway } => {
             let gateway = gateway.unwrap_or_else(|| format!("http://{}", config.gateway.listen));
             let runtime = tokio::runtime::Runtime::new()

@@ -226,3 +226,40 @@ fn users_disable_enable_and_passwd() {
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user named `nobody`"));
 }
+
+#[test]
+fn jwt_rotate_keeps_the_previous_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = si_cli(dir.path(), &["jwt", "rotate"], None);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let current = std::fs::read_to_string(data.join("jwt_secret")).unwrap();
+    let second = si_cli(dir.path(), &["jwt", "rotate"], None);
+    assert!(second.status.success());
+    assert_eq!(
+        std::fs::read_to_string(data.join("jwt_secret.previous")).unwrap(),
+        current
+    );
+    assert_ne!(
+        std::fs::read_to_string(data.join("jwt_secret")).unwrap(),
+        current
+    );
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        stdout.contains("key id") && !stdout.contains(current.trim()),
+        "{stdout}"
+    );
+
+    let mut with_env = std::process::Command::new(env!("CARGO_BIN_EXE_si-cli"));
+    with_env
+        .current_dir(dir.path())
+        .env("JWT_SECRET", "x".repeat(40))
+        .args(["jwt", "rotate"]);
+    let refused = with_env.output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("JWT_SECRET_PREVIOUS"));
+}

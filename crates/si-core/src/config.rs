@@ -81,6 +81,8 @@ pub struct AuthConfig {
     pub audience: String,
     /// `JWT_SECRET` when set; otherwise the caller generates or loads one.
     pub secret: Option<SecretString>,
+    /// `JWT_SECRET_PREVIOUS`: still accepted for tokens signed before a rotation.
+    pub previous_secret: Option<SecretString>,
 }
 
 /// The HMAC algorithms a shared secret can sign with.

@@ -7,9 +7,8 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use secrecy::SecretString;
 use si_auth::secret::{load_or_create_jwt_secret, user_db_path};
-use si_auth::{AuthError, RevocationList, TokenIssuer, UserStore};
+use si_auth::{AuthError, JwtSecrets, RevocationList, TokenIssuer, UserStore};
 use si_core::Config;
 use si_router::{Router, RouterError};
 
@@ -47,16 +46,19 @@ pub(crate) struct GatewayInner {
 
 impl Gateway {
     /// Opens the data directory of `config`: its user database (created if absent) and
-    /// its JWT secret (`config.auth.secret`, else `<data_dir>/jwt_secret`, generated on
-    /// first use).
+    /// its JWT secrets (`config.auth.secret` and `previous_secret`, else
+    /// `<data_dir>/jwt_secret`, generated on first use, and `jwt_secret.previous`).
     pub fn open(config: Config) -> Result<Self, GatewayError> {
         let data_dir = &config.gateway.data_dir;
-        let secret = match &config.auth.secret {
-            Some(secret) => secret.clone(),
+        let secrets = match &config.auth.secret {
+            Some(secret) => JwtSecrets {
+                current: secret.clone(),
+                previous: config.auth.previous_secret.clone(),
+            },
             None => load_or_create_jwt_secret(data_dir)?,
         };
         let users = UserStore::open(&user_db_path(data_dir))?;
-        Gateway::new(config, users, &secret)
+        Gateway::new(config, users, &secrets)
     }
 
     /// A gateway from parts, for embedding and tests. `config` is checked again, since
@@ -64,11 +66,11 @@ impl Gateway {
     pub fn new(
         config: Config,
         users: UserStore,
-        jwt_secret: &SecretString,
+        jwt_secrets: &JwtSecrets,
     ) -> Result<Self, GatewayError> {
         config.check("configuration")?;
         let router = Router::new(&config)?;
-        let tokens = TokenIssuer::new(&config.auth, jwt_secret);
+        let tokens = TokenIssuer::new(&config.auth, jwt_secrets);
         let revocations = RevocationList::default();
         revocations.replace(users.revoked_set()?);
         Ok(Gateway {

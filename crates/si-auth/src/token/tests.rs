@@ -7,7 +7,13 @@ const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 fn issuer() -> TokenIssuer {
     let config = Config::builtin().unwrap();
-    TokenIssuer::new(&config.auth, &SecretString::from(SECRET))
+    TokenIssuer::new(
+        &config.auth,
+        &JwtSecrets {
+            current: SecretString::from(SECRET),
+            previous: None,
+        },
+    )
 }
 
 fn sign(claims: &serde_json::Value, alg: Algorithm, key: &[u8]) -> String {

@@ -44,6 +44,13 @@ pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), Config
     if let Some(secret) = non_empty(env, "JWT_SECRET") {
         config.auth.secret = Some(checked_jwt_secret(secret)?);
     }
+    if let Some(secret) = non_empty(env, "JWT_SECRET_PREVIOUS") {
+        let secret = checked_jwt_secret(secret).map_err(|e| ConfigError {
+            key: "JWT_SECRET_PREVIOUS".into(),
+            ..e
+        })?;
+        config.auth.previous_secret = Some(secret);
+    }
     for (i, backend) in config.backends.iter_mut().enumerate() {
         backend.api_key = backend.api_key_ref.resolve(env).map_err(|e| {
             ConfigError::new(SOURCE, format!("backends[{i}].api_key"), e.to_string())

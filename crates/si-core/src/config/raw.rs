@@ -232,6 +232,7 @@ impl RawAuth {
             issuer: self.issuer,
             audience: self.audience,
             secret: None,
+            previous_secret: None,
         })
     }
 }
