@@ -181,3 +181,50 @@ async fn login_bodies_are_small_and_never_echo_a_password() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn repeated_failures_lock_out_real_and_unknown_users_alike() {
+    let h = Harness::start(Options::default()).await;
+    let attempt = |username: &'static str, password: &'static str| {
+        let h = &h;
+        async move {
+            let body =
+                json!({"username": username, "password": password, "location_id": "hospital-01"});
+            h.post_json("/v1/auth/login", None, body).await
+        }
+    };
+    let fail_five = |username: &'static str| async move {
+        let mut statuses = Vec::new();
+        for _ in 0..5 {
+            statuses.push(attempt(username, "wrong password!!").await.0);
+        }
+        statuses
+    };
+    let started = std::time::Instant::now();
+    let (real, ghost) = tokio::join!(fail_five("doctor1"), fail_five("nobody"));
+    assert_eq!(real, [401; 5]);
+    assert_eq!(ghost, [401; 5]);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(100 + 200 + 400 + 800),
+        "failures were not slowed"
+    );
+
+    // Now even the right password is refused, and an unknown name looks the same.
+    let (status, locked_real) = attempt("doctor1", TEST_PASSWORD).await;
+    let (_, locked_ghost) = attempt("nobody", TEST_PASSWORD).await;
+    assert_eq!(status, 429);
+    assert_eq!(error_parts(&locked_real).1, "login_locked");
+    // Same status, type and code; only the seconds to wait may differ by a tick.
+    let (kind, code, message) = error_parts(&locked_ghost);
+    assert_eq!(
+        (kind, code),
+        (error_parts(&locked_real).0, error_parts(&locked_real).1)
+    );
+    assert!(
+        message.starts_with("too many failed logins for this account or address"),
+        "{message}"
+    );
+    // Other users log in as usual.
+    assert_eq!(attempt("biller", TEST_PASSWORD).await.0, 200);
+    h.shutdown().await;
+}

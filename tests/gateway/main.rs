@@ -7,6 +7,7 @@ mod auth;
 mod errors;
 mod health;
 mod jwt_attacks;
+mod limits;
 mod llama_sim;
 mod raw_backend;
 mod routing;

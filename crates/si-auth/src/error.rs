@@ -36,6 +36,14 @@ pub enum AuthError {
         /// The revoked family.
         family: String,
     },
+    /// Too many failed logins for this username or address.
+    #[error(
+        "too many failed logins for this account or address; try again in {retry_after_secs} s"
+    )]
+    LoginLocked {
+        /// Seconds until the lockout ends.
+        retry_after_secs: u64,
+    },
     /// No such user (management commands only; logins never say this).
     #[error("no user named `{0}`")]
     UnknownUser(String),

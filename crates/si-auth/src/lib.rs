@@ -5,6 +5,7 @@
 //! - [`sessions`]: refresh tokens (single use, rotating, reuse revokes the family)
 //!   and revocation records.
 //! - [`revocation`]: the in-memory view of what is revoked, checked on every request.
+//! - [`throttle`]: slowing and locking out repeated failed logins.
 //! - [`secret`]: the generated JWT secret file and random key material.
 //!
 //! This crate never builds an HTTP response and never reads the process environment;
@@ -15,6 +16,7 @@ mod password;
 pub mod revocation;
 pub mod secret;
 pub mod sessions;
+pub mod throttle;
 pub mod token;
 pub mod users;
 

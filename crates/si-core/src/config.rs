@@ -9,8 +9,9 @@ mod check;
 mod overrides;
 mod raw;
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -42,6 +43,27 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     /// Which agents each role may use.
     pub roles: RolePolicy,
+    /// Request rate limits.
+    pub rate_limits: RateLimitConfig,
+}
+
+/// Request rate limits, in requests per minute; `0` turns a limit off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Per client address (the original's 100 per minute). `SI_RATE_LIMIT_PER_IP`
+    /// overrides it.
+    pub per_ip_per_minute: u32,
+    /// Per user (token subject).
+    pub per_user_per_minute: u32,
+    /// Per location (token `loc`), unless listed in `locations`.
+    pub per_location_per_minute: u32,
+    /// Per-location overrides of `per_location_per_minute`.
+    pub locations: BTreeMap<String, u32>,
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Real-IP` name the client.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Most client addresses tracked at once, so a flood of addresses cannot grow
+    /// memory without bound.
+    pub max_tracked_clients: usize,
 }
 
 /// The gateway's listener, data and timing settings.

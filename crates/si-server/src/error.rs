@@ -11,6 +11,7 @@ use si_auth::AuthError;
 use si_router::RouterError;
 
 use crate::body::{GatewayBody, json};
+use crate::limits::Limited;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,11 @@ pub(crate) enum ApiError {
         agent: String,
         allowed: String,
     },
+    #[error(
+        "rate limit exceeded for this {} ({} requests per minute); retry in {} s",
+        .0.scope, .0.per_minute, .0.retry_after
+    )]
+    RateLimited(Limited),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
     #[error("request body not received within {} s", crate::body::BODY_READ_TIMEOUT.as_secs())]
@@ -78,6 +84,11 @@ impl ApiError {
                 "method_not_allowed",
             ),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, PERMISSION, "agent_forbidden"),
+            ApiError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limited",
+            ),
             ApiError::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "body_too_large")
             }
@@ -104,6 +115,7 @@ impl ApiError {
             ApiError::Busy(_) => tracing::warn!(status, code, "request failed"),
             ApiError::NotFound { .. }
             | ApiError::Forbidden { .. }
+            | ApiError::RateLimited(_)
             | ApiError::MethodNotAllowed { .. }
             | ApiError::BodyTooLarge { .. }
             | ApiError::BodyTimeout
@@ -135,6 +147,16 @@ impl ApiError {
         match &self {
             ApiError::MethodNotAllowed { allowed, .. } => {
                 headers.insert(ALLOW, HeaderValue::from_static(allowed));
+            }
+            ApiError::RateLimited(limited) => {
+                let number = |n: u64| HeaderValue::from(n);
+                headers.insert(RETRY_AFTER, number(limited.retry_after));
+                headers.insert("x-ratelimit-limit", number(u64::from(limited.per_minute)));
+                headers.insert("x-ratelimit-remaining", number(0));
+                headers.insert("x-ratelimit-reset", number(limited.retry_after));
+            }
+            ApiError::Auth(AuthError::LoginLocked { retry_after_secs }) => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             ApiError::Auth(e) if e.is_unauthenticated() => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -190,6 +212,11 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
         AuthError::ExpiredToken => (StatusCode::UNAUTHORIZED, AUTHN, "token_expired"),
         AuthError::RevokedToken => (StatusCode::UNAUTHORIZED, AUTHN, "token_revoked"),
         AuthError::RefreshReused { .. } => (StatusCode::UNAUTHORIZED, AUTHN, "refresh_reused"),
+        AuthError::LoginLocked { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "login_locked",
+        ),
         AuthError::UnknownUser(_) => (StatusCode::NOT_FOUND, "not_found_error", "unknown_user"),
         AuthError::WrongLocation { .. } => (StatusCode::FORBIDDEN, PERMISSION, "wrong_location"),
         AuthError::LocationRequired(_) => (StatusCode::BAD_REQUEST, INVALID, "location_required"),

@@ -8,9 +8,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use si_auth::secret::{load_or_create_jwt_secret, user_db_path};
+use si_auth::throttle::LoginThrottle;
 use si_auth::{AuthError, JwtSecrets, RevocationList, TokenIssuer, UserStore};
 use si_core::Config;
 use si_router::{Router, RouterError};
+
+use crate::limits::RateLimits;
 
 /// Why a gateway could not be put together.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,10 @@ pub(crate) struct GatewayInner {
     pub(crate) login_slots: Arc<Semaphore>,
     /// What is revoked, checked on every request without the database.
     pub(crate) revocations: Arc<RevocationList>,
+    /// Request rate limits.
+    pub(crate) limits: RateLimits,
+    /// Failed-login slowing and lockout.
+    pub(crate) throttle: Arc<LoginThrottle>,
 }
 
 impl Gateway {
@@ -71,6 +78,7 @@ impl Gateway {
         config.check("configuration")?;
         let router = Router::new(&config)?;
         let tokens = TokenIssuer::new(&config.auth, jwt_secrets);
+        let limits = RateLimits::new(&config.rate_limits);
         let revocations = RevocationList::default();
         revocations.replace(users.revoked_set()?);
         Ok(Gateway {
@@ -83,6 +91,8 @@ impl Gateway {
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
                 revocations: Arc::new(revocations),
+                limits,
+                throttle: Arc::new(LoginThrottle::default()),
             }),
         })
     }

@@ -16,7 +16,7 @@ use crate::error::ApiError;
 pub(crate) fn authenticate<B>(
     gateway: &Gateway,
     request: &Request<B>,
-) -> Result<Option<Claims>, AuthError> {
+) -> Result<Option<Claims>, ApiError> {
     if gateway.config().gateway.allow_insecure_dev {
         return Ok(None);
     }
@@ -35,6 +35,11 @@ pub(crate) fn authenticate<B>(
         .ok_or(AuthError::MissingToken)?;
     let claims = gateway.tokens().verify(token)?;
     gateway.inner.revocations.check(&claims)?;
+    gateway
+        .inner
+        .limits
+        .check_identity(&claims.sub, &claims.loc)
+        .map_err(ApiError::RateLimited)?;
     Ok(Some(claims))
 }
 

@@ -12,9 +12,11 @@
 //! This crate owns HTTP; the libraries below it never build a response.
 
 mod body;
+mod client_ip;
 mod error;
 pub mod gateway;
 mod handlers;
+mod limits;
 mod routes;
 pub mod server;
 

@@ -1,6 +1,6 @@
 //! Which path does what, and the request log line.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use http::{Method, Request, Response};
@@ -8,31 +8,30 @@ use hyper::body::Incoming;
 
 use crate::Gateway;
 use crate::body::GatewayBody;
+use crate::client_ip::{ClientAddr, client_ip};
 use crate::error::ApiError;
 use crate::handlers;
 
 /// Answers one request. Never fails: every error becomes a JSON response.
 pub(crate) async fn handle(
     gateway: &Gateway,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<GatewayBody> {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let result = match (path.as_str(), &method) {
-        ("/v1/chat/completions", &Method::POST) => handlers::chat::handle(gateway, request).await,
-        ("/v1/auth/login", &Method::POST) => handlers::login::handle(gateway, request).await,
-        ("/v1/auth/refresh", &Method::POST) => handlers::login::refresh(gateway, request).await,
-        ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, &request).await,
-        ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
-        ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
-        (p, m) => Err(unrouted(p, m)),
+    let trusted = &gateway.config().rate_limits.trusted_proxies;
+    let client = client_ip(peer.ip(), request.headers(), trusted);
+    request.extensions_mut().insert(ClientAddr(client));
+    let result = match admit(gateway, &path, client) {
+        Ok(()) => dispatch(gateway, request, &method, &path).await,
+        Err(e) => Err(e),
     };
     let response = result.unwrap_or_else(ApiError::into_response);
     // Metadata only: never bodies, tokens or keys.
     tracing::debug!(
-        %peer,
+        %client,
         method = %method,
         path = %path,
         status = response.status().as_u16(),
@@ -40,6 +39,36 @@ pub(crate) async fn handle(
         "request"
     );
     response
+}
+
+/// The per-address limit applies to everything but the health check (which load
+/// balancers and monitoring poll).
+fn admit(gateway: &Gateway, path: &str, client: IpAddr) -> Result<(), ApiError> {
+    if path == "/healthz" {
+        return Ok(());
+    }
+    gateway
+        .inner
+        .limits
+        .check_client(client)
+        .map_err(ApiError::RateLimited)
+}
+
+async fn dispatch(
+    gateway: &Gateway,
+    request: Request<Incoming>,
+    method: &Method,
+    path: &str,
+) -> Result<Response<GatewayBody>, ApiError> {
+    match (path, method) {
+        ("/v1/chat/completions", &Method::POST) => handlers::chat::handle(gateway, request).await,
+        ("/v1/auth/login", &Method::POST) => handlers::login::handle(gateway, request).await,
+        ("/v1/auth/refresh", &Method::POST) => handlers::login::refresh(gateway, request).await,
+        ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, &request).await,
+        ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
+        ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
+        (p, m) => Err(unrouted(p, m)),
+    }
 }
 
 fn unrouted(path: &str, method: &Method) -> ApiError {

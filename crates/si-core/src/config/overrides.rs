@@ -41,6 +41,12 @@ pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), Config
             })?;
         config.auth.expiry = Duration::from_secs(hours * 3600);
     }
+    if let Some(value) = non_empty(env, "SI_RATE_LIMIT_PER_IP") {
+        config.rate_limits.per_ip_per_minute = value.parse().map_err(|_| {
+            let wanted = "expected requests per minute, a whole number (0 turns the limit off)";
+            ConfigError::new(SOURCE, "SI_RATE_LIMIT_PER_IP", wanted)
+        })?;
+    }
     if let Some(secret) = non_empty(env, "JWT_SECRET") {
         config.auth.secret = Some(checked_jwt_secret(secret)?);
     }

@@ -66,6 +66,9 @@ fn builtin_is_the_original_deployment() {
     );
     assert_eq!(config.auth.algorithm, JwtAlgorithm::Hs256);
     assert_eq!(config.roles, crate::RolePolicy::default());
+    assert_eq!(config.rate_limits.per_ip_per_minute, 100);
+    assert_eq!(config.rate_limits.per_user_per_minute, 0);
+    assert_eq!(config.rate_limits.per_location_per_minute, 0);
     assert_eq!(config.auth.expiry, Duration::from_secs(24 * 3600));
 }
 
@@ -136,6 +139,11 @@ fn bad_values_name_their_key() {
             "admin = [\"*\", \"Chat\"]",
             "roles.admin",
         ),
+        (
+            "trusted_proxies = []",
+            "trusted_proxies = [\"nginx.local\"]",
+            "rate_limits.trusted_proxies[0]",
+        ),
     ];
     for (from, to, key) in cases {
         let text = BUILTIN_TOML.replacen(from, to, 1);
@@ -183,6 +191,7 @@ fn environment_overrides_and_resolves_keys() -> Result<(), ConfigError> {
         ("JWT_ALGORITHM", "HS512"),
         ("JWT_EXPIRY_HOURS", "8"),
         ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ("SI_RATE_LIMIT_PER_IP", "0"),
         ("API_KEY_BIOMISTRAL_8085", "key-8085"),
     ]);
     let config = Config::load(None, &env)?;
@@ -197,6 +206,7 @@ fn environment_overrides_and_resolves_keys() -> Result<(), ConfigError> {
         .map(|k| k.expose_secret());
     assert_eq!(key, Some("key-8085"));
     assert_eq!(config.backends_without_key().count(), 5);
+    assert_eq!(config.rate_limits.per_ip_per_minute, 0);
     Ok(())
 }
 
@@ -207,6 +217,7 @@ fn bad_environment_values_name_the_variable() {
         ("JWT_ALGORITHM", "RS999"),
         ("JWT_EXPIRY_HOURS", "-1"),
         ("ALLOW_INSECURE_DEV", "maybe"),
+        ("SI_RATE_LIMIT_PER_IP", "lots"),
     ] {
         let env = Environment::from_pairs([(name, value)]);
         match Config::load(None, &env) {

@@ -5,7 +5,7 @@
 //! a spent token presented again revokes the family. Logout revokes the access
 //! token and its family.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -18,6 +18,7 @@ use si_auth::{AuthError, User};
 
 use crate::Gateway;
 use crate::body::{GatewayBody, json_no_store, read_limited};
+use crate::client_ip::ClientAddr;
 use crate::error::ApiError;
 use crate::handlers::authenticate;
 
@@ -54,8 +55,17 @@ pub(crate) async fn handle(
     gateway: &Gateway,
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {
+    let address = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or_else(String::new, |a| a.0.to_string());
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
+    let throttle = &gateway.inner.throttle;
+    if let Err(wait) = throttle.check(&login.username, &address, Instant::now()) {
+        let retry_after_secs = wait.as_secs().max(1);
+        return Err(AuthError::LoginLocked { retry_after_secs }.into());
+    }
     // argon2 takes tens of milliseconds of CPU and ~19 MiB per check: run a bounded
     // number at once, off the async workers, so a login flood cannot exhaust memory.
     let permit = tokio::time::timeout(
@@ -67,16 +77,25 @@ pub(crate) async fn handle(
     .map_err(|_| ApiError::Internal("login slots closed".into()))?;
     let users = gateway.inner.users.clone();
     let ttl = gateway.config().auth.refresh_expiry.as_secs();
-    let (username, password) = (login.username, login.password);
+    let (username, password) = (login.username.clone(), login.password);
     let requested = login.location_id;
-    let (user, location, refresh) = blocking(move || {
+    let outcome = blocking(move || {
         let _permit = permit;
         let user = users.authenticate(&username, &password)?;
         let location = login_location(&user, requested.as_deref())?;
         let refresh = users.start_session(&user.username, &location, ttl)?;
         Ok((user, location, refresh))
     })
-    .await?;
+    .await;
+    let (user, location, refresh) = match outcome {
+        Err(ApiError::Auth(AuthError::InvalidCredentials)) => {
+            let delay = throttle.failed(&login.username, &address, Instant::now());
+            tokio::time::sleep(delay).await;
+            return Err(AuthError::InvalidCredentials.into());
+        }
+        other => other?,
+    };
+    throttle.succeeded(&user.username);
     tracing::info!(user = %user.username, role = %user.role, %location, "login");
     token_response(gateway, &user, &location, &refresh)
 }
