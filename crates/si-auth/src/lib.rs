@@ -1,5 +1,6 @@
 //! Who may use the platform: users, passwords and access tokens.
 //!
+//! - [`audit`]: the tamper-evident, metadata-only audit trail.
 //! - [`users`]: the SQLite user database (created on first use) with argon2 hashes.
 //! - [`token`]: issuing and verifying signed JWT access tokens.
 //! - [`sessions`]: refresh tokens (single use, rotating, reuse revokes the family)
@@ -11,6 +12,7 @@
 //! This crate never builds an HTTP response and never reads the process environment;
 //! the server maps [`AuthError`] to statuses.
 
+pub mod audit;
 mod error;
 mod password;
 pub mod revocation;

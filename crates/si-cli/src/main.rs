@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use si_cli::CliError;
-use si_cli::commands::{health, keys, users};
+use si_cli::commands::{audit, health, keys, users};
 use si_core::{Config, Environment, Role};
 
 /// Exit status for an unusable configuration.
@@ -29,6 +29,9 @@ enum Command {
     /// Users of the gateway.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// The gateway's token signing secret.
     #[command(subcommand)]
     Jwt(JwtCommand),
@@ -47,6 +50,21 @@ enum KeysCommand {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exit 1 and name the first bad record if it is broken.
+    Verify,
+    /// Write records as JSON lines to standard output.
+    Export {
+        /// From this time on (RFC 3339, e.g. 2026-11-26T00:00:00Z, or a date).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time.
+        #[arg(long)]
+        until: Option<String>,
     },
 }
 
@@ -167,6 +185,17 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
             println!("new password for `{name}`; their sessions were ended");
         }
         Command::Users(UsersCommand::List) => users::list(data_dir, &mut std::io::stdout().lock())?,
+        Command::Audit(AuditCommand::Verify) => {
+            return audit::verify(data_dir, &mut std::io::stdout().lock());
+        }
+        Command::Audit(AuditCommand::Export { since, until }) => {
+            audit::export(
+                data_dir,
+                since.as_deref(),
+                until.as_deref(),
+                &mut std::io::stdout().lock(),
+            )?;
+        }
         Command::Jwt(JwtCommand::Rotate) => {
             if config.auth.secret.is_some() {
                 return Err(CliError::Message(

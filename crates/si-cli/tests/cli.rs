@@ -263,3 +263,52 @@ fn jwt_rotate_keeps_the_previous_secret() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("JWT_SECRET_PREVIOUS"));
 }
+
+#[test]
+fn audit_verify_finds_an_edited_record_and_export_filters_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/audit.db");
+    let log = si_auth::audit::AuditLog::open(&path).unwrap();
+    for n in 0..5 {
+        log.append_detached(si_auth::audit::AuditRecord {
+            at: si_auth::audit::now_rfc3339(),
+            request_id: format!("r{n}"),
+            status: 200,
+            ..Default::default()
+        });
+    }
+    drop(log);
+    let ok = si_cli(dir.path(), &["audit", "verify"], None);
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 5 records"));
+
+    let all = si_cli(
+        dir.path(),
+        &["audit", "export", "--since", "2000-01-01"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 5);
+    let none = si_cli(
+        dir.path(),
+        &["audit", "export", "--until", "2000-01-01"],
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&none.stdout).lines().count(), 0);
+    let bad = si_cli(
+        dir.path(),
+        &["audit", "export", "--since", "last week"],
+        None,
+    );
+    assert_eq!(bad.status.code(), Some(1));
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(r#"UPDATE audit SET record = replace(record, '"status":200', '"status":500') WHERE seq = 4"#, []).unwrap();
+    drop(conn);
+    let broken = si_cli(dir.path(), &["audit", "verify"], None);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&broken.stdout).contains("BROKEN at record 4"),
+        "{}",
+        String::from_utf8_lossy(&broken.stdout)
+    );
+}

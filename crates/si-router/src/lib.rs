@@ -6,6 +6,7 @@
 //! - [`pool`]: the backends, their health state and replica choice.
 //! - [`client`]: the HTTP client for llama-server: chat, `/health`, and turning its
 //!   error answers into [`RouterError`]s that say whose fault they are.
+//! - [`usage`]: token counts read from an answer as it streams past.
 //! - [`health`]: the background poll of every backend's `/health`.
 //!
 //! [`Router`] ties them together. This crate never builds a response for a client of
@@ -17,6 +18,7 @@ mod error;
 pub mod health;
 pub mod pool;
 pub mod request;
+pub mod usage;
 
 use std::sync::Arc;
 

@@ -9,10 +9,11 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
 
+use crate::audit::AuditedBody;
 use crate::error::ApiError;
 
 /// Every response body the gateway sends.
-pub(crate) type GatewayBody = Either<Full<Bytes>, Incoming>;
+pub(crate) type GatewayBody = Either<Full<Bytes>, AuditedBody>;
 
 /// A response carrying `value` as JSON.
 pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {

@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use si_auth::audit::{AUDIT_FILE, AuditLog};
 use si_auth::secret::{load_or_create_jwt_secret, user_db_path};
 use si_auth::throttle::LoginThrottle;
 use si_auth::{AuthError, JwtSecrets, RevocationList, TokenIssuer, UserStore};
@@ -49,6 +50,8 @@ pub(crate) struct GatewayInner {
     pub(crate) limits: RateLimits,
     /// Failed-login slowing and lockout.
     pub(crate) throttle: Arc<LoginThrottle>,
+    /// The audit trail.
+    pub(crate) audit: Arc<AuditLog>,
 }
 
 impl Gateway {
@@ -79,6 +82,7 @@ impl Gateway {
         let router = Router::new(&config)?;
         let tokens = TokenIssuer::new(&config.auth, jwt_secrets);
         let limits = RateLimits::new(&config.rate_limits);
+        let audit = Arc::new(AuditLog::open(&config.gateway.data_dir.join(AUDIT_FILE))?);
         let revocations = RevocationList::default();
         revocations.replace(users.revoked_set()?);
         Ok(Gateway {
@@ -93,6 +97,7 @@ impl Gateway {
                 revocations: Arc::new(revocations),
                 limits,
                 throttle: Arc::new(LoginThrottle::default()),
+                audit,
             }),
         })
     }

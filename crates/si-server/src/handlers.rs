@@ -10,6 +10,7 @@ use http::header::AUTHORIZATION;
 use si_auth::{AuthError, Claims};
 
 use crate::Gateway;
+use crate::audit::AuditDraft;
 use crate::error::ApiError;
 
 /// Who is calling: the verified token's claims, or `None` in insecure development mode.
@@ -35,6 +36,9 @@ pub(crate) fn authenticate<B>(
         .ok_or(AuthError::MissingToken)?;
     let claims = gateway.tokens().verify(token)?;
     gateway.inner.revocations.check(&claims)?;
+    if let Some(draft) = request.extensions().get::<AuditDraft>() {
+        draft.identify(&claims);
+    }
     gateway
         .inner
         .limits

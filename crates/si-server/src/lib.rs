@@ -11,6 +11,7 @@
 //!
 //! This crate owns HTTP; the libraries below it never build a response.
 
+mod audit;
 mod body;
 mod client_ip;
 mod error;

@@ -3,10 +3,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use http::{Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
+use si_auth::audit::{AuditRecord, now_rfc3339};
+use si_auth::secret::random_hex;
 
 use crate::Gateway;
+use crate::audit::{AuditDraft, AuditedByBody};
 use crate::body::GatewayBody;
 use crate::client_ip::{ClientAddr, client_ip};
 use crate::error::ApiError;
@@ -24,11 +27,35 @@ pub(crate) async fn handle(
     let trusted = &gateway.config().rate_limits.trusted_proxies;
     let client = client_ip(peer.ip(), request.headers(), trusted);
     request.extensions_mut().insert(ClientAddr(client));
+    let request_id = random_hex(8);
+    // The health check is polled every few seconds by monitoring: not audited.
+    let draft = (path != "/healthz").then(|| {
+        AuditDraft::new(AuditRecord {
+            at: now_rfc3339(),
+            request_id: request_id.clone(),
+            client_ip: client.to_string(),
+            method: method.to_string(),
+            path: path.chars().take(200).collect(),
+            ..AuditRecord::default()
+        })
+    });
+    if let Some(draft) = &draft {
+        request.extensions_mut().insert(draft.clone());
+    }
     let result = match admit(gateway, &path, client) {
         Ok(()) => dispatch(gateway, request, &method, &path).await,
         Err(e) => Err(e),
     };
-    let response = result.unwrap_or_else(ApiError::into_response);
+    let mut response = result.unwrap_or_else(ApiError::into_response);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    // A backend's answer is audited by its body, once its last byte is out.
+    let audited_by_body = response.extensions().get::<AuditedByBody>().is_some();
+    if let (Some(draft), false) = (draft, audited_by_body) {
+        let record = draft.finish(response.status().as_u16(), None);
+        gateway.inner.audit.append(record).await;
+    }
     // Metadata only: never bodies, tokens or keys.
     tracing::debug!(
         %client,

@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use si_router::{ChatRequestHead, Upstream};
 
 use crate::Gateway;
+use crate::audit::{AuditDraft, AuditedBody, AuditedByBody};
 use crate::body::{GatewayBody, read_limited};
 use crate::error::ApiError;
 use crate::handlers::{authenticate, authorize};
@@ -24,27 +25,51 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {
     let caller = authenticate(gateway, &request)?;
+    let draft = request.extensions().get::<AuditDraft>().cloned();
     let limit = gateway.config().gateway.max_body_bytes;
     let body = read_limited(request.into_body(), limit).await?;
     let head = ChatRequestHead::parse(&body)?;
     let agent = gateway.router().resolve(&head)?;
     drop(head);
+    if let Some(draft) = &draft {
+        draft.agent(&agent.name);
+    }
     authorize(gateway, caller.as_ref(), &agent.name)?;
-    let upstream = gateway.router().chat(agent, body).await?;
-    Ok(pass_through(upstream, &agent.name))
+    let upstream = gateway.router().chat(agent, body).await.inspect_err(|e| {
+        if let (Some(draft), Some(backend)) = (&draft, e.backend()) {
+            draft.answered_by(&agent.model, backend);
+        }
+    })?;
+    Ok(pass_through(gateway, upstream, &agent.name, draft))
 }
 
 /// The backend's status, content type and body, plus where the answer came from.
-fn pass_through(upstream: Upstream, agent: &str) -> Response<GatewayBody> {
+fn pass_through(
+    gateway: &Gateway,
+    upstream: Upstream,
+    agent: &str,
+    draft: Option<AuditDraft>,
+) -> Response<GatewayBody> {
     let Upstream { backend, response } = upstream;
     let (parts, body) = response.into_parts();
+    let is_stream = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = match draft {
+        Some(draft) => {
+            draft.answered_by(&backend.model, &backend.name);
+            let log = gateway.inner.audit.clone();
+            AuditedBody::new(body, is_stream, parts.status.as_u16(), Some((draft, log)))
+        }
+        None => AuditedBody::new(body, is_stream, parts.status.as_u16(), None),
+    };
     let mut response = Response::new(Either::Right(body));
     *response.status_mut() = parts.status;
+    response.extensions_mut().insert(AuditedByBody);
     let headers = response.headers_mut();
     if let Some(content_type) = parts.headers.get(CONTENT_TYPE) {
-        let is_stream = content_type
-            .to_str()
-            .is_ok_and(|v| v.starts_with("text/event-stream"));
         headers.insert(CONTENT_TYPE, content_type.clone());
         if is_stream {
             // Tell nginx and friends not to buffer the stream either.

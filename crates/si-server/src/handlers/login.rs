@@ -17,6 +17,7 @@ use si_auth::users::login_location;
 use si_auth::{AuthError, User};
 
 use crate::Gateway;
+use crate::audit::AuditDraft;
 use crate::body::{GatewayBody, json_no_store, read_limited};
 use crate::client_ip::ClientAddr;
 use crate::error::ApiError;
@@ -59,6 +60,7 @@ pub(crate) async fn handle(
         .extensions()
         .get::<ClientAddr>()
         .map_or_else(String::new, |a| a.0.to_string());
+    let draft = request.extensions().get::<AuditDraft>().cloned();
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
     let throttle = &gateway.inner.throttle;
@@ -96,6 +98,9 @@ pub(crate) async fn handle(
         other => other?,
     };
     throttle.succeeded(&user.username);
+    if let Some(draft) = &draft {
+        draft.identify_login(&user.username, user.role.as_str(), &location);
+    }
     tracing::info!(user = %user.username, role = %user.role, %location, "login");
     token_response(gateway, &user, &location, &refresh)
 }

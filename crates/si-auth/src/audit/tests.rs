@@ -1,0 +1,166 @@
+use std::sync::Arc;
+
+use super::*;
+
+fn record(n: u64) -> AuditRecord {
+    AuditRecord {
+        at: now_rfc3339(),
+        request_id: format!("req-{n}"),
+        user: Some("doctor1".into()),
+        role: Some("clinician".into()),
+        location: Some("hospital-01".into()),
+        client_ip: "127.0.0.1".into(),
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        agent: Some("Clinical".into()),
+        model: Some("biomistral-7b".into()),
+        backend: Some("biomistral-7b-8085".into()),
+        status: 200,
+        prompt_tokens: Some(14),
+        completion_tokens: Some(3),
+        latency_ms: 12.5,
+        ..AuditRecord::default()
+    }
+}
+
+fn sql(path: &Path, statement: &str) {
+    Connection::open(path)
+        .unwrap()
+        .execute(statement, [])
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_form_one_intact_chain_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = Arc::new(AuditLog::open(&path).unwrap());
+    let tasks: Vec<_> = (0..100)
+        .map(|n| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(record(n)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    // append() returned: every record is already committed.
+    assert!(matches!(
+        verify(&path).unwrap(),
+        VerifyReport::Intact { records: 100, .. }
+    ));
+    drop(log);
+
+    let log = AuditLog::open(&path).unwrap();
+    log.append(record(100)).await;
+    drop(log);
+    let VerifyReport::Intact { records, head } = verify(&path).unwrap() else {
+        panic!("broken")
+    };
+    assert_eq!(records, 101);
+    assert_eq!(head.len(), 64);
+}
+
+#[test]
+fn queued_records_are_flushed_when_the_log_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = AuditLog::open(&path).unwrap();
+    for n in 0..50 {
+        log.append_detached(record(n));
+    }
+    drop(log);
+    assert!(matches!(
+        verify(&path).unwrap(),
+        VerifyReport::Intact { records: 50, .. }
+    ));
+}
+
+fn log_with(records: u64) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = AuditLog::open(&path).unwrap();
+    for n in 0..records {
+        log.append_detached(record(n));
+    }
+    drop(log);
+    (dir, path)
+}
+
+fn broken_at(path: &Path) -> (u64, String) {
+    match verify(path).unwrap() {
+        VerifyReport::Broken { seq, reason } => (seq, reason),
+        intact => panic!("tampering went unnoticed: {intact:?}"),
+    }
+}
+
+#[test]
+fn an_edited_record_is_found() {
+    let (_dir, path) = log_with(10);
+    sql(
+        &path,
+        r#"UPDATE audit SET record = replace(record, '"status":200', '"status":201') WHERE seq = 5"#,
+    );
+    let (seq, reason) = broken_at(&path);
+    assert_eq!(seq, 5);
+    assert!(reason.contains("changed"), "{reason}");
+}
+
+#[test]
+fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
+    let (_dir, path) = log_with(10);
+    let conn = Connection::open(&path).unwrap();
+    let (json, prev): (String, String) = conn
+        .query_row(
+            "SELECT record, prev_hash FROM audit WHERE seq = 5",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let forged = json.replace("doctor1", "someone");
+    conn.execute(
+        "UPDATE audit SET record = ?1, hash = ?2 WHERE seq = 5",
+        params![forged, chain_hash(&prev, &forged)],
+    )
+    .unwrap();
+    assert_eq!(broken_at(&path).0, 6);
+}
+
+#[test]
+fn a_removed_record_is_found() {
+    let (_dir, path) = log_with(10);
+    sql(&path, "DELETE FROM audit WHERE seq = 3");
+    let (seq, reason) = broken_at(&path);
+    assert_eq!(seq, 3);
+    assert!(reason.contains("missing"), "{reason}");
+}
+
+#[test]
+fn export_writes_json_lines_within_the_window() {
+    let (_dir, path) = log_with(3);
+    let mut out = Vec::new();
+    assert_eq!(export(&path, None, None, &mut out).unwrap(), 3);
+    let lines: Vec<AuditRecord> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let at = at_millis(&lines[0].at);
+    let mut none = Vec::new();
+    assert_eq!(
+        export(&path, Some(at + 60_000), None, &mut none).unwrap(),
+        0
+    );
+    assert_eq!(
+        export(&path, None, Some(at - 60_000), &mut none).unwrap(),
+        0
+    );
+    assert!(none.is_empty());
+}
+
+#[test]
+fn a_missing_log_is_an_error_not_an_empty_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(verify(&dir.path().join("absent.db")).is_err());
+}
