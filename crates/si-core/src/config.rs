@@ -255,10 +255,12 @@ impl Config {
     }
 
     /// Applies the original's environment variables (`ALLOW_INSECURE_DEV`, `JWT_SECRET`,
-    /// `JWT_ALGORITHM`, `JWT_EXPIRY_HOURS`) and `SI_DATA_DIR`, and resolves every
-    /// backend's API key.
+    /// `JWT_ALGORITHM`, `JWT_EXPIRY_HOURS`) and ours (`SI_DATA_DIR`,
+    /// `SI_RATE_LIMIT_PER_IP`, `JWT_SECRET_PREVIOUS`), resolves every backend's API
+    /// key, and checks the result again.
     pub fn apply_env(&mut self, env: &Environment) -> Result<(), ConfigError> {
-        overrides::apply(self, env)
+        overrides::apply(self, env)?;
+        self.check("environment")
     }
 
     /// Checks what loading a file guarantees, for configurations built or changed in

@@ -39,6 +39,7 @@ impl Environment {
         if !path.exists() {
             return Ok(self);
         }
+        refuse_shared(path)?;
         let entries = dotenvy::from_path_iter(path).map_err(|e| env_file_error(path, &e))?;
         for entry in entries {
             let (name, value) = entry.map_err(|e| env_file_error(path, &e))?;
@@ -59,6 +60,29 @@ impl Environment {
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
         self.vars.insert(name.into(), value.into());
     }
+}
+
+/// A file of secrets that others can read is refused, with the fix.
+fn refuse_shared(path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(ConfigError {
+                source_name: path.display().to_string(),
+                key: "(file)".into(),
+                problem: format!(
+                    "holds API keys but has mode {:o}; run `chmod 600 {}`",
+                    mode & 0o777,
+                    path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn env_file_error(path: &Path, error: &dotenvy::Error) -> ConfigError {
@@ -88,11 +112,40 @@ impl fmt::Debug for Environment {
 mod tests {
     use super::*;
 
+    fn write_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+        std::fs::write(path, text)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn a_key_file_others_can_read_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join(".api_keys.env");
+        std::fs::write(&file, "A=secret\n")?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+        let err = match Environment::default().with_file_defaults(&file) {
+            Err(e) => e,
+            Ok(_) => return Err("a world-readable key file was accepted".into()),
+        };
+        assert!(
+            err.problem.contains("mode 644") && err.problem.contains("chmod 600"),
+            "{err}"
+        );
+        Ok(())
+    }
+
     #[test]
     fn process_values_win_over_the_file() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join(".api_keys.env");
-        std::fs::write(&file, "A=from-file\nB=from-file\n# comment\n")?;
+        write_owner_only(&file, "A=from-file\nB=from-file\n# comment\n")?;
         let env = Environment::from_pairs([("A", "from-process"), ("B", "")])
             .with_file_defaults(&file)?;
         assert_eq!(env.get("A"), Some("from-process"));
@@ -123,7 +176,7 @@ mod tests {
     fn a_bad_line_does_not_echo_the_value() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join(".env");
-        std::fs::write(&file, "GOOD=1\nsecretvalue-without-equals' x\n")?;
+        write_owner_only(&file, "GOOD=1\nsecretvalue-without-equals' x\n")?;
         let err = match Environment::default().with_file_defaults(&file) {
             Err(e) => e,
             Ok(_) => return Err("a broken line was accepted".into()),

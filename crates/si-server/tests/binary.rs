@@ -67,6 +67,11 @@ fn runs_with_embedded_defaults_and_stops_on_sigterm() {
         format!("API_KEY_BIOMISTRAL_8085={KEY_8085}\n"),
     )
     .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.path().join(".api_keys.env");
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
     let mut child = si_server()
         .current_dir(dir.path())
@@ -180,4 +185,20 @@ fn a_short_jwt_secret_is_refused_at_start_without_echoing_it() {
         "{stderr}"
     );
     assert!(!stderr.contains("abc123-short"), "{stderr}");
+}
+
+#[test]
+fn insecure_dev_mode_is_refused_on_a_public_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("0.0.0.0:{}", free_port());
+    let (code, stderr) = run_failing(
+        dir.path(),
+        &["--listen", &listen],
+        &[("ALLOW_INSECURE_DEV", "true")],
+    );
+    assert_eq!(code, 64);
+    assert!(
+        stderr.contains("allow_insecure_dev") && stderr.contains("loopback"),
+        "{stderr}"
+    );
 }

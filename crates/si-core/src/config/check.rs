@@ -16,7 +16,26 @@ fn is_identifier(name: &str) -> bool {
 
 pub(super) fn check(config: &Config, source: &str) -> Result<(), ConfigError> {
     check_backends(config, source)?;
-    check_agents(config, source)
+    check_agents(config, source)?;
+    check_insecure_dev(config, source)
+}
+
+/// Serving without login is for a developer's own machine: never on an address
+/// other machines can reach.
+fn check_insecure_dev(config: &Config, source: &str) -> Result<(), ConfigError> {
+    let listen = config.gateway.listen;
+    if config.gateway.allow_insecure_dev && !listen.ip().is_loopback() {
+        let problem = format!(
+            "refused: insecure development mode (no login) may only listen on a loopback \
+             address, and the gateway listens on {listen}"
+        );
+        return Err(ConfigError::new(
+            source,
+            "gateway.allow_insecure_dev",
+            problem,
+        ));
+    }
+    Ok(())
 }
 
 fn check_backends(config: &Config, source: &str) -> Result<(), ConfigError> {

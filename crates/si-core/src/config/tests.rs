@@ -277,3 +277,16 @@ proptest! {
         let _ = Config::parse(&text, "fuzz.toml");
     }
 }
+
+#[test]
+fn insecure_dev_mode_is_refused_off_loopback() {
+    let env = Environment::from_pairs([("ALLOW_INSECURE_DEV", "true")]);
+    assert!(Config::load(None, &env).is_ok(), "loopback is fine");
+    let mut config = builtin();
+    config.gateway.listen = "0.0.0.0:8000".parse().unwrap();
+    let err = config.apply_env(&env).unwrap_err();
+    assert_eq!(err.key, "gateway.allow_insecure_dev");
+    assert!(err.problem.contains("0.0.0.0:8000"), "{err}");
+    config.gateway.allow_insecure_dev = false;
+    assert!(config.check("code").is_ok());
+}

@@ -42,6 +42,10 @@ fn main() -> ExitCode {
     };
     if let Some(listen) = args.listen {
         config.gateway.listen = listen;
+        if let Err(e) = config.check("--listen") {
+            eprintln!("si-server: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
