@@ -18,4 +18,4 @@ pub use si_router;
 pub use si_server;
 
 pub use si_core::{Config, Environment};
-pub use si_server::{Gateway, GatewayError, run};
+pub use si_server::{Gateway, GatewayError, run, watch_key_file};

@@ -3,8 +3,8 @@
 //! exempt, both streaming shapes, keep-alive comments, mid-stream errors, and
 //! llama-server's error bodies.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +26,8 @@ pub enum StreamShape {
 struct LlamaBehaviour {
     alias: String,
     port_tag: u16,
-    key: String,
+    /// Every key it accepts (llama-server takes several, for rotation).
+    keys: Arc<Mutex<Vec<String>>>,
     shape: StreamShape,
     loading: Arc<AtomicBool>,
 }
@@ -70,7 +71,7 @@ impl LlamaBehaviour {
                 .unwrap_or(&authorization)
                 .to_owned()
         };
-        presented == self.key
+        self.keys.lock().unwrap().contains(&presented)
     }
 
     fn chat(&self, request: &Request) -> ResponseTemplate {
@@ -190,6 +191,7 @@ pub struct LlamaSim {
     pub key_var: &'static str,
     pub port_tag: u16,
     loading: Arc<AtomicBool>,
+    keys: Arc<Mutex<Vec<String>>>,
 }
 
 impl LlamaSim {
@@ -202,11 +204,12 @@ impl LlamaSim {
         let server = MockServer::builder().start().await;
         let key = format!("key-{port_tag}-{}", si::si_auth::secret::random_hex(8));
         let loading = Arc::new(AtomicBool::new(false));
+        let keys = Arc::new(Mutex::new(vec![key.clone()]));
         Mock::given(any())
             .respond_with(LlamaBehaviour {
                 alias: alias.to_owned(),
                 port_tag,
-                key: key.clone(),
+                keys: keys.clone(),
                 shape,
                 loading: loading.clone(),
             })
@@ -218,7 +221,13 @@ impl LlamaSim {
             key_var,
             port_tag,
             loading,
+            keys,
         }
+    }
+
+    /// The keys it accepts from now on, as after a restart with `--api-key A,B`.
+    pub fn set_keys(&self, keys: &[&str]) {
+        *self.keys.lock().unwrap() = keys.iter().map(|k| (*k).to_owned()).collect();
     }
 
     pub fn set_loading(&self, loading: bool) {

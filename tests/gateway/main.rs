@@ -8,6 +8,7 @@ mod auth;
 mod errors;
 mod health;
 mod jwt_attacks;
+mod keys;
 mod limits;
 mod llama_sim;
 mod raw_backend;

@@ -45,6 +45,13 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeysCommand {
+    /// Rotate one backend's key in two steps, with no failed request: the first
+    /// run adds a new key beside the old one; restart that llama-server accepting
+    /// both; the second run switches the gateway to the new key.
+    Rotate {
+        /// The backend, e.g. biomistral-7b-8085.
+        backend: String,
+    },
     /// Write `.api_keys.env` with a new random key per backend (mode 0600).
     Generate {
         /// Replace an existing file.
@@ -147,6 +154,27 @@ fn load_config(path: Option<&Path>, read_key_file: bool) -> Result<Config, CliEr
 fn run(command: Command, config: &Config) -> Result<bool, CliError> {
     let data_dir = &config.gateway.data_dir;
     match command {
+        Command::Keys(KeysCommand::Rotate { backend }) => {
+            let file = Path::new(".api_keys.env");
+            match keys::rotate(config, file, &backend)? {
+                keys::RotationStep::Staged { current, next } => {
+                    println!("added {next} to {} beside {current}", file.display());
+                    println!(
+                        "now restart llama-server `{backend}` accepting both keys, e.g. \
+                         LLAMA_API_KEY=\"${current},${next}\", then run this command again"
+                    );
+                }
+                keys::RotationStep::Switched { current } => {
+                    println!(
+                        "{current} now holds the new key; a running gateway switches within 2 s"
+                    );
+                    println!(
+                        "then restart llama-server `{backend}` with only the new key \
+                         (LLAMA_API_KEY=\"${current}\") to retire the old one"
+                    );
+                }
+            }
+        }
         Command::Keys(KeysCommand::Generate { force }) => {
             let file = Path::new(".api_keys.env");
             let names = keys::generate(config, file, Path::new(".gitignore"), force)?;

@@ -69,10 +69,8 @@ impl LlamaClient {
                 backend: backend.name.clone(),
                 message: format!("cannot build request: {e}"),
             })?;
-        if let Some(authorization) = &backend.authorization {
-            request
-                .headers_mut()
-                .insert(AUTHORIZATION, authorization.clone());
+        if let Some(authorization) = backend.authorization() {
+            request.headers_mut().insert(AUTHORIZATION, authorization);
         }
         let response = tokio::time::timeout(self.response_timeout, self.http.request(request))
             .await

@@ -1,11 +1,11 @@
 //! The backends, their health, and which replica takes the next request.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use http::{HeaderValue, Uri};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use si_core::BackendConfig;
 
 use crate::RouterError;
@@ -70,7 +70,8 @@ pub struct Backend {
     pub key_source: String,
     pub(crate) chat_uri: Uri,
     pub(crate) health_uri: Uri,
-    pub(crate) authorization: Option<HeaderValue>,
+    /// Replaced when the key is rotated, hence the lock (read once per request).
+    authorization: RwLock<Option<HeaderValue>>,
     state: AtomicU8,
     /// Microseconds the last health poll took.
     last_probe_micros: AtomicU64,
@@ -88,18 +89,7 @@ impl Backend {
                 })
         };
         let key_source = config.api_key_ref.to_string();
-        let authorization = match &config.api_key {
-            None => None,
-            Some(key) => {
-                let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
-                    .map_err(|_| RouterError::UnusableKey {
-                        backend: config.name.clone(),
-                        key_source: key_source.clone(),
-                    })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-        };
+        let authorization = bearer(config.api_key.as_ref(), &config.name, &key_source)?;
         Ok(Backend {
             name: config.name.clone(),
             model: config.model.clone(),
@@ -107,7 +97,7 @@ impl Backend {
             health_uri: uri("/health")?,
             url,
             key_source,
-            authorization,
+            authorization: RwLock::new(authorization),
             state: AtomicU8::new(HealthState::Unknown.to_u8()),
             last_probe_micros: AtomicU64::new(0),
         })
@@ -132,8 +122,46 @@ impl Backend {
 
     /// Whether the gateway has an API key for it.
     pub fn has_key(&self) -> bool {
-        self.authorization.is_some()
+        self.authorization().is_some()
     }
+
+    /// The `Authorization` header to send, if the gateway has a key.
+    pub(crate) fn authorization(&self) -> Option<HeaderValue> {
+        self.authorization
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Switches to `key` (a rotation); returns whether it differs from the key in use.
+    pub fn set_key(&self, key: Option<&SecretString>) -> Result<bool, RouterError> {
+        let next = bearer(key, &self.name, &self.key_source)?;
+        let mut current = self
+            .authorization
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let changed = *current != next;
+        *current = next;
+        Ok(changed)
+    }
+}
+
+/// `Bearer <key>`, marked sensitive so it is never printed.
+fn bearer(
+    key: Option<&SecretString>,
+    backend: &str,
+    key_source: &str,
+) -> Result<Option<HeaderValue>, RouterError> {
+    let Some(key) = key else { return Ok(None) };
+    let mut value =
+        HeaderValue::try_from(format!("Bearer {}", key.expose_secret())).map_err(|_| {
+            RouterError::UnusableKey {
+                backend: backend.to_owned(),
+                key_source: key_source.to_owned(),
+            }
+        })?;
+    value.set_sensitive(true);
+    Ok(Some(value))
 }
 
 impl fmt::Debug for Backend {

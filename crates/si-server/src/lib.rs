@@ -8,6 +8,9 @@
 //! - `routes` and `handlers`: which path does what.
 //! - `error`: the one place where every error becomes an HTTP status and JSON body.
 //! - `body`: response bodies (JSON, or a backend's stream passed through).
+//! - [`keys`]: switching backend API keys while running (rotation).
+//! - `limits`, `audit`, `client_ip`: rate limits, the audit record of each request,
+//!   and who the client is behind a trusted proxy.
 //!
 //! This crate owns HTTP; the libraries below it never build a response.
 
@@ -17,9 +20,11 @@ mod client_ip;
 mod error;
 pub mod gateway;
 mod handlers;
+pub mod keys;
 mod limits;
 mod routes;
 pub mod server;
 
 pub use gateway::{Gateway, GatewayError};
+pub use keys::watch_key_file;
 pub use server::run;

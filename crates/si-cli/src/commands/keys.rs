@@ -90,6 +90,103 @@ fn ignore_in_git(gitignore: &Path, file: &Path) -> Result<(), CliError> {
         .map_err(|e| CliError::Message(format!("cannot update {}: {e}", gitignore.display())))
 }
 
+/// Where a rotation stands after one `si-cli keys rotate` step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RotationStep {
+    /// A new key was written beside the current one as `NAME_NEXT`.
+    Staged {
+        /// The current key's variable.
+        current: String,
+        /// The new key's variable.
+        next: String,
+    },
+    /// `NAME` now holds the new key; `NAME_NEXT` is gone.
+    Switched {
+        /// The variable.
+        current: String,
+    },
+}
+
+/// One step of rotating `backend`'s key in `file`: the first call stages a new key
+/// as `NAME_NEXT`; the second, once the model server accepts both, makes it `NAME`
+/// (a running gateway follows within seconds).
+pub fn rotate(config: &Config, file: &Path, backend: &str) -> Result<RotationStep, CliError> {
+    let target = config
+        .backends
+        .iter()
+        .find(|b| b.name == backend)
+        .ok_or_else(|| {
+            let names: Vec<&str> = config.backends.iter().map(|b| b.name.as_str()).collect();
+            CliError::Message(format!(
+                "no backend named `{backend}`; backends: {}",
+                names.join(", ")
+            ))
+        })?;
+    let SecretRef::Env(current) = &target.api_key_ref else {
+        return Err(CliError::Message(format!(
+            "backend `{backend}` reads its key from {}: replace that file's key yourself",
+            target.api_key_ref
+        )));
+    };
+    let next = format!("{current}_NEXT");
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        CliError::Message(format!(
+            "cannot read {}: {e}; run `si-cli keys generate` first",
+            file.display()
+        ))
+    })?;
+    let value_of = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_owned)
+    };
+    let (lines, step): (Vec<String>, RotationStep) = match value_of(&next) {
+        None => {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.push(format!("{next}={}", random_hex(KEY_BYTES)));
+            (
+                lines,
+                RotationStep::Staged {
+                    current: current.clone(),
+                    next,
+                },
+            )
+        }
+        Some(new_key) => {
+            let lines = text
+                .lines()
+                .filter(|l| !l.starts_with(&format!("{next}=")))
+                .map(|l| {
+                    match l
+                        .strip_prefix(current.as_str())
+                        .and_then(|r| r.strip_prefix('='))
+                    {
+                        Some(_) => format!("{current}={new_key}"),
+                        None => l.to_owned(),
+                    }
+                })
+                .collect();
+            (
+                lines,
+                RotationStep::Switched {
+                    current: current.clone(),
+                },
+            )
+        }
+    };
+    replace_private(file, &lines.join("\n"))?;
+    Ok(step)
+}
+
+/// Replaces `file` with `contents`, mode 0600, atomically.
+fn replace_private(file: &Path, contents: &str) -> Result<(), CliError> {
+    let temporary = file.with_extension("env.tmp");
+    let _ = std::fs::remove_file(&temporary);
+    write_private(&temporary, contents)
+        .and_then(|()| std::fs::rename(&temporary, file))
+        .map_err(|e| CliError::Message(format!("cannot write {}: {e}", file.display())))
+}
+
 #[cfg(test)]
 mod tests {
     use si_core::Environment;
@@ -140,5 +237,50 @@ mod tests {
             std::fs::read_to_string(&gitignore).unwrap(),
             "/target\n.api_keys.env\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod rotate_tests {
+    use si_core::Environment;
+
+    use super::*;
+
+    #[test]
+    fn stages_then_switches_leaving_other_keys_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(".api_keys.env");
+        let config = Config::builtin().unwrap();
+        generate(&config, &file, &dir.path().join(".gitignore"), false).unwrap();
+        let before = Environment::default().with_file_defaults(&file).unwrap();
+        let old = before.get("API_KEY_BIOMISTRAL_8085").unwrap().to_owned();
+
+        let step = rotate(&config, &file, "biomistral-7b-8085").unwrap();
+        assert!(
+            matches!(step, RotationStep::Staged { ref next, .. } if next == "API_KEY_BIOMISTRAL_8085_NEXT")
+        );
+        let staged = Environment::default().with_file_defaults(&file).unwrap();
+        assert_eq!(
+            staged.get("API_KEY_BIOMISTRAL_8085"),
+            Some(old.as_str()),
+            "the gateway keeps the old key"
+        );
+        let new = staged
+            .get("API_KEY_BIOMISTRAL_8085_NEXT")
+            .unwrap()
+            .to_owned();
+        assert_eq!(new.len(), 2 * KEY_BYTES);
+
+        assert!(matches!(
+            rotate(&config, &file, "biomistral-7b-8085").unwrap(),
+            RotationStep::Switched { .. }
+        ));
+        let switched = Environment::default().with_file_defaults(&file).unwrap();
+        assert_eq!(switched.get("API_KEY_BIOMISTRAL_8085"), Some(new.as_str()));
+        assert_eq!(switched.get("API_KEY_BIOMISTRAL_8085_NEXT"), None);
+        for other in ["API_KEY_TINY_LLAMA_1B_8080", "API_KEY_OPENINSURANCE_8084"] {
+            assert_eq!(switched.get(other), before.get(other));
+        }
+        assert!(rotate(&config, &file, "no-such-backend").is_err());
     }
 }

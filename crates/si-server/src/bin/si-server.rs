@@ -3,11 +3,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use si_core::{Config, Environment};
 use si_server::Gateway;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 /// Exit status for an unusable configuration (as linkerd2-proxy does).
 const EXIT_CONFIG: u8 = 64;
@@ -63,12 +65,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// The process environment (valid UTF-8 entries) with `.api_keys.env` beneath it.
-fn load_config(path: Option<&Path>) -> Result<Config, String> {
+/// Backend API keys, read at start and again whenever the file changes.
+const KEY_FILE: &str = ".api_keys.env";
+
+/// The process environment (valid UTF-8 entries).
+fn process_env() -> Environment {
     let vars = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    let env = Environment::from_pairs(vars)
-        .with_file_defaults(Path::new(".api_keys.env"))
+    Environment::from_pairs(vars)
+}
+
+/// The configuration, with the process environment and `.api_keys.env` beneath it.
+fn load_config(path: Option<&Path>) -> Result<Config, String> {
+    let env = process_env()
+        .with_file_defaults(Path::new(KEY_FILE))
         .map_err(|e| e.to_string())?;
     Config::load(path, &env).map_err(|e| e.to_string())
 }
@@ -92,9 +102,18 @@ async fn serve(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, "gateway listening");
-    si_server::run(listener, gateway, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    let stop_watching = CancellationToken::new();
+    let watcher = si_server::watch_key_file(
+        gateway.clone(),
+        KEY_FILE.into(),
+        process_env(),
+        Duration::from_secs(2),
+        stop_watching.clone(),
+    );
+    let served = si_server::run(listener, gateway, shutdown_signal()).await;
+    stop_watching.cancel();
+    let _ = watcher.await;
+    served.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {
