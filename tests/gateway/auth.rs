@@ -228,3 +228,48 @@ async fn repeated_failures_lock_out_real_and_unknown_users_alike() {
     assert_eq!(attempt("biller", TEST_PASSWORD).await.0, 200);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn guesses_sent_all_at_once_get_no_more_tries() {
+    let h = Harness::start(Options::default()).await;
+    let guesses = (0..30).map(|n| {
+        let h = &h;
+        async move {
+            let body = json!({"username": "doctor1", "password": format!("guess number {n}"), "location_id": "hospital-01"});
+            h.post_json("/v1/auth/login", None, body).await.0
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!(
+        checked <= 5,
+        "{checked} passwords were checked: {statuses:?}"
+    );
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30 - checked);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn listed_locations_bound_where_anyone_may_log_in() {
+    let edit = ("locations = []", "locations = [\"hospital-01\"]".to_owned());
+    let h = Harness::start(Options {
+        toml_edits: vec![edit],
+        ..Options::default()
+    })
+    .await;
+    let login = |location: &'static str| {
+        let h = &h;
+        async move {
+            let body =
+                json!({"username": "biller", "password": TEST_PASSWORD, "location_id": location});
+            h.post_json("/v1/auth/login", None, body).await
+        }
+    };
+    let (status, body) = login("made-up-clinic").await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (403, "wrong_location")
+    );
+    assert_eq!(login("hospital-01").await.0, 200);
+    h.shutdown().await;
+}

@@ -99,11 +99,67 @@ async fn revocations_survive_a_restart() {
     let tokens = login(&h, "doctor1").await;
     let token = tokens["access_token"].as_str().unwrap();
     h.post_json("/v1/auth/logout", Some(token), json!({})).await;
-    // A second gateway on the same database, as after a restart.
+    // A second gateway on the same data directory, as after a restart.
     let restarted = si::Gateway::open(h.gateway.config().clone()).unwrap();
-    let claims = restarted.tokens().verify(token).unwrap();
-    let revoked = restarted.users().revoked_set().unwrap();
-    assert!(revoked.jtis.contains(&claims.jti));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(si::run(listener, restarted, async move {
+        let _ = stopped.await;
+    }));
+    let request = http::Request::post(format!("{base}/v1/chat/completions"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            chat_body("Chat").to_string(),
+        )))
+        .unwrap();
+    let response = crate::support::client().request(request).await.unwrap();
+    assert_eq!(
+        response.status(),
+        401,
+        "a logged-out token works again after a restart"
+    );
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn logout_by_refresh_token_when_the_access_token_is_gone() {
+    let h = Harness::start(Options::default()).await;
+    let tokens = login(&h, "doctor1").await;
+    let body = json!({"refresh_token": tokens["refresh_token"]});
+    let (status, _) = h.post_json("/v1/auth/logout", None, body).await;
+    assert_eq!(status, 200);
+    assert_eq!(refresh(&h, &tokens).await.0, 401);
+    assert_eq!(
+        chat_status(&h, &tokens).await,
+        401,
+        "the session's access token is revoked too"
+    );
+    let (status, _) = h
+        .post_json("/v1/auth/logout", None, json!({"refresh_token": "unknown"}))
+        .await;
+    assert_eq!(status, 401);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_spent_twice_at_once_yields_at_most_one_session() {
+    let h = Harness::start(Options::default()).await;
+    let tokens = login(&h, "doctor1").await;
+    let attempts = (0..8).map(|_| refresh(&h, &tokens));
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let winners: Vec<&Value> = outcomes
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert!(winners.len() <= 1, "{} refreshes succeeded", winners.len());
+    // The replays revoked the family: whatever won is dead too.
+    for winner in winners {
+        assert_eq!(chat_status(&h, winner).await, 401);
+    }
     h.shutdown().await;
 }
 

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::AuthError;
 
-pub use verify::{VerifyReport, export, verify};
+pub use verify::{VerifyReport, export, verify, verify_with_head};
 
 /// The audit log's file name inside the data directory.
 pub const AUDIT_FILE: &str = "audit.db";
@@ -98,7 +98,21 @@ pub(crate) fn chain_hash(prev_hash: &str, record_json: &str) -> String {
         .collect()
 }
 
-type Pending = (AuditRecord, Option<oneshot::Sender<()>>);
+type Pending = (
+    AuditRecord,
+    Option<oneshot::Sender<Result<(), AuditUnavailable>>>,
+);
+
+/// A record could not be written to the audit trail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit trail cannot be written")]
+pub struct AuditUnavailable;
+
+/// Tries per batch before its records are reported lost.
+const WRITE_ATTEMPTS: u32 = 3;
+/// The head of the chain is logged every this many records, so a copy of it lives
+/// outside the database (see `verify --expect-head`).
+const HEAD_LOG_EVERY: u64 = 1000;
 
 /// The open audit log and its writer thread.
 #[derive(Debug)]
@@ -111,7 +125,12 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (creating, mode 0600) the log at `path` and starts its writer.
     pub fn open(path: &Path) -> Result<Self, AuthError> {
-        let conn = open_db(path)?;
+        Self::open_with(path, std::time::Duration::from_secs(5))
+    }
+
+    /// [`AuditLog::open`], waiting at most `busy` for a lock on the database.
+    pub(crate) fn open_with(path: &Path, busy: std::time::Duration) -> Result<Self, AuthError> {
+        let conn = open_db(path, busy)?;
         let head = chain_head(&conn).map_err(|e| AuthError::store(path, e))?;
         let (sender, receiver) = mpsc::channel();
         let writer_path = path.to_owned();
@@ -132,11 +151,14 @@ impl AuditLog {
     }
 
     /// Appends `record` and waits until it is committed.
-    pub async fn append(&self, record: AuditRecord) {
+    /// Appends `record` and waits until it is committed. An error means it could
+    /// not be written (the gateway then refuses to complete the request).
+    pub async fn append(&self, record: AuditRecord) -> Result<(), AuditUnavailable> {
         let (done, committed) = oneshot::channel();
-        if self.send(record, Some(done)) {
-            let _ = committed.await;
+        if !self.send(record, Some(done)) {
+            return Err(AuditUnavailable);
         }
+        committed.await.unwrap_or(Err(AuditUnavailable))
     }
 
     /// Appends `record` without waiting (for paths that cannot wait, such as a
@@ -145,7 +167,11 @@ impl AuditLog {
         self.send(record, None);
     }
 
-    fn send(&self, record: AuditRecord, done: Option<oneshot::Sender<()>>) -> bool {
+    fn send(
+        &self,
+        record: AuditRecord,
+        done: Option<oneshot::Sender<Result<(), AuditUnavailable>>>,
+    ) -> bool {
         let sent = self
             .sender
             .as_ref()
@@ -167,7 +193,7 @@ impl Drop for AuditLog {
     }
 }
 
-fn open_db(path: &Path) -> Result<Connection, AuthError> {
+fn open_db(path: &Path, busy: std::time::Duration) -> Result<Connection, AuthError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::secret::create_private_dir(parent).map_err(|e| AuthError::store(path, e))?;
     }
@@ -178,7 +204,7 @@ fn open_db(path: &Path) -> Result<Connection, AuthError> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| AuthError::store(path, e))?;
     }
-    conn.busy_timeout(std::time::Duration::from_secs(5))
+    conn.busy_timeout(busy)
         .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
         .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
         .and_then(|()| conn.execute_batch(SCHEMA))
@@ -214,19 +240,34 @@ fn write_loop(
                 Err(_) => break,
             }
         }
-        match write_batch(&mut conn, &head, &mut batch) {
-            Ok(new_head) => head = new_head,
-            // The transaction rolled back: the chain on disk is intact, these
-            // records are missing. Say so loudly, without their contents.
-            Err(e) => {
-                tracing::error!(path = %path.display(), records = batch.len(), error = %e, "audit write failed")
+        let mut outcome = Err(AuditUnavailable);
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match write_batch(&mut conn, &head, &mut batch) {
+                Ok(new_head) => {
+                    log_head_now_and_then(head.0, &new_head);
+                    head = new_head;
+                    outcome = Ok(());
+                    break;
+                }
+                // The transaction rolled back: the chain on disk is intact. Say so
+                // loudly, without the records' contents.
+                Err(e) => {
+                    tracing::error!(path = %path.display(), records = batch.len(), attempt, error = %e, "audit write failed");
+                    std::thread::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)));
+                }
             }
         }
         for (_, done) in batch {
             if let Some(done) = done {
-                let _ = done.send(());
+                let _ = done.send(outcome);
             }
         }
+    }
+}
+
+fn log_head_now_and_then(before: u64, (seq, hash): &(u64, String)) {
+    if before / HEAD_LOG_EVERY != seq / HEAD_LOG_EVERY {
+        tracing::info!(seq, hash = %hash, "audit chain head");
     }
 }
 

@@ -155,6 +155,28 @@ impl UserStore {
         tx.commit().map_err(store)
     }
 
+    /// Revokes the session `token` belongs to (a logout whose access token has
+    /// expired); returns the family.
+    pub fn revoke_session(&self, token: &SecretString) -> Result<String, AuthError> {
+        let store = |e: rusqlite::Error| AuthError::store(&self.path, e);
+        let conn = self.lock()?;
+        let family: Option<String> = conn
+            .query_row(
+                "SELECT family FROM refresh_tokens WHERE token_hash = ?1",
+                params![hash(token.expose_secret())],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(store)?;
+        let family = family.ok_or(AuthError::InvalidToken("unknown refresh token"))?;
+        conn.execute(
+            "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
+            params![family],
+        )
+        .map_err(store)?;
+        Ok(family)
+    }
+
     /// Everything currently revoked; expired entries are purged on the way.
     pub fn revoked_set(&self) -> Result<RevokedSet, AuthError> {
         let store = |e: rusqlite::Error| AuthError::store(&self.path, e);

@@ -66,43 +66,38 @@ impl LoginThrottle {
         }
     }
 
-    /// `Err(wait)` while `user` or `address` is locked out.
-    pub fn check(&self, user: &str, address: &str, now: Instant) -> Result<(), Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let wait = [user_key(user), address_key(address)]
-            .iter()
-            .filter_map(|key| failures.get(key)?.locked_until)
-            .filter(|until| *until > now)
-            .map(|until| until - now)
-            .max();
-        wait.map_or(Ok(()), Err)
-    }
-
-    /// Records a failure; returns how long to wait before answering it (doubling
-    /// from 100 ms with each failure, at most 2 s).
-    pub fn failed(&self, user: &str, address: &str, now: Instant) -> Duration {
+    /// Books a login attempt before its password is checked, so attempts sent all
+    /// at once count as much as attempts sent one after another. `Err(wait)` while
+    /// `user` or `address` is locked out, or once its budget of attempts is spent.
+    pub fn begin(&self, user: &str, address: &str, now: Instant) -> Result<(), Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() >= self.policy.max_tracked {
             self.forget_stale(&mut failures, now);
         }
-        let mut worst = 0;
-        for (key, limit) in [
-            (user_key(user), self.policy.user_failures),
-            (address_key(address), self.policy.address_failures),
-        ] {
-            let entry = failures.entry(key).or_insert(Failures {
-                count: 0,
-                first: now,
-                locked_until: None,
-            });
-            if now.duration_since(entry.first) > self.policy.window {
-                *entry = Failures {
-                    count: 0,
-                    first: now,
-                    locked_until: None,
-                };
+        let keys = self.keys(user, address);
+        for (key, limit) in &keys {
+            let entry = self.current(&mut failures, key, now);
+            if let Some(until) = entry.locked_until.filter(|until| *until > now) {
+                return Err(until - now);
             }
-            entry.count += 1;
+            if entry.count >= *limit {
+                entry.locked_until = Some(now + self.policy.lockout);
+                return Err(self.policy.lockout);
+            }
+        }
+        for (key, _) in &keys {
+            self.current(&mut failures, key, now).count += 1;
+        }
+        Ok(())
+    }
+
+    /// The attempt failed; returns how long to wait before answering it (doubling
+    /// from 100 ms with each failure, at most 2 s).
+    pub fn failed(&self, user: &str, address: &str, now: Instant) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut worst = 0;
+        for (key, limit) in self.keys(user, address) {
+            let entry = self.current(&mut failures, &key, now);
             if entry.count >= limit {
                 entry.locked_until = Some(now + self.policy.lockout);
             }
@@ -111,12 +106,44 @@ impl LoginThrottle {
         Duration::from_millis(100 << worst.saturating_sub(1).min(5)).min(Duration::from_secs(2))
     }
 
-    /// A successful login clears the user's failures (not the address's).
-    pub fn succeeded(&self, user: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&user_key(user));
+    /// The attempt succeeded: the user's failures are forgotten, and the address
+    /// gets its booked attempt back (a ward's shared workstation logs in all day).
+    pub fn succeeded(&self, user: &str, address: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&user_key(user));
+        if let Some(entry) = failures.get_mut(&address_key(address)) {
+            entry.count = entry.count.saturating_sub(1);
+        }
+    }
+
+    fn keys(&self, user: &str, address: &str) -> [(String, u32); 2] {
+        [
+            (user_key(user), self.policy.user_failures),
+            (address_key(address), self.policy.address_failures),
+        ]
+    }
+
+    /// The key's entry, started afresh once its window has passed (unless locked).
+    fn current<'a>(
+        &self,
+        failures: &'a mut HashMap<String, Failures>,
+        key: &str,
+        now: Instant,
+    ) -> &'a mut Failures {
+        let entry = failures.entry(key.to_owned()).or_insert(Failures {
+            count: 0,
+            first: now,
+            locked_until: None,
+        });
+        let locked = entry.locked_until.is_some_and(|until| until > now);
+        if !locked && now.duration_since(entry.first) > self.policy.window {
+            *entry = Failures {
+                count: 0,
+                first: now,
+                locked_until: None,
+            };
+        }
+        entry
     }
 
     /// Drops expired entries; if the table is still full, keeps only lockouts, and
@@ -151,31 +178,50 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
+    /// One failed attempt, as the login handler makes it.
+    fn fail(
+        throttle: &LoginThrottle,
+        user: &str,
+        address: &str,
+        now: Instant,
+    ) -> Result<Duration, Duration> {
+        throttle.begin(user, address, now)?;
+        Ok(throttle.failed(user, address, now))
+    }
+
     #[test]
     fn slows_then_locks_a_username_whether_or_not_it_exists() {
         let throttle = LoginThrottle::default();
         let t0 = Instant::now();
-        let mut delays = Vec::new();
-        for i in 0..4 {
-            assert!(
-                throttle.check("ghost", "10.0.0.1", t0).is_ok(),
-                "attempt {i}"
-            );
-            delays.push(throttle.failed("ghost", "10.0.0.1", t0));
-        }
-        assert_eq!(delays, [100, 200, 400, 800].map(Duration::from_millis));
-        throttle.failed("ghost", "10.0.0.1", t0);
-        let wait = throttle.check("ghost", "10.0.0.2", t0).unwrap_err();
+        let delays: Vec<_> = (0..5)
+            .map(|_| fail(&throttle, "ghost", "10.0.0.1", t0).unwrap())
+            .collect();
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600].map(Duration::from_millis)
+        );
+        let wait = throttle.begin("ghost", "10.0.0.2", t0).unwrap_err();
         assert_eq!(wait, Duration::from_secs(15 * 60));
         assert!(
-            throttle.check("other", "10.0.0.2", t0).is_ok(),
+            throttle.begin("other", "10.0.0.2", t0).is_ok(),
             "other users are not affected"
         );
         let later = t0 + Duration::from_secs(15 * 60 + 1);
         assert!(
-            throttle.check("ghost", "10.0.0.2", later).is_ok(),
+            throttle.begin("ghost", "10.0.0.2", later).is_ok(),
             "the lockout ends"
         );
+    }
+
+    #[test]
+    fn attempts_in_flight_count_before_they_fail() {
+        let throttle = LoginThrottle::default();
+        let t0 = Instant::now();
+        // Fifty guesses sent at once: five get their password checked.
+        let admitted = (0..50)
+            .filter(|_| throttle.begin("doctor1", "10.0.0.1", t0).is_ok())
+            .count();
+        assert_eq!(admitted, 5);
     }
 
     #[test]
@@ -183,10 +229,22 @@ mod tests {
         let throttle = LoginThrottle::default();
         let t0 = Instant::now();
         for n in 0..20 {
-            throttle.failed(&format!("user{n}"), "10.9.9.9", t0);
+            fail(&throttle, &format!("user{n}"), "10.9.9.9", t0).unwrap();
         }
-        assert!(throttle.check("fresh-user", "10.9.9.9", t0).is_err());
-        assert!(throttle.check("fresh-user", "10.9.9.8", t0).is_ok());
+        assert!(throttle.begin("fresh-user", "10.9.9.9", t0).is_err());
+        assert!(throttle.begin("fresh-user", "10.9.9.8", t0).is_ok());
+    }
+
+    #[test]
+    fn successes_do_not_use_up_a_shared_address() {
+        let throttle = LoginThrottle::default();
+        let t0 = Instant::now();
+        for n in 0..100 {
+            let user = format!("nurse{n}");
+            throttle.begin(&user, "ward-pc", t0).unwrap();
+            throttle.succeeded(&user, "ward-pc");
+        }
+        assert!(throttle.begin("nurse", "ward-pc", t0).is_ok());
     }
 
     #[test]
@@ -194,17 +252,21 @@ mod tests {
         let throttle = LoginThrottle::default();
         let t0 = Instant::now();
         for _ in 0..4 {
-            throttle.failed("ann", "a", t0);
+            fail(&throttle, "ann", "a", t0).unwrap();
         }
-        throttle.succeeded("ann");
-        assert_eq!(throttle.failed("ann", "b", t0), Duration::from_millis(100));
-        let later = t0 + Duration::from_secs(16 * 60);
-        for _ in 0..4 {
-            throttle.failed("bob", "c", t0);
-        }
+        throttle.begin("ann", "a", t0).unwrap();
+        throttle.succeeded("ann", "a");
         assert_eq!(
-            throttle.failed("bob", "c", later),
-            Duration::from_millis(100),
+            fail(&throttle, "ann", "b", t0),
+            Ok(Duration::from_millis(100))
+        );
+        for _ in 0..4 {
+            fail(&throttle, "bob", "c", t0).unwrap();
+        }
+        let later = t0 + Duration::from_secs(16 * 60);
+        assert_eq!(
+            fail(&throttle, "bob", "c", later),
+            Ok(Duration::from_millis(100)),
             "window restarted"
         );
     }
@@ -218,7 +280,7 @@ mod tests {
         let throttle = LoginThrottle::new(policy);
         let t0 = Instant::now();
         for n in 0..50_000 {
-            throttle.failed(&format!("u{n}"), &format!("a{n}"), t0);
+            let _ = fail(&throttle, &format!("u{n}"), &format!("a{n}"), t0);
             assert!(throttle.tracked() <= 1_000 + 2);
         }
     }

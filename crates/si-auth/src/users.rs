@@ -237,17 +237,25 @@ impl UserStore {
 }
 
 /// The location a login is for: the one asked for, which must be the user's own
-/// unless the user may log in anywhere.
-pub fn login_location(user: &User, requested: Option<&str>) -> Result<String, AuthError> {
+/// unless the user may log in anywhere, and one of `known` when that list is given.
+pub fn login_location(
+    user: &User,
+    requested: Option<&str>,
+    known: &[String],
+) -> Result<String, AuthError> {
+    let wrong = |location: &str| AuthError::WrongLocation {
+        username: user.username.clone(),
+        location: location.to_owned(),
+    };
     match requested.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(location) if !known.is_empty() && !known.iter().any(|k| k == location) => {
+            Err(wrong(location))
+        }
         Some(location) if user.location == ANY_LOCATION || user.location == location => {
             validate_location(location)?;
             Ok(location.to_owned())
         }
-        Some(location) => Err(AuthError::WrongLocation {
-            username: user.username.clone(),
-            location: location.to_owned(),
-        }),
+        Some(location) => Err(wrong(location)),
         None if user.location == ANY_LOCATION => {
             Err(AuthError::LocationRequired(user.username.clone()))
         }

@@ -2,5 +2,7 @@
 
 pub mod audit;
 pub mod health;
+pub mod jwt;
 pub mod keys;
+pub mod probe;
 pub mod users;

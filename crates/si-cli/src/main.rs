@@ -4,9 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use secrecy::SecretString;
 use si_cli::CliError;
-use si_cli::commands::{audit, health, keys, users};
-use si_core::{Config, Environment, Role};
+use si_cli::commands::{audit, health, jwt, keys, probe, users};
+use si_core::{BackendConfig, Config, Environment, Role};
+
+/// The backends' API keys, in the working directory.
+const KEY_FILE: &str = ".api_keys.env";
 
 /// Exit status for an unusable configuration.
 const EXIT_CONFIG: u8 = 64;
@@ -63,7 +67,12 @@ enum KeysCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain; exit 1 and name the first bad record if it is broken.
-    Verify,
+    Verify {
+        /// A chain head hash copied earlier (the gateway logs one every 1,000
+        /// records): also fail if no record has it (records cut off or rewritten).
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+    },
     /// Write records as JSON lines to standard output.
     Export {
         /// From this time on (RFC 3339, e.g. 2026-11-26T00:00:00Z, or a date).
@@ -146,7 +155,7 @@ fn load_config(path: Option<&Path>, read_key_file: bool) -> Result<Config, CliEr
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     let mut env = Environment::from_pairs(vars);
     if read_key_file {
-        env = env.with_file_defaults(Path::new(".api_keys.env"))?;
+        env = env.with_file_defaults(Path::new(KEY_FILE))?;
     }
     Ok(Config::load(path, &env)?)
 }
@@ -154,11 +163,68 @@ fn load_config(path: Option<&Path>, read_key_file: bool) -> Result<Config, CliEr
 fn run(command: Command, config: &Config) -> Result<bool, CliError> {
     let data_dir = &config.gateway.data_dir;
     match command {
-        Command::Keys(KeysCommand::Rotate { backend }) => {
-            let file = Path::new(".api_keys.env");
-            match keys::rotate(config, file, &backend)? {
+        Command::Keys(command) => run_keys(command, config)?,
+        Command::Users(command) => run_users(command, data_dir)?,
+        Command::Audit(AuditCommand::Verify { expect_head }) => {
+            return audit::verify(
+                data_dir,
+                expect_head.as_deref(),
+                &mut std::io::stdout().lock(),
+            );
+        }
+        Command::Audit(AuditCommand::Export { since, until }) => {
+            let out = &mut std::io::stdout().lock();
+            audit::export(data_dir, since.as_deref(), until.as_deref(), out)?;
+        }
+        Command::Jwt(JwtCommand::Rotate) => {
+            let kid = jwt::rotate(config)?;
+            println!(
+                "new JWT signing secret (key id {kid}) in {}",
+                data_dir.display()
+            );
+            println!(
+                "restart the gateway to sign with it; tokens signed with the previous secret \
+                 stay valid until they expire"
+            );
+        }
+        Command::Health { gateway } => {
+            let gateway = gateway.unwrap_or_else(|| format!("http://{}", config.gateway.listen));
+            return runtime()?.block_on(health::check(&gateway, &mut std::io::stdout().lock()));
+        }
+    }
+    Ok(true)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_keys(command: KeysCommand, config: &Config) -> Result<(), CliError> {
+    let file = Path::new(KEY_FILE);
+    match command {
+        KeysCommand::Generate { force } => {
+            let names = keys::generate(config, file, Path::new(".gitignore"), force)?;
+            println!(
+                "wrote {} keys to {KEY_FILE} (mode 0600): {}",
+                names.len(),
+                names.join(", ")
+            );
+            println!(
+                "start each llama-server with its key in LLAMA_API_KEY (see the README); \
+                 never with --api-key, which `ps` shows"
+            );
+        }
+        KeysCommand::Rotate { backend } => {
+            let runtime = runtime()?;
+            let accepts = |b: &BackendConfig, key: &SecretString| {
+                runtime.block_on(probe::accepts_key(b, key))
+            };
+            match keys::rotate(config, file, &backend, accepts)? {
                 keys::RotationStep::Staged { current, next } => {
-                    println!("added {next} to {} beside {current}", file.display());
+                    println!("added {next} to {KEY_FILE} beside {current}");
                     println!(
                         "now restart llama-server `{backend}` accepting both keys, e.g. \
                          LLAMA_API_KEY=\"${current},${next}\", then run this command again"
@@ -175,80 +241,36 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
                 }
             }
         }
-        Command::Keys(KeysCommand::Generate { force }) => {
-            let file = Path::new(".api_keys.env");
-            let names = keys::generate(config, file, Path::new(".gitignore"), force)?;
-            println!(
-                "wrote {} keys to {} (mode 0600): {}",
-                names.len(),
-                file.display(),
-                names.join(", ")
-            );
-            println!(
-                "start each llama-server with its key in LLAMA_API_KEY (see the README); \
-                 never with --api-key, which `ps` shows"
-            );
-        }
-        Command::Users(UsersCommand::Add {
+    }
+    Ok(())
+}
+
+fn run_users(command: UsersCommand, data_dir: &Path) -> Result<(), CliError> {
+    match command {
+        UsersCommand::Add {
             name,
             role,
             location,
             ..
-        }) => {
+        } => {
             let password = users::read_password(&mut std::io::stdin().lock())?;
             users::add(data_dir, &name, role, &location, &password)?;
             println!("added {role} `{name}` at location `{location}`");
         }
-        Command::Users(UsersCommand::Disable { name }) => {
+        UsersCommand::Disable { name } => {
             users::set_disabled(data_dir, &name, true)?;
             println!("disabled `{name}`: logins refused, sessions revoked");
         }
-        Command::Users(UsersCommand::Enable { name }) => {
+        UsersCommand::Enable { name } => {
             users::set_disabled(data_dir, &name, false)?;
             println!("enabled `{name}`");
         }
-        Command::Users(UsersCommand::Passwd { name, .. }) => {
+        UsersCommand::Passwd { name, .. } => {
             let password = users::read_password(&mut std::io::stdin().lock())?;
             users::set_password(data_dir, &name, &password)?;
             println!("new password for `{name}`; their sessions were ended");
         }
-        Command::Users(UsersCommand::List) => users::list(data_dir, &mut std::io::stdout().lock())?,
-        Command::Audit(AuditCommand::Verify) => {
-            return audit::verify(data_dir, &mut std::io::stdout().lock());
-        }
-        Command::Audit(AuditCommand::Export { since, until }) => {
-            audit::export(
-                data_dir,
-                since.as_deref(),
-                until.as_deref(),
-                &mut std::io::stdout().lock(),
-            )?;
-        }
-        Command::Jwt(JwtCommand::Rotate) => {
-            if config.auth.secret.is_some() {
-                return Err(CliError::Message(
-                    "JWT_SECRET is set in the environment, so the gateway does not use the \
-                     secret file: rotate it there (move its value to JWT_SECRET_PREVIOUS, set \
-                     a new JWT_SECRET, restart the gateway)"
-                        .into(),
-                ));
-            }
-            let kid = si_auth::secret::rotate_jwt_secret(data_dir)?;
-            println!(
-                "new JWT signing secret (key id {kid}) in {}",
-                data_dir.display()
-            );
-            println!(
-                "restart the gateway to sign with it; tokens signed with the previous secret \
-                 stay valid until they expire"
-            );
-        }
-        Command::Health { gateway } => {
-            let gateway = gateway.unwrap_or_else(|| format!("http://{}", config.gateway.listen));
-            let runtime = tokio::runtime::Runtime::new()
-                .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))?;
-            return runtime.block_on(health::check(&gateway, &mut std::io::stdout().lock()));
-        }
+        UsersCommand::List => users::list(data_dir, &mut std::io::stdout().lock())?,
     }
-    Ok(true)
+    Ok(())
 }

@@ -105,6 +105,8 @@ pub struct AuthConfig {
     pub secret: Option<SecretString>,
     /// `JWT_SECRET_PREVIOUS`: still accepted for tokens signed before a rotation.
     pub previous_secret: Option<SecretString>,
+    /// The locations a login may name; empty: any well-formed one.
+    pub locations: Vec<String>,
 }
 
 /// The HMAC algorithms a shared secret can sign with.

@@ -69,7 +69,11 @@ fn refuse_shared(path: &Path) -> Result<(), ConfigError> {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
             .map(|m| m.permissions().mode())
-            .unwrap_or(0);
+            .map_err(|e| ConfigError {
+                source_name: path.display().to_string(),
+                key: "(file)".into(),
+                problem: format!("cannot be read: {e}"),
+            })?;
         if mode & 0o077 != 0 {
             return Err(ConfigError {
                 source_name: path.display().to_string(),

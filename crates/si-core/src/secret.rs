@@ -23,6 +23,14 @@ pub enum SecretRefError {
     /// Not of the form `env::NAME` or `path::FILE`.
     #[error("expected `env::NAME` or `path::FILE`, not an inline secret")]
     Malformed,
+    /// The file holds a secret but others may read it.
+    #[error("secret file {path} has mode {mode:o}; run `chmod 600 {path}`")]
+    Shared {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The file could not be read.
     #[error("cannot read secret file {path}: {reason}")]
     Unreadable {
@@ -54,6 +62,7 @@ impl SecretRef {
         let value = match self {
             SecretRef::Env(name) => env.get(name).map(str::to_owned),
             SecretRef::Path(path) => {
+                refuse_shared(path)?;
                 let text =
                     std::fs::read_to_string(path).map_err(|e| SecretRefError::Unreadable {
                         path: path.display().to_string(),
@@ -67,6 +76,27 @@ impl SecretRef {
             .filter(|v| !v.is_empty())
             .map(SecretString::from))
     }
+}
+
+fn refuse_shared(path: &std::path::Path) -> Result<(), SecretRefError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| SecretRefError::Unreadable {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(SecretRefError::Shared {
+                path: path.display().to_string(),
+                mode: mode & 0o777,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for SecretRef {
@@ -114,6 +144,17 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("key");
         std::fs::write(&file, "from-file\nsecond line\n")?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+            let refused = SecretRef::Path(file.clone()).resolve(&env);
+            assert!(
+                matches!(refused, Err(SecretRefError::Shared { mode: 0o644, .. })),
+                "{refused:?}"
+            );
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
         let key = SecretRef::Path(file).resolve(&env)?;
         assert_eq!(key.as_ref().map(|k| k.expose_secret()), Some("from-file"));
         assert!(

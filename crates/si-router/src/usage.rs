@@ -7,8 +7,9 @@ use serde::Deserialize;
 
 /// Longest SSE line kept while looking for `usage` (events are far smaller).
 const MAX_LINE: usize = 1 << 20;
-/// Largest JSON answer kept to read its `usage` at the end.
-const MAX_JSON: usize = 8 << 20;
+/// Largest JSON answer kept to read its `usage` at the end (an answer of a
+/// quarter-million tokens; anything longer is passed on uncounted).
+const MAX_JSON: usize = 1 << 20;
 
 /// Prompt and completion tokens of one answer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use si_auth::Claims;
-use si_auth::audit::{AuditLog, AuditRecord};
+use si_auth::audit::{AuditLog, AuditRecord, AuditUnavailable};
 use si_router::usage::UsageScanner;
 
 /// Status recorded when the client went away before the answer was complete.
@@ -89,7 +89,8 @@ impl AuditDraft {
 #[derive(Clone, Copy)]
 pub(crate) struct AuditedByBody;
 
-type Commit = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Commit = Pin<Box<dyn Future<Output = Result<(), AuditUnavailable>> + Send>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 enum State {
     Streaming,
@@ -115,13 +116,21 @@ impl AuditedBody {
         status: u16,
         audit: Option<(AuditDraft, Arc<AuditLog>)>,
     ) -> Self {
-        AuditedBody {
+        let mut body = AuditedBody {
             inner,
             scanner: audit.as_ref().map(|_| UsageScanner::new(events)),
             audit,
             status,
             state: State::Streaming,
+        };
+        // An empty answer is never polled: record it now.
+        if body.inner.is_end_stream() {
+            if let Some((record, log)) = body.take_record(status) {
+                log.append_detached(record);
+            }
+            body.state = State::Done;
         }
+        body
     }
 
     /// Starts writing the record, holding back `last`.
@@ -131,7 +140,7 @@ impl AuditedBody {
                 State::Committing(Box::pin(async move { log.append(record).await }), last)
             }
             // Nothing to write: pass the frame on at once.
-            None => State::Committing(Box::pin(async {}), last),
+            None => State::Committing(Box::pin(async { Ok(()) }), last),
         }
     }
 
@@ -146,22 +155,27 @@ impl AuditedBody {
 
 impl Body for AuditedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
             match &mut this.state {
                 State::Done => return Poll::Ready(None),
                 State::Committing(commit, last) => {
                     return match commit.as_mut().poll(cx) {
-                        Poll::Ready(()) => {
+                        Poll::Ready(Ok(())) => {
                             let last = last.take();
                             this.state = State::Done;
                             Poll::Ready(last.map(Ok))
+                        }
+                        // Not audited, not finished: the client sees a broken answer.
+                        Poll::Ready(Err(e)) => {
+                            this.state = State::Done;
+                            Poll::Ready(Some(Err(e.into())))
                         }
                         Poll::Pending => Poll::Pending,
                     };
@@ -186,7 +200,7 @@ impl Body for AuditedBody {
                             log.append_detached(record);
                         }
                         this.state = State::Done;
-                        return Poll::Ready(Some(Err(e)));
+                        return Poll::Ready(Some(Err(e.into())));
                     }
                     Poll::Ready(None) => this.state = this.commit(None),
                     Poll::Pending => return Poll::Pending,

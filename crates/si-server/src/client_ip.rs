@@ -13,29 +13,46 @@ pub(crate) struct ClientAddr(pub IpAddr);
 /// that is not itself a trusted proxy (entries further left are whatever the client
 /// chose to send), else `X-Real-IP`, else `peer`.
 pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
+    if !is_trusted(&peer) {
         return peer;
     }
-    let forwarded: Vec<&str> = headers
+    let mut forwarded = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .collect();
+        .peekable();
+    if forwarded.peek().is_none() {
+        return headers
+            .get("x-real-ip")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            .map_or(peer, |ip| ip.to_canonical());
+    }
+    let forwarded: Vec<&str> = forwarded.collect();
     for entry in forwarded.iter().rev() {
-        match entry.parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
+        match entry.parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+            Ok(ip) if is_trusted(&ip) => continue,
             Ok(ip) => return ip,
             // Garbage in the chain: trust nothing to its left.
             Err(_) => return peer,
         }
     }
-    headers
-        .get("x-real-ip")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(peer)
+    // Only proxies in the chain: the nearest one is all we know.
+    peer
+}
+
+/// The key under which an address is counted (rate limits, failed logins): IPv4
+/// whole, IPv6 by its /64, since one host or site owns a whole /64.
+pub(crate) fn address_bucket(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{:x}/64", u128::from(v6) >> 64),
+    }
 }
 
 #[cfg(test)]
@@ -76,11 +93,29 @@ mod tests {
         );
         let garbage = headers(&[("x-forwarded-for", "1.2.3.4, not-an-ip")]);
         assert_eq!(client_ip(proxy, &garbage, &[proxy]), proxy);
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert_eq!(
+            client_ip(mapped, &chain, &[proxy]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let only_proxies = headers(&[("x-forwarded-for", "10.0.0.2"), ("x-real-ip", "6.6.6.6")]);
+        assert_eq!(client_ip(proxy, &only_proxies, &[proxy]), proxy);
         let real_ip = headers(&[("x-real-ip", "198.51.100.8")]);
         assert_eq!(
             client_ip(proxy, &real_ip, &[proxy]),
             "198.51.100.8".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_ip(proxy, &HeaderMap::new(), &[proxy]), proxy);
+    }
+
+    #[test]
+    fn ipv6_addresses_are_counted_by_their_64() {
+        let a = address_bucket("2001:db8:1:2::1".parse().unwrap());
+        assert_eq!(a, address_bucket("2001:db8:1:2:ffff::9".parse().unwrap()));
+        assert_ne!(a, address_bucket("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(
+            address_bucket("::ffff:10.0.0.1".parse().unwrap()),
+            "10.0.0.1"
+        );
     }
 }

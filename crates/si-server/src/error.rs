@@ -49,6 +49,8 @@ pub(crate) enum ApiError {
     Busy(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the audit trail cannot be written, so the request was not completed; retry shortly")]
+    AuditUnavailable,
 }
 
 #[derive(Serialize)]
@@ -96,6 +98,11 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_request"),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal"),
+            ApiError::AuditUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "audit_unavailable",
+            ),
         }
     }
 
@@ -112,7 +119,9 @@ impl ApiError {
             ApiError::Internal(message) => {
                 tracing::warn!(status, code, error = %message, "request failed");
             }
-            ApiError::Busy(_) => tracing::warn!(status, code, "request failed"),
+            ApiError::Busy(_) | ApiError::AuditUnavailable => {
+                tracing::warn!(status, code, "request failed");
+            }
             ApiError::NotFound { .. }
             | ApiError::Forbidden { .. }
             | ApiError::RateLimited(_)

@@ -123,6 +123,9 @@ impl Gateway {
     }
 }
 
+/// The revocation list is read in full at least this often.
+const FULL_RELOAD: Duration = Duration::from_secs(30);
+
 /// Keeps the in-memory revocation list in step with the database, which
 /// `si-cli users disable` and other processes change: a cheap version check every
 /// `interval`, a full reload only when something was committed.
@@ -134,15 +137,19 @@ pub(crate) fn spawn_revocation_sync(
     let inner = gateway.inner.clone();
     tokio::spawn(async move {
         let mut last_seen = None;
+        let mut last_full = std::time::Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
             let users = inner.users.clone();
+            // Our own commits do not change the data version: read everything now
+            // and then anyway, which also purges what has expired.
+            let due = last_full.elapsed() >= FULL_RELOAD;
             let reloaded = tokio::task::spawn_blocking(move || {
                 let version = users.data_version()?;
-                if last_seen == Some(version) {
+                if last_seen == Some(version) && !due {
                     return Ok((version, None));
                 }
                 users.revoked_set().map(|set| (version, Some(set)))
@@ -153,6 +160,7 @@ pub(crate) fn spawn_revocation_sync(
                     last_seen = Some(version);
                     if let Some(set) = set {
                         inner.revocations.replace(set);
+                        last_full = std::time::Instant::now();
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "revocation sync failed"),

@@ -60,7 +60,8 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
                 Err(Limited {
                     scope: self.scope,
                     per_minute: self.per_minute.get(),
-                    retry_after: wait.as_secs().max(1),
+                    // Rounded up: waiting exactly this long must succeed.
+                    retry_after: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
                 })
             }
         }

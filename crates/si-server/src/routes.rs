@@ -54,7 +54,10 @@ pub(crate) async fn handle(
     let audited_by_body = response.extensions().get::<AuditedByBody>().is_some();
     if let (Some(draft), false) = (draft, audited_by_body) {
         let record = draft.finish(response.status().as_u16(), None);
-        gateway.inner.audit.append(record).await;
+        if gateway.inner.audit.append(record).await.is_err() {
+            // No record, no answer: the client learns its request was not completed.
+            response = ApiError::AuditUnavailable.into_response();
+        }
     }
     // Metadata only: never bodies, tokens or keys.
     tracing::debug!(
@@ -91,7 +94,7 @@ async fn dispatch(
         ("/v1/chat/completions", &Method::POST) => handlers::chat::handle(gateway, request).await,
         ("/v1/auth/login", &Method::POST) => handlers::login::handle(gateway, request).await,
         ("/v1/auth/refresh", &Method::POST) => handlers::login::refresh(gateway, request).await,
-        ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, &request).await,
+        ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, request).await,
         ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
         ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
         (p, m) => Err(unrouted(p, m)),

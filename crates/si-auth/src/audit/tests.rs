@@ -38,7 +38,7 @@ async fn concurrent_appends_form_one_intact_chain_across_restarts() {
     let tasks: Vec<_> = (0..100)
         .map(|n| {
             let log = log.clone();
-            tokio::spawn(async move { log.append(record(n)).await })
+            tokio::spawn(async move { log.append(record(n)).await.unwrap() })
         })
         .collect();
     for task in tasks {
@@ -52,7 +52,7 @@ async fn concurrent_appends_form_one_intact_chain_across_restarts() {
     drop(log);
 
     let log = AuditLog::open(&path).unwrap();
-    log.append(record(100)).await;
+    log.append(record(100)).await.unwrap();
     drop(log);
     let VerifyReport::Intact { records, head } = verify(&path).unwrap() else {
         panic!("broken")
@@ -163,4 +163,47 @@ fn export_writes_json_lines_within_the_window() {
 fn a_missing_log_is_an_error_not_an_empty_chain() {
     let dir = tempfile::tempdir().unwrap();
     assert!(verify(&dir.path().join("absent.db")).is_err());
+}
+
+#[test]
+fn a_known_head_reveals_truncation_and_rewrites() {
+    let (_dir, path) = log_with(10);
+    let VerifyReport::Intact { head, .. } = verify(&path).unwrap() else {
+        panic!("broken")
+    };
+    assert!(matches!(
+        verify_with_head(&path, &head).unwrap(),
+        VerifyReport::Intact { .. }
+    ));
+    sql(&path, "DELETE FROM audit WHERE seq >= 9");
+    assert!(
+        matches!(
+            verify(&path).unwrap(),
+            VerifyReport::Intact { records: 8, .. }
+        ),
+        "plain verify cannot see it"
+    );
+    assert!(matches!(
+        verify_with_head(&path, &head).unwrap(),
+        VerifyReport::Broken { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_record_that_cannot_be_written_is_reported_to_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.db");
+    let log = AuditLog::open_with(&path, std::time::Duration::from_millis(20)).unwrap();
+    log.append(record(0)).await.unwrap();
+    // Another connection holds the write lock.
+    let blocker = Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    assert_eq!(log.append(record(1)).await, Err(AuditUnavailable));
+    blocker.execute_batch("COMMIT").unwrap();
+    log.append(record(2)).await.unwrap();
+    drop(log);
+    assert!(matches!(
+        verify(&path).unwrap(),
+        VerifyReport::Intact { records: 2, .. }
+    ));
 }

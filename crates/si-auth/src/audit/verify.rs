@@ -37,6 +37,18 @@ fn open_read_only(path: &Path) -> Result<Connection, AuthError> {
 
 /// Walks the whole chain and reports the first missing, reordered or altered record.
 pub fn verify(path: &Path) -> Result<VerifyReport, AuthError> {
+    walk(path, None)
+}
+
+/// [`verify`], and also that the chain still holds a record with `head`, a hash
+/// copied elsewhere earlier (the gateway logs one every 1,000 records): this finds
+/// records cut off at the end, and a chain rewritten from the start.
+pub fn verify_with_head(path: &Path, head: &str) -> Result<VerifyReport, AuthError> {
+    walk(path, Some(head))
+}
+
+fn walk(path: &Path, head: Option<&str>) -> Result<VerifyReport, AuthError> {
+    let mut head_seen = head.is_none();
     let conn = open_read_only(path)?;
     let store = |e: rusqlite::Error| AuthError::store(path, e);
     let mut stmt = conn
@@ -68,8 +80,17 @@ pub fn verify(path: &Path) -> Result<VerifyReport, AuthError> {
             Ok(record) if record.seq == expected => {}
             _ => return broken("its contents are not a record of this position".into()),
         }
+        head_seen |= head == Some(stored_hash.as_str());
         prev = stored_hash;
         expected += 1;
+    }
+    if !head_seen {
+        return Ok(VerifyReport::Broken {
+            seq: expected,
+            reason: "no record has the expected head hash: records were cut off at the end, or \
+                     the chain was rewritten"
+                .into(),
+        });
     }
     Ok(VerifyReport::Intact {
         records: expected - 1,

@@ -125,16 +125,25 @@ fn login_location_rules() {
         disabled: false,
         created_at: 0,
     };
-    assert_eq!(login_location(&user("h1"), None).unwrap(), "h1");
-    assert_eq!(login_location(&user("h1"), Some("h1")).unwrap(), "h1");
+    assert_eq!(login_location(&user("h1"), None, &[]).unwrap(), "h1");
+    assert_eq!(login_location(&user("h1"), Some("h1"), &[]).unwrap(), "h1");
     assert!(matches!(
-        login_location(&user("h1"), Some("h2")),
+        login_location(&user("h1"), Some("h2"), &[]),
         Err(AuthError::WrongLocation { .. })
     ));
-    assert_eq!(login_location(&user("*"), Some("h2")).unwrap(), "h2");
+    assert_eq!(login_location(&user("*"), Some("h2"), &[]).unwrap(), "h2");
     assert!(matches!(
-        login_location(&user("*"), None),
+        login_location(&user("*"), None, &[]),
         Err(AuthError::LocationRequired(_))
     ));
-    assert!(login_location(&user("*"), Some("../etc")).is_err());
+    assert!(login_location(&user("*"), Some("../etc"), &[]).is_err());
+    let known = ["h1".to_owned(), "h2".to_owned()];
+    assert_eq!(
+        login_location(&user("*"), Some("h2"), &known).unwrap(),
+        "h2"
+    );
+    assert!(matches!(
+        login_location(&user("*"), Some("anywhere"), &known),
+        Err(AuthError::WrongLocation { .. })
+    ));
 }

@@ -7,11 +7,20 @@ use si_auth::audit::{AUDIT_FILE, VerifyReport};
 
 use crate::CliError;
 
-/// Checks the chain in `data_dir`, reports to `out`, and returns whether it is intact.
-pub fn verify(data_dir: &Path, out: &mut impl Write) -> Result<bool, CliError> {
+/// Checks the chain in `data_dir` (and that it still holds `expect_head`, if given),
+/// reports to `out`, and returns whether it is intact.
+pub fn verify(
+    data_dir: &Path,
+    expect_head: Option<&str>,
+    out: &mut impl Write,
+) -> Result<bool, CliError> {
     let path = data_dir.join(AUDIT_FILE);
     let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
-    match si_auth::audit::verify(&path)? {
+    let report = match expect_head {
+        Some(head) => si_auth::audit::verify_with_head(&path, head)?,
+        None => si_auth::audit::verify(&path)?,
+    };
+    match report {
         VerifyReport::Intact { records, head } => {
             writeln!(out, "audit log intact: {records} records, last hash {head}").map_err(io)?;
             Ok(true)

@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::path::Path;
 
+use secrecy::SecretString;
 use si_auth::secret::{random_hex, write_private};
-use si_core::Config;
 use si_core::secret::SecretRef;
+use si_core::{BackendConfig, Config};
 
 use crate::CliError;
 
@@ -108,9 +109,14 @@ pub enum RotationStep {
 }
 
 /// One step of rotating `backend`'s key in `file`: the first call stages a new key
-/// as `NAME_NEXT`; the second, once the model server accepts both, makes it `NAME`
-/// (a running gateway follows within seconds).
-pub fn rotate(config: &Config, file: &Path, backend: &str) -> Result<RotationStep, CliError> {
+/// as `NAME_NEXT`; the second makes it `NAME` (a running gateway follows within
+/// seconds), but only after `accepts` confirms the model server takes the new key.
+pub fn rotate(
+    config: &Config,
+    file: &Path,
+    backend: &str,
+    accepts: impl FnOnce(&BackendConfig, &SecretString) -> Result<(), String>,
+) -> Result<RotationStep, CliError> {
     let target = config
         .backends
         .iter()
@@ -153,6 +159,12 @@ pub fn rotate(config: &Config, file: &Path, backend: &str) -> Result<RotationSte
             )
         }
         Some(new_key) => {
+            accepts(target, &SecretString::from(new_key.clone())).map_err(|why| {
+                CliError::Message(format!(
+                    "not switching `{backend}` to the new key: {why}; restart that llama-server \
+                     accepting both keys (LLAMA_API_KEY=\"${current},${next}\") and run this again"
+                ))
+            })?;
             let lines = text
                 .lines()
                 .filter(|l| !l.starts_with(&format!("{next}=")))
@@ -255,7 +267,8 @@ mod rotate_tests {
         let before = Environment::default().with_file_defaults(&file).unwrap();
         let old = before.get("API_KEY_BIOMISTRAL_8085").unwrap().to_owned();
 
-        let step = rotate(&config, &file, "biomistral-7b-8085").unwrap();
+        let yes = |_: &BackendConfig, _: &SecretString| Ok(());
+        let step = rotate(&config, &file, "biomistral-7b-8085", yes).unwrap();
         assert!(
             matches!(step, RotationStep::Staged { ref next, .. } if next == "API_KEY_BIOMISTRAL_8085_NEXT")
         );
@@ -271,8 +284,18 @@ mod rotate_tests {
             .to_owned();
         assert_eq!(new.len(), 2 * KEY_BYTES);
 
+        let no = |_: &BackendConfig, _: &SecretString| Err("401 Invalid API Key".to_owned());
+        let refused = rotate(&config, &file, "biomistral-7b-8085", no)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("401 Invalid API Key") && refused.contains("restart"),
+            "{refused}"
+        );
+        let unchanged = Environment::default().with_file_defaults(&file).unwrap();
+        assert_eq!(unchanged.get("API_KEY_BIOMISTRAL_8085"), Some(old.as_str()));
         assert!(matches!(
-            rotate(&config, &file, "biomistral-7b-8085").unwrap(),
+            rotate(&config, &file, "biomistral-7b-8085", yes).unwrap(),
             RotationStep::Switched { .. }
         ));
         let switched = Environment::default().with_file_defaults(&file).unwrap();
@@ -281,6 +304,6 @@ mod rotate_tests {
         for other in ["API_KEY_TINY_LLAMA_1B_8080", "API_KEY_OPENINSURANCE_8084"] {
             assert_eq!(switched.get(other), before.get(other));
         }
-        assert!(rotate(&config, &file, "no-such-backend").is_err());
+        assert!(rotate(&config, &file, "no-such-backend", yes).is_err());
     }
 }

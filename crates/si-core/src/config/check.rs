@@ -17,7 +17,26 @@ fn is_identifier(name: &str) -> bool {
 pub(super) fn check(config: &Config, source: &str) -> Result<(), ConfigError> {
     check_backends(config, source)?;
     check_agents(config, source)?;
-    check_insecure_dev(config, source)
+    check_insecure_dev(config, source)?;
+    check_token_lifetimes(config, source)
+}
+
+/// A revoked session is remembered as long as its refresh tokens: they must not
+/// expire before the access tokens of the same session.
+fn check_token_lifetimes(config: &Config, source: &str) -> Result<(), ConfigError> {
+    let (access, refresh) = (config.auth.expiry, config.auth.refresh_expiry);
+    if refresh < access {
+        let problem = format!(
+            "expected at least the access token lifetime ({} h)",
+            access.as_secs() / 3600
+        );
+        return Err(ConfigError::new(
+            source,
+            "auth.refresh_expiry_hours",
+            problem,
+        ));
+    }
+    Ok(())
 }
 
 /// Serving without login is for a developer's own machine: never on an address

@@ -119,6 +119,7 @@ struct RawAuth {
     algorithm: String,
     expiry_hours: u64,
     refresh_expiry_hours: u64,
+    locations: Vec<String>,
     issuer: String,
     audience: String,
 }
@@ -129,6 +130,7 @@ impl Default for RawAuth {
             algorithm: "HS256".into(),
             expiry_hours: 24,
             refresh_expiry_hours: 24 * 7,
+            locations: Vec::new(),
             issuer: "synthetic-intelligence".into(),
             audience: "si-gateway".into(),
         }
@@ -288,6 +290,7 @@ impl RawAuth {
             audience: self.audience,
             secret: None,
             previous_secret: None,
+            locations: self.locations,
         })
     }
 }

@@ -290,3 +290,14 @@ fn insecure_dev_mode_is_refused_off_loopback() {
     config.gateway.allow_insecure_dev = false;
     assert!(config.check("code").is_ok());
 }
+
+#[test]
+fn refresh_tokens_must_outlive_access_tokens() {
+    let text = BUILTIN_TOML.replace("refresh_expiry_hours = 168", "refresh_expiry_hours = 1");
+    assert_eq!(parse_err(&text).key, "auth.refresh_expiry_hours");
+    let env = Environment::from_pairs([("JWT_EXPIRY_HOURS", "200")]);
+    assert_eq!(
+        Config::load(None, &env).map_err(|e| e.key).err().as_deref(),
+        Some("auth.refresh_expiry_hours")
+    );
+}

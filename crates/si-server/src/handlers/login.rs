@@ -19,7 +19,7 @@ use si_auth::{AuthError, User};
 use crate::Gateway;
 use crate::audit::AuditDraft;
 use crate::body::{GatewayBody, json_no_store, read_limited};
-use crate::client_ip::ClientAddr;
+use crate::client_ip::{ClientAddr, address_bucket};
 use crate::error::ApiError;
 use crate::handlers::authenticate;
 
@@ -43,6 +43,13 @@ struct RefreshRequest {
     refresh_token: SecretString,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogoutRequest {
+    #[serde(default)]
+    refresh_token: Option<SecretString>,
+}
+
 #[derive(Serialize)]
 struct TokenResponse<'a> {
     access_token: &'a str,
@@ -59,12 +66,12 @@ pub(crate) async fn handle(
     let address = request
         .extensions()
         .get::<ClientAddr>()
-        .map_or_else(String::new, |a| a.0.to_string());
+        .map_or_else(String::new, |a| address_bucket(a.0));
     let draft = request.extensions().get::<AuditDraft>().cloned();
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
     let throttle = &gateway.inner.throttle;
-    if let Err(wait) = throttle.check(&login.username, &address, Instant::now()) {
+    if let Err(wait) = throttle.begin(&login.username, &address, Instant::now()) {
         let retry_after_secs = wait.as_secs().max(1);
         return Err(AuthError::LoginLocked { retry_after_secs }.into());
     }
@@ -81,10 +88,11 @@ pub(crate) async fn handle(
     let ttl = gateway.config().auth.refresh_expiry.as_secs();
     let (username, password) = (login.username.clone(), login.password);
     let requested = login.location_id;
+    let known = gateway.config().auth.locations.clone();
     let outcome = blocking(move || {
         let _permit = permit;
         let user = users.authenticate(&username, &password)?;
-        let location = login_location(&user, requested.as_deref())?;
+        let location = login_location(&user, requested.as_deref(), &known)?;
         let refresh = users.start_session(&user.username, &location, ttl)?;
         Ok((user, location, refresh))
     })
@@ -95,9 +103,14 @@ pub(crate) async fn handle(
             tokio::time::sleep(delay).await;
             return Err(AuthError::InvalidCredentials.into());
         }
-        other => other?,
+        Err(e) => {
+            // Not a password failure (wrong location, storage): the attempt is void.
+            throttle.succeeded(&login.username, &address);
+            return Err(e);
+        }
+        Ok(outcome) => outcome,
     };
-    throttle.succeeded(&user.username);
+    throttle.succeeded(&user.username, &address);
     if let Some(draft) = &draft {
         draft.identify_login(&user.username, user.role.as_str(), &location);
     }
@@ -109,6 +122,7 @@ pub(crate) async fn refresh(
     gateway: &Gateway,
     request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {
+    let draft = request.extensions().get::<AuditDraft>().cloned();
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let asked: RefreshRequest = parse(&body, REFRESH_SHAPE)?;
     let users = gateway.inner.users.clone();
@@ -117,11 +131,18 @@ pub(crate) async fn refresh(
     let refreshed = match refreshed {
         Err(ApiError::Auth(AuthError::RefreshReused { username, family })) => {
             gateway.inner.revocations.revoke_family(&family);
+            if let Some(draft) = &draft {
+                draft.identify_login(&username, "-", "-");
+            }
             tracing::warn!(user = %username, "spent refresh token presented again; session revoked");
             return Err(AuthError::RefreshReused { username, family }.into());
         }
         other => other?,
     };
+    if let Some(draft) = &draft {
+        let user = &refreshed.user;
+        draft.identify_login(&user.username, user.role.as_str(), &refreshed.location);
+    }
     token_response(
         gateway,
         &refreshed.user,
@@ -130,21 +151,37 @@ pub(crate) async fn refresh(
     )
 }
 
-pub(crate) async fn logout<B>(
+/// Revokes the bearer token and its session, or, when the access token has already
+/// expired, the session of the refresh token in the body.
+pub(crate) async fn logout(
     gateway: &Gateway,
-    request: &Request<B>,
+    request: Request<Incoming>,
 ) -> Result<Response<GatewayBody>, ApiError> {
-    let Some(claims) = authenticate(gateway, request)? else {
-        return Err(AuthError::MissingToken.into());
+    let bearer = authenticate(gateway, &request);
+    let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
+    let refresh = match body.iter().all(u8::is_ascii_whitespace) {
+        true => None,
+        false => parse::<LogoutRequest>(&body, LOGOUT_SHAPE)?.refresh_token,
     };
     let users = gateway.inner.users.clone();
-    let (jti, sid) = (claims.jti.clone(), claims.sid.clone());
-    blocking(move || users.revoke(&jti, claims.exp, Some(&sid))).await?;
-    gateway
-        .inner
-        .revocations
-        .revoke(&claims.jti, Some(&claims.sid));
-    tracing::info!(user = %claims.sub, "logout");
+    match (bearer, refresh) {
+        (Ok(Some(claims)), _) => {
+            let (jti, sid) = (claims.jti.clone(), claims.sid.clone());
+            blocking(move || users.revoke(&jti, claims.exp, Some(&sid))).await?;
+            gateway
+                .inner
+                .revocations
+                .revoke(&claims.jti, Some(&claims.sid));
+            tracing::info!(user = %claims.sub, "logout");
+        }
+        (_, Some(token)) => {
+            let family = blocking(move || users.revoke_session(&token)).await?;
+            gateway.inner.revocations.revoke_family(&family);
+            tracing::info!("logout by refresh token");
+        }
+        (Err(e), None) => return Err(e),
+        (Ok(None), None) => return Err(AuthError::MissingToken.into()),
+    }
     Ok(json_no_store(
         StatusCode::OK,
         &serde_json::json!({"revoked": true}),
@@ -184,6 +221,7 @@ async fn blocking<T: Send + 'static>(
 
 const LOGIN_SHAPE: &str = "a JSON object with string fields \"username\" and \"password\", and optionally \"location_id\"";
 const REFRESH_SHAPE: &str = "a JSON object with the string field \"refresh_token\"";
+const LOGOUT_SHAPE: &str = "empty, or a JSON object with the string field \"refresh_token\"";
 
 /// The fields, or a message naming the field at fault. serde's own messages quote
 /// the offending value, which here could be a password: they are not echoed.
