@@ -19,6 +19,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     // Start from the built-in settings (timeouts, token lifetime) and replace the
     // deployment with our own.
     let mut config = Config::builtin()?;
+    // Capacity and timeouts as the built-in backends have them.
+    let limits = config.backends[0].limits.clone();
     config.gateway.listen = "127.0.0.1:8001".parse()?;
     config.gateway.data_dir = "./data-embedded".into();
     config.backends = vec![BackendConfig {
@@ -31,6 +33,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         api_key_ref: SecretRef::Env("TRIAGE_API_KEY".into()),
         api_key: None,
         gpu: None,
+        limits,
     }];
     config.agents = vec![AgentConfig {
         name: "Triage".into(),

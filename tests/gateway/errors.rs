@@ -220,8 +220,8 @@ async fn a_request_the_backend_refuses_keeps_its_status_and_message() {
 async fn a_backend_that_takes_too_long_is_a_504() {
     let h = Harness::start(Options {
         toml_edits: vec![(
-            "response_timeout_ms = 120000",
-            "response_timeout_ms = 200".into(),
+            "headers_timeout_ms = 300000",
+            "headers_timeout_ms = 200".into(),
         )],
         ..Options::default()
     })

@@ -8,6 +8,7 @@
 mod check;
 mod overrides;
 mod raw;
+mod reliability;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,6 +46,8 @@ pub struct Config {
     pub roles: RolePolicy,
     /// Request rate limits.
     pub rate_limits: RateLimitConfig,
+    /// Retries and ejection of failing backends.
+    pub failover: FailoverConfig,
 }
 
 /// Request rate limits, in requests per minute; `0` turns a limit off.
@@ -83,9 +86,10 @@ pub struct GatewayConfig {
     pub health_timeout: Duration,
     /// Longest a TCP connect to a backend may take.
     pub connect_timeout: Duration,
-    /// Longest wait for a backend's response headers. A non-streamed answer arrives
-    /// whole, so this also bounds its generation time.
-    pub response_timeout: Duration,
+    /// Most client connections open at once; more wait to be accepted.
+    pub max_connections: u32,
+    /// How long in-flight requests may finish after SIGTERM.
+    pub shutdown_grace: Duration,
 }
 
 /// How access tokens are signed and checked.
@@ -148,6 +152,8 @@ pub struct BackendConfig {
     pub api_key: Option<SecretString>,
     /// The GPU it runs on, if known.
     pub gpu: Option<u32>,
+    /// Capacity and timeouts.
+    pub limits: BackendLimits,
 }
 
 /// A plain-HTTP backend address (`http://host:port`).
@@ -287,6 +293,7 @@ impl Config {
 }
 
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
+pub use reliability::{BackendLimits, FailoverConfig};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,9 @@ pub mod env;
 pub mod role;
 pub mod secret;
 
-pub use config::{AgentConfig, AuthConfig, BackendConfig, Config, ConfigError, GatewayConfig};
+pub use config::{
+    AgentConfig, AuthConfig, BackendConfig, BackendLimits, Config, ConfigError, FailoverConfig,
+    GatewayConfig,
+};
 pub use env::Environment;
 pub use role::{AgentGrant, Role, RolePolicy};

@@ -29,13 +29,11 @@ const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct LlamaClient {
     http: Client<HttpConnector, Full<Bytes>>,
-    response_timeout: Duration,
 }
 
 impl LlamaClient {
-    /// A client whose TCP connects give up after `connect_timeout`, and whose chat
-    /// requests give up when no response headers arrived within `response_timeout`.
-    pub fn new(connect_timeout: Duration, response_timeout: Duration) -> Self {
+    /// A client whose TCP connects give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
@@ -44,13 +42,11 @@ impl LlamaClient {
             // drop ours first so a request never races the server's close.
             .pool_idle_timeout(Duration::from_secs(4))
             .build(connector);
-        LlamaClient {
-            http,
-            response_timeout,
-        }
+        LlamaClient { http }
     }
 
-    /// POSTs `body` to the backend's `/v1/chat/completions` with its key.
+    /// POSTs `body` to the backend's `/v1/chat/completions` with its key, giving up
+    /// when no response headers arrive within the backend's `headers_timeout`.
     pub async fn chat(
         &self,
         backend: &Backend,
@@ -72,11 +68,12 @@ impl LlamaClient {
         if let Some(authorization) = backend.authorization() {
             request.headers_mut().insert(AUTHORIZATION, authorization);
         }
-        let response = tokio::time::timeout(self.response_timeout, self.http.request(request))
+        let limit = backend.limits.headers_timeout;
+        let response = tokio::time::timeout(limit, self.http.request(request))
             .await
             .map_err(|_| RouterError::Timeout {
                 backend: backend.name.clone(),
-                seconds: self.response_timeout.as_secs_f64(),
+                seconds: limit.as_secs_f64(),
             })?
             .map_err(|e| transport_error(backend, &e))?;
         if response.status().is_success() {

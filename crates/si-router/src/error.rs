@@ -1,5 +1,3 @@
-use crate::pool::HealthState;
-
 /// Why a chat request could not be routed or answered, with enough detail to say
 /// whose fault it is: the caller's (bad request), the gateway's configuration (a
 /// rejected key), or a backend's (down, loading, failing).
@@ -30,7 +28,7 @@ pub enum RouterError {
         /// The model.
         model: String,
         /// Each backend of the model and its state.
-        states: Vec<(String, HealthState)>,
+        states: Vec<(String, String)>,
     },
     /// The backend could not be reached (refused, reset, connect timeout).
     #[error("backend `{backend}` is unreachable: {reason}")]
@@ -80,12 +78,21 @@ pub enum RouterError {
         message: String,
     },
     /// The backend did not answer in time.
-    #[error("backend `{backend}` did not answer within {seconds} s (gateway.response_timeout_ms)")]
+    #[error("backend `{backend}` did not answer within {seconds} s (headers_timeout_ms)")]
     Timeout {
         /// The backend.
         backend: String,
         /// The limit that ran out.
         seconds: f64,
+    },
+    /// Every slot of the backend is busy and its queue is full, or the request
+    /// waited the queue's whole timeout.
+    #[error("backend `{backend}` is at capacity: {why}; retry in a few seconds")]
+    Overloaded {
+        /// The backend.
+        backend: String,
+        /// Queue full, or waited too long.
+        why: &'static str,
     },
     /// A backend's API key cannot be sent as an HTTP header.
     #[error(
@@ -114,6 +121,25 @@ fn key_rejected_message(backend: &str, key_source: &str, had_key: bool) -> Strin
 }
 
 impl RouterError {
+    /// Worth another replica: nothing reached the client, and another server of the
+    /// same model may well answer (refused or dropped connection, 5xx, loading).
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            RouterError::Unreachable { .. }
+                | RouterError::Failed { .. }
+                | RouterError::Unavailable { .. }
+        )
+    }
+
+    /// Counts against the backend's passive health (connect errors and 5xx).
+    pub fn is_backend_fault(&self) -> bool {
+        matches!(
+            self,
+            RouterError::Unreachable { .. } | RouterError::Failed { .. }
+        )
+    }
+
     /// The backend involved, if any (safe to log: a configured name).
     pub fn backend(&self) -> Option<&str> {
         match self {
@@ -123,6 +149,7 @@ impl RouterError {
             | RouterError::Rejected { backend, .. }
             | RouterError::Failed { backend, .. }
             | RouterError::Timeout { backend, .. }
+            | RouterError::Overloaded { backend, .. }
             | RouterError::UnusableKey { backend, .. } => Some(backend),
             RouterError::InvalidRequest(_)
             | RouterError::UnknownAgent { .. }
@@ -132,10 +159,10 @@ impl RouterError {
     }
 }
 
-fn describe(states: &[(String, HealthState)]) -> String {
+fn describe(states: &[(String, String)]) -> String {
     states
         .iter()
-        .map(|(name, state)| format!("{name}: {}", state.as_str()))
+        .map(|(name, state)| format!("{name}: {state}"))
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -53,6 +53,9 @@ async fn poll_forever(
         let (state, took) = client.health(&backend, timeout).await;
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let previous = backend.set_state(state, micros);
+        if state == HealthState::Ok && backend.passive.probe_succeeded(std::time::Instant::now()) {
+            tracing::info!(backend = %backend.name, "ejected backend re-admitted after a good health poll");
+        }
         if previous != state {
             log_change(&backend, previous, state);
         }

@@ -7,28 +7,37 @@
 //! - [`client`]: the HTTP client for llama-server: chat, `/health`, and turning its
 //!   error answers into [`RouterError`]s that say whose fault they are.
 //! - [`usage`]: token counts read from an answer as it streams past.
+//! - [`body`]: an answer on its way out: timeouts, clean ends of broken streams.
 //! - [`health`]: the background poll of every backend's `/health`.
 //!
 //! [`Router`] ties them together. This crate never builds a response for a client of
 //! the gateway; the server maps [`RouterError`] to statuses.
 
 pub mod agents;
+pub mod body;
+mod capacity;
 pub mod client;
 mod error;
 pub mod health;
 pub mod pool;
 pub mod request;
+mod retry;
 pub mod usage;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
-use si_core::{AgentConfig, Config};
+use si_core::{AgentConfig, Config, FailoverConfig};
+
+use crate::capacity::NoSlot;
+use crate::retry::RetryBudget;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use agents::AgentTable;
+pub use body::UpstreamBody;
+pub use capacity::InFlight;
 pub use client::LlamaClient;
 pub use error::RouterError;
 pub use pool::{Backend, BackendPool, HealthState};
@@ -41,6 +50,10 @@ pub struct Upstream {
     pub backend: Arc<Backend>,
     /// Its response; the body streams as the backend produces it.
     pub response: http::Response<Incoming>,
+    /// The backend slot this answer occupies: keep it until the body is done.
+    pub slot: InFlight,
+    /// Whether this was a second try, on another replica.
+    pub retried: bool,
 }
 
 /// Agents, backends and a client: everything needed to route a chat request.
@@ -49,6 +62,8 @@ pub struct Router {
     agents: Arc<AgentTable>,
     pool: Arc<BackendPool>,
     client: LlamaClient,
+    failover: FailoverConfig,
+    budget: Arc<RetryBudget>,
 }
 
 impl Router {
@@ -57,10 +72,9 @@ impl Router {
         Ok(Router {
             agents: Arc::new(AgentTable::new(&config.agents)),
             pool: Arc::new(BackendPool::new(&config.backends)?),
-            client: LlamaClient::new(
-                config.gateway.connect_timeout,
-                config.gateway.response_timeout,
-            ),
+            client: LlamaClient::new(config.gateway.connect_timeout),
+            failover: config.failover.clone(),
+            budget: Arc::new(RetryBudget::default()),
         })
     }
 
@@ -79,11 +93,67 @@ impl Router {
         self.agents.resolve(head, &self.pool)
     }
 
-    /// Sends `body` unchanged to a routable backend of `agent`'s model.
+    /// Sends `body` unchanged to the least busy routable backend of `agent`'s
+    /// model. A connect failure or a 5xx (nothing has reached the client yet) is
+    /// tried once more on another replica of the same model, within the retry
+    /// budget; failures count towards ejecting the backend.
     pub async fn chat(&self, agent: &AgentConfig, body: Bytes) -> Result<Upstream, RouterError> {
-        let backend = self.pool.pick(&agent.model)?;
-        let response = self.client.chat(&backend, body).await?;
-        Ok(Upstream { backend, response })
+        let _active = self.budget.request();
+        let mut tried: Vec<String> = Vec::new();
+        let mut retry = None;
+        loop {
+            let backend = match self.pool.pick(&agent.model, &tried) {
+                Ok(backend) => backend,
+                Err(e) => return Err(retry.map_or(e, |(_, failed)| failed)),
+            };
+            tried.push(backend.name.clone());
+            let slot = backend
+                .capacity
+                .admit()
+                .await
+                .map_err(|why| RouterError::Overloaded {
+                    backend: backend.name.clone(),
+                    why: match why {
+                        NoSlot::QueueFull => "every slot is busy and the queue is full",
+                        NoSlot::TimedOut => "no slot came free within the queue timeout",
+                    },
+                })?;
+            match self.client.chat(&backend, body.clone()).await {
+                Ok(response) => {
+                    backend.passive.succeeded();
+                    let retried = retry.is_some();
+                    return Ok(Upstream {
+                        backend,
+                        response,
+                        slot,
+                        retried,
+                    });
+                }
+                Err(e) => {
+                    drop(slot);
+                    self.count_failure(&backend, &e);
+                    let second_try = retry.is_none() && e.is_retryable();
+                    match second_try
+                        .then(|| self.budget.retry(&self.failover))
+                        .flatten()
+                    {
+                        Some(guard) => retry = Some((guard, e)),
+                        None => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    fn count_failure(&self, backend: &Backend, error: &RouterError) {
+        if !error.is_backend_fault() {
+            return;
+        }
+        let may_eject = self.pool.has_other_replica(backend);
+        let now = std::time::Instant::now();
+        if let Some(period) = backend.passive.failed(may_eject, &self.failover, now) {
+            tracing::warn!(backend = %backend.name, seconds = period.as_secs(), "backend ejected after consecutive failures");
+        }
     }
 
     /// Polls every backend's `/health` until `shutdown` is cancelled.

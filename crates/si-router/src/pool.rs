@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 
 use http::{HeaderValue, Uri};
 use secrecy::{ExposeSecret, SecretString};
-use si_core::BackendConfig;
+use si_core::{BackendConfig, BackendLimits};
+
+use crate::capacity::{Capacity, PassiveHealth};
 
 use crate::RouterError;
 
@@ -75,6 +77,10 @@ pub struct Backend {
     state: AtomicU8,
     /// Microseconds the last health poll took.
     last_probe_micros: AtomicU64,
+    /// Capacity and timeouts from configuration.
+    pub limits: BackendLimits,
+    pub(crate) capacity: Capacity,
+    pub(crate) passive: PassiveHealth,
 }
 
 impl Backend {
@@ -100,6 +106,9 @@ impl Backend {
             authorization: RwLock::new(authorization),
             state: AtomicU8::new(HealthState::Unknown.to_u8()),
             last_probe_micros: AtomicU64::new(0),
+            capacity: Capacity::new(&config.limits),
+            limits: config.limits.clone(),
+            passive: PassiveHealth::default(),
         })
     }
 
@@ -118,6 +127,36 @@ impl Backend {
     /// How long the last health poll took, in microseconds (0 before the first).
     pub fn last_probe_micros(&self) -> u64 {
         self.last_probe_micros.load(Ordering::Relaxed)
+    }
+
+    /// Whether requests may be sent: its health poll says so and passive health
+    /// checks have not taken it out of rotation.
+    pub fn is_routable(&self) -> bool {
+        self.state().is_routable() && !self.passive.is_ejected()
+    }
+
+    /// Whether passive health checks took it out of rotation.
+    pub fn is_ejected(&self) -> bool {
+        self.passive.is_ejected()
+    }
+
+    /// Requests being answered by it now.
+    pub fn in_flight(&self) -> usize {
+        self.capacity.in_flight()
+    }
+
+    /// Requests waiting for one of its slots.
+    pub fn waiting(&self) -> usize {
+        self.capacity.waiting()
+    }
+
+    /// Its state for people: the health poll's, or `ejected`.
+    pub fn state_label(&self) -> &'static str {
+        if self.is_ejected() {
+            "ejected"
+        } else {
+            self.state().as_str()
+        }
     }
 
     /// Whether the gateway has an API key for it.
@@ -216,12 +255,13 @@ impl BackendPool {
             .map(|(_, b)| b.model.as_str())
     }
 
-    /// A routable backend of `model`, taking replicas in turn.
-    pub fn pick(&self, model: &str) -> Result<Arc<Backend>, RouterError> {
+    /// The routable backend of `model` with the fewest requests in flight, skipping
+    /// `exclude` (replicas already tried); ties go to the replicas in turn.
+    pub fn pick(&self, model: &str, exclude: &[String]) -> Result<Arc<Backend>, RouterError> {
         let candidates: Vec<&Arc<Backend>> = self
             .backends
             .iter()
-            .filter(|b| b.model == model && b.state().is_routable())
+            .filter(|b| b.model == model && b.is_routable() && !exclude.contains(&b.name))
             .collect();
         if candidates.is_empty() {
             return Err(RouterError::NoHealthyBackend {
@@ -230,7 +270,7 @@ impl BackendPool {
                     .backends
                     .iter()
                     .filter(|b| b.model == model)
-                    .map(|b| (b.name.clone(), b.state()))
+                    .map(|b| (b.name.clone(), b.state_label().to_owned()))
                     .collect(),
             });
         }
@@ -239,7 +279,19 @@ impl BackendPool {
             .iter()
             .find(|(m, _)| m == model)
             .map_or(0, |(_, cursor)| cursor.fetch_add(1, Ordering::Relaxed));
-        Ok(Arc::clone(candidates[turn % candidates.len()]))
+        let start = turn % candidates.len();
+        let chosen = (0..candidates.len())
+            .map(|i| candidates[(start + i) % candidates.len()])
+            .min_by_key(|b| b.in_flight())
+            .unwrap_or(candidates[start]);
+        Ok(Arc::clone(chosen))
+    }
+
+    /// Whether `model` has a routable backend other than `backend`.
+    pub(crate) fn has_other_replica(&self, backend: &Backend) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.model == backend.model && b.name != backend.name && b.is_routable())
     }
 }
 
@@ -257,7 +309,7 @@ mod tests {
     fn replicas_take_turns_and_unhealthy_ones_are_skipped() {
         let pool = pool();
         let mut picked: Vec<String> = (0..4)
-            .map(|_| pool.pick("tiny-llama-1b").unwrap().url.clone())
+            .map(|_| pool.pick("tiny-llama-1b", &[]).unwrap().url.clone())
             .collect();
         picked.sort();
         assert_eq!(
@@ -273,12 +325,12 @@ mod tests {
         pool.all()[0].set_state(HealthState::Loading, 10);
         for _ in 0..3 {
             assert_eq!(
-                pool.pick("tiny-llama-1b").unwrap().url,
+                pool.pick("tiny-llama-1b", &[]).unwrap().url,
                 "http://127.0.0.1:8083"
             );
         }
         pool.all()[3].set_state(HealthState::Down, 10);
-        let err = pool.pick("tiny-llama-1b").unwrap_err().to_string();
+        let err = pool.pick("tiny-llama-1b", &[]).unwrap_err().to_string();
         assert!(err.contains("tiny-llama-1b-8080: loading"), "{err}");
         assert!(err.contains("tiny-llama-1b-8083: down"), "{err}");
     }
@@ -288,8 +340,13 @@ mod tests {
         let pool = pool();
         let mut on_8080 = 0;
         for _ in 0..10 {
-            pool.pick("bimedix2-8b").unwrap();
-            if pool.pick("tiny-llama-1b").unwrap().url.ends_with(":8080") {
+            pool.pick("bimedix2-8b", &[]).unwrap();
+            if pool
+                .pick("tiny-llama-1b", &[])
+                .unwrap()
+                .url
+                .ends_with(":8080")
+            {
                 on_8080 += 1;
             }
         }

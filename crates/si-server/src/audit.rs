@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use si_auth::Claims;
 use si_auth::audit::{AuditLog, AuditRecord, AuditUnavailable};
+use si_router::UpstreamBody;
 use si_router::usage::UsageScanner;
 
 /// Status recorded when the client went away before the answer was complete.
@@ -101,7 +101,7 @@ enum State {
 
 /// A backend's answer, passed through frame by frame, audited when it ends.
 pub(crate) struct AuditedBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     scanner: Option<UsageScanner>,
     /// Where the record goes; `None` once written (or when not audited).
     audit: Option<(AuditDraft, Arc<AuditLog>)>,
@@ -111,7 +111,7 @@ pub(crate) struct AuditedBody {
 
 impl AuditedBody {
     pub(crate) fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         events: bool,
         status: u16,
         audit: Option<(AuditDraft, Arc<AuditLog>)>,
@@ -147,6 +147,8 @@ impl AuditedBody {
     /// The finished record and its log, once.
     fn take_record(&mut self, status: u16) -> Option<(AuditRecord, Arc<AuditLog>)> {
         let (draft, log) = self.audit.take()?;
+        // An answer cut short is recorded with the status it ended with.
+        let status = self.inner.failure().unwrap_or(status);
         let usage = self.scanner.take().and_then(UsageScanner::finish);
         let tokens = usage.map(|u| (u.prompt_tokens, u.completion_tokens));
         Some((draft.finish(status, tokens), log))
@@ -200,7 +202,7 @@ impl Body for AuditedBody {
                             log.append_detached(record);
                         }
                         this.state = State::Done;
-                        return Poll::Ready(Some(Err(e.into())));
+                        return Poll::Ready(Some(Err(e)));
                     }
                     Poll::Ready(None) => this.state = this.commit(None),
                     Poll::Pending => return Poll::Pending,

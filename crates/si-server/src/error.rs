@@ -207,6 +207,11 @@ fn classify_router(error: &RouterError) -> (StatusCode, &str, &str) {
         ),
         RouterError::Failed { .. } => (StatusCode::BAD_GATEWAY, UPSTREAM, "backend_failed"),
         RouterError::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, UPSTREAM, "backend_timeout"),
+        RouterError::Overloaded { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "backend_overloaded",
+        ),
         RouterError::UnusableKey { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "bad_backend_key")
         }

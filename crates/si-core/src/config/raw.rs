@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::reliability::{RawBackendDefaults, RawFailover, RawLimitOverrides};
 use super::{
     AgentConfig, AuthConfig, BackendConfig, BackendUrl, Config, ConfigError, GatewayConfig,
     RateLimitConfig, SpeedTier,
@@ -31,6 +32,10 @@ pub(super) struct RawConfig {
     roles: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     rate_limits: RawRateLimits,
+    #[serde(default)]
+    backend_defaults: RawBackendDefaults,
+    #[serde(default)]
+    failover: RawFailover,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,7 +100,8 @@ struct RawGateway {
     health_interval_ms: u64,
     health_timeout_ms: u64,
     connect_timeout_ms: u64,
-    response_timeout_ms: u64,
+    max_connections: u32,
+    shutdown_grace_ms: u64,
 }
 
 impl Default for RawGateway {
@@ -108,7 +114,8 @@ impl Default for RawGateway {
             health_interval_ms: 5_000,
             health_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
-            response_timeout_ms: 120_000,
+            max_connections: 10_000,
+            shutdown_grace_ms: 30_000,
         }
     }
 }
@@ -145,6 +152,26 @@ struct RawBackend {
     model: String,
     api_key: String,
     gpu: Option<u32>,
+    // Overrides of [backend_defaults] (serde's flatten cannot refuse unknown keys).
+    max_in_flight: Option<u32>,
+    queue_depth: Option<u32>,
+    queue_timeout_ms: Option<u64>,
+    headers_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    total_timeout_ms: Option<u64>,
+}
+
+impl RawBackend {
+    fn overrides(&self) -> RawLimitOverrides {
+        RawLimitOverrides {
+            max_in_flight: self.max_in_flight,
+            queue_depth: self.queue_depth,
+            queue_timeout_ms: self.queue_timeout_ms,
+            headers_timeout_ms: self.headers_timeout_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            total_timeout_ms: self.total_timeout_ms,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,10 +225,11 @@ impl RawConfig {
         let mut config = Config {
             gateway,
             auth,
-            backends: validate_backends(self.backends, source)?,
+            backends: validate_backends(self.backends, &self.backend_defaults, source)?,
             agents: validate_agents(self.agents),
             roles: RolePolicy::default(),
             rate_limits: self.rate_limits.validate(source)?,
+            failover: self.failover.validate(source)?,
         };
         config.check(source)?;
         config.roles = validate_roles(self.roles, &config.agents, source)?;
@@ -249,7 +277,12 @@ impl RawGateway {
             health_interval: millis("gateway.health_interval_ms", self.health_interval_ms, 100)?,
             health_timeout: millis("gateway.health_timeout_ms", self.health_timeout_ms, 1)?,
             connect_timeout: millis("gateway.connect_timeout_ms", self.connect_timeout_ms, 1)?,
-            response_timeout: millis("gateway.response_timeout_ms", self.response_timeout_ms, 1)?,
+            max_connections: if (1..=1_000_000).contains(&self.max_connections) {
+                self.max_connections
+            } else {
+                return Err(err("gateway.max_connections", "expected 1 to 1000000"));
+            },
+            shutdown_grace: millis("gateway.shutdown_grace_ms", self.shutdown_grace_ms, 0)?,
         })
     }
 }
@@ -297,12 +330,15 @@ impl RawAuth {
 
 fn validate_backends(
     raw: Vec<RawBackend>,
+    defaults: &RawBackendDefaults,
     source: &str,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
     raw.into_iter()
         .enumerate()
         .map(|(i, backend)| {
             let key = |field: &str| format!("backends[{i}].{field}");
+            let limits =
+                defaults.resolve(&backend.overrides(), &format!("backends[{i}]"), source)?;
             let url = parse_backend_url(&backend.url)
                 .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
             let api_key_ref = SecretRef::parse(&backend.api_key)
@@ -314,6 +350,7 @@ fn validate_backends(
                 api_key_ref,
                 api_key: None,
                 gpu: backend.gpu,
+                limits,
             })
         })
         .collect()

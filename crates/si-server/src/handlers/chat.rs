@@ -5,7 +5,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use si_router::{ChatRequestHead, Upstream};
+use si_router::{ChatRequestHead, Upstream, UpstreamBody};
 
 use crate::Gateway;
 use crate::audit::{AuditDraft, AuditedBody, AuditedByBody};
@@ -50,13 +50,19 @@ fn pass_through(
     agent: &str,
     draft: Option<AuditDraft>,
 ) -> Response<GatewayBody> {
-    let Upstream { backend, response } = upstream;
+    let Upstream {
+        backend,
+        response,
+        slot,
+        ..
+    } = upstream;
     let (parts, body) = response.into_parts();
     let is_stream = parts
         .headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
+    let body = UpstreamBody::new(body, is_stream, &backend.limits, &backend.name, slot);
     let body = match draft {
         Some(draft) => {
             draft.answered_by(&backend.model, &backend.name);

@@ -1,0 +1,174 @@
+//! What a backend can take right now: its slots, the queue in front of them, and
+//! whether passive health checks have taken it out of rotation.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use si_core::{BackendLimits, FailoverConfig};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Slots (requests at once) and a bounded queue in front of them.
+#[derive(Debug)]
+pub(crate) struct Capacity {
+    slots: Arc<Semaphore>,
+    in_flight: Arc<AtomicUsize>,
+    waiting: AtomicUsize,
+    queue_depth: usize,
+    queue_timeout: Duration,
+}
+
+/// One request's slot on a backend, held until its answer is fully passed on (or
+/// abandoned), so the count of requests in flight is exact.
+#[derive(Debug)]
+pub struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Why a request got no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoSlot {
+    /// The queue is full.
+    QueueFull,
+    /// It waited the whole queue timeout.
+    TimedOut,
+}
+
+impl Capacity {
+    pub(crate) fn new(limits: &BackendLimits) -> Self {
+        Capacity {
+            slots: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            waiting: AtomicUsize::new(0),
+            queue_depth: limits.queue_depth as usize,
+            queue_timeout: limits.queue_timeout,
+        }
+    }
+
+    /// Requests being answered now (the replica choice prefers the fewest).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Requests waiting for a slot.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// A slot now, or after waiting in the queue; refused at once when the queue
+    /// is full, so memory stays flat however hard the gateway is pushed.
+    pub(crate) async fn admit(&self) -> Result<InFlight, NoSlot> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
+                    self.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(NoSlot::QueueFull);
+                }
+                let waited =
+                    tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
+                        .await;
+                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                match waited {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) | Err(_) => return Err(NoSlot::TimedOut),
+                }
+            }
+        };
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Ok(InFlight {
+            _permit: permit,
+            in_flight: self.in_flight.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Ejection {
+    until: Option<Instant>,
+    /// Ejections so far, for the growing back-off; forgotten after a long good run.
+    count: u32,
+    last_end: Option<Instant>,
+}
+
+/// Passive health: consecutive failures take a backend out for a while.
+#[derive(Debug, Default)]
+pub(crate) struct PassiveHealth {
+    failures: AtomicU32,
+    ejection: Mutex<Ejection>,
+}
+
+impl PassiveHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ejection> {
+        self.ejection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether it is out of rotation: from an ejection until a good `/health` poll
+    /// after the ejection period.
+    pub(crate) fn is_ejected(&self) -> bool {
+        self.lock().until.is_some()
+    }
+
+    pub(crate) fn succeeded(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Counts a failure; ejects when the count reaches the threshold and `may_eject`
+    /// (another replica is there to take the traffic). Returns the ejection period.
+    pub(crate) fn failed(
+        &self,
+        may_eject: bool,
+        policy: &FailoverConfig,
+        now: Instant,
+    ) -> Option<Duration> {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < policy.eject_after_failures || !may_eject {
+            return None;
+        }
+        let mut ejection = self.lock();
+        if ejection.until.is_some() {
+            return None;
+        }
+        // A long good run since the last ejection starts the back-off over.
+        if ejection
+            .last_end
+            .is_some_and(|end| now.duration_since(end) > policy.eject_max)
+        {
+            ejection.count = 0;
+        }
+        let period = policy
+            .eject_base
+            .saturating_mul(1 << ejection.count.min(16))
+            .min(policy.eject_max);
+        ejection.count += 1;
+        ejection.until = Some(now + period);
+        self.failures.store(0, Ordering::Relaxed);
+        Some(period)
+    }
+
+    /// A good `/health` poll: re-admits a backend whose ejection period is over.
+    /// Returns whether it did.
+    pub(crate) fn probe_succeeded(&self, now: Instant) -> bool {
+        let mut ejection = self.lock();
+        match ejection.until {
+            Some(until) if now >= until => {
+                ejection.until = None;
+                ejection.last_end = Some(now);
+                self.failures.store(0, Ordering::Relaxed);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
