@@ -40,6 +40,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         model: "triage-3b".into(),
         tier: SpeedTier::Fast,
         description: "Emergency department triage notes".into(),
+        fallback: None,
     }];
     // The embedding program decides what the gateway may read: here, one variable.
     let key = std::env::var("TRIAGE_API_KEY").unwrap_or_default();

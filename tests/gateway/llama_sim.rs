@@ -30,6 +30,7 @@ struct LlamaBehaviour {
     keys: Arc<Mutex<Vec<String>>>,
     shape: StreamShape,
     loading: Arc<AtomicBool>,
+    failing: Arc<AtomicBool>,
 }
 
 impl Respond for LlamaBehaviour {
@@ -103,6 +104,9 @@ impl LlamaBehaviour {
         if content.starts_with("fail:") {
             let message = format!("failed to parse input: {content}");
             return llama_error(500, &message, "server_error");
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            return llama_error(500, "slot crashed", "server_error");
         }
         if body["stream"].as_bool() == Some(true) {
             let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
@@ -192,6 +196,7 @@ pub struct LlamaSim {
     pub port_tag: u16,
     loading: Arc<AtomicBool>,
     keys: Arc<Mutex<Vec<String>>>,
+    failing: Arc<AtomicBool>,
 }
 
 impl LlamaSim {
@@ -205,6 +210,7 @@ impl LlamaSim {
         let key = format!("key-{port_tag}-{}", si::si_auth::secret::random_hex(8));
         let loading = Arc::new(AtomicBool::new(false));
         let keys = Arc::new(Mutex::new(vec![key.clone()]));
+        let failing = Arc::new(AtomicBool::new(false));
         Mock::given(any())
             .respond_with(LlamaBehaviour {
                 alias: alias.to_owned(),
@@ -212,6 +218,7 @@ impl LlamaSim {
                 keys: keys.clone(),
                 shape,
                 loading: loading.clone(),
+                failing: failing.clone(),
             })
             .mount(&server)
             .await;
@@ -222,12 +229,18 @@ impl LlamaSim {
             port_tag,
             loading,
             keys,
+            failing,
         }
     }
 
     /// The keys it accepts from now on, as after a restart with `--api-key A,B`.
     pub fn set_keys(&self, keys: &[&str]) {
         *self.keys.lock().unwrap() = keys.iter().map(|k| (*k).to_owned()).collect();
+    }
+
+    /// Answers chats with 500 from now on (or no more).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     pub fn set_loading(&self, loading: bool) {

@@ -12,6 +12,7 @@ mod keys;
 mod limits;
 mod llama_sim;
 mod raw_backend;
+mod reliability;
 mod routing;
 mod sessions;
 mod streaming;

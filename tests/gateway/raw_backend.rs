@@ -1,7 +1,9 @@
 //! A hand-written llama-server stand-in over raw TCP, for what wiremock cannot do:
-//! hold a stream open between two events until the test says so.
+//! hold a stream open between two events, hang before its headers, die mid-stream,
+//! and notice when the gateway closes the connection.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,30 +15,61 @@ pub const FIRST_EVENT: &str =
 pub const SECOND_EVENT: &str =
     "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"second\"}}]}\n\n";
 
-/// Serves `/health` and a chat stream that pauses after its first event until
-/// `release` is notified.
+/// What the chat endpoint does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Headers and the first event, then waits for `release`, then the rest.
+    PauseAfterFirstEvent,
+    /// Waits for `release` before sending anything at all.
+    HangBeforeHeaders,
+}
+
+#[derive(Default)]
+pub struct Signals {
+    /// Lets a paused or hanging answer go on.
+    pub release: Notify,
+    pub released: AtomicBool,
+    /// When set at release, the answer is broken off instead of finished.
+    pub die: AtomicBool,
+    /// Set when the gateway closed a connection whose answer was still pending.
+    pub closed: AtomicBool,
+    /// Chat requests received.
+    pub chats: AtomicUsize,
+}
+
+/// Serves `/health` and a chat endpoint that does what its [`Behaviour`] says.
 pub struct GatedStreamBackend {
     pub url: String,
-    pub release: Arc<Notify>,
+    pub signals: Arc<Signals>,
     task: Option<JoinHandle<()>>,
 }
 
 impl GatedStreamBackend {
     pub async fn start() -> Self {
+        Self::start_with(Behaviour::PauseAfterFirstEvent).await
+    }
+
+    pub async fn start_with(behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let release = Arc::new(Notify::new());
-        let gate = release.clone();
+        let signals = Arc::new(Signals::default());
+        let shared = signals.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, gate.clone()));
+                tokio::spawn(serve(stream, shared.clone(), behaviour));
             }
         });
         GatedStreamBackend {
             url,
-            release,
+            signals,
             task: Some(task),
         }
+    }
+
+    /// Lets the pending answers (and any later ones) go on.
+    pub fn release(&self) {
+        self.signals.released.store(true, Ordering::SeqCst);
+        self.signals.release.notify_waiters();
     }
 
     /// Stops listening; once this returns, new connections are refused.
@@ -56,7 +89,7 @@ impl Drop for GatedStreamBackend {
     }
 }
 
-async fn serve(mut stream: TcpStream, gate: Arc<Notify>) {
+async fn serve(mut stream: TcpStream, signals: Arc<Signals>, behaviour: Behaviour) {
     let Some(head) = read_request(&mut stream).await else {
         return;
     };
@@ -69,9 +102,13 @@ async fn serve(mut stream: TcpStream, gate: Arc<Notify>) {
         let _ = stream.write_all(response.as_bytes()).await;
         return;
     }
+    signals.chats.fetch_add(1, Ordering::SeqCst);
     let header = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-accel-buffering: no\r\n\
                   transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
     let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());
+    if behaviour == Behaviour::HangBeforeHeaders && !wait_for_release(&mut stream, &signals).await {
+        return;
+    }
     if stream.write_all(header.as_bytes()).await.is_err()
         || stream
             .write_all(chunk(FIRST_EVENT).as_bytes())
@@ -81,13 +118,41 @@ async fn serve(mut stream: TcpStream, gate: Arc<Notify>) {
         return;
     }
     let _ = stream.flush().await;
-    gate.notified().await;
+    if behaviour == Behaviour::PauseAfterFirstEvent
+        && !wait_for_release(&mut stream, &signals).await
+    {
+        return;
+    }
+    if signals.die.load(Ordering::SeqCst) {
+        // Broken off: no more chunks, no terminator.
+        return;
+    }
     let rest = format!(
         "{}{}0\r\n\r\n",
         chunk(SECOND_EVENT),
         chunk("data: [DONE]\n\n")
     );
     let _ = stream.write_all(rest.as_bytes()).await;
+}
+
+/// Waits for `release`; false (and `closed` set) if the gateway closes first.
+async fn wait_for_release(stream: &mut TcpStream, signals: &Signals) -> bool {
+    let mut byte = [0u8; 1];
+    let notified = signals.release.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    if signals.released.load(Ordering::SeqCst) {
+        return true;
+    }
+    tokio::select! {
+        () = notified => true,
+        read = stream.read(&mut byte) => {
+            if matches!(read, Ok(0) | Err(_)) {
+                signals.closed.store(true, Ordering::SeqCst);
+            }
+            false
+        }
+    }
 }
 
 /// Reads one request (headers and a `content-length` body); returns the head.

@@ -99,7 +99,7 @@ async fn stream_events_are_forwarded_as_they_arrive() {
         .unwrap();
     assert_eq!(first.into_data().unwrap(), FIRST_EVENT);
 
-    backend.release.notify_one();
+    backend.release();
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(
         String::from_utf8_lossy(&rest),

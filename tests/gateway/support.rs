@@ -195,6 +195,18 @@ impl Harness {
         read_json(self.request("GET", path, token, Bytes::new()).await).await
     }
 
+    /// Sends the shutdown signal without waiting for the drain.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Whether the server task has finished.
+    pub fn server_finished(&self) -> bool {
+        self.server.as_ref().is_none_or(|s| s.is_finished())
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

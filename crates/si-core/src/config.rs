@@ -186,6 +186,11 @@ pub struct AgentConfig {
     pub tier: SpeedTier,
     /// One line for people.
     pub description: String,
+    /// The agent that answers when every backend of this one's model fails before
+    /// answering. None by default: a clinical question is never answered by another
+    /// model unless configured so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 /// Expected answer speed of an agent.

@@ -1,6 +1,7 @@
 //! [`Gateway`]: everything one server instance runs with.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -52,6 +53,8 @@ pub(crate) struct GatewayInner {
     pub(crate) throttle: Arc<LoginThrottle>,
     /// The audit trail.
     pub(crate) audit: Arc<AuditLog>,
+    /// Set once shutdown began.
+    pub(crate) draining: AtomicBool,
 }
 
 impl Gateway {
@@ -98,6 +101,7 @@ impl Gateway {
                 limits,
                 throttle: Arc::new(LoginThrottle::default()),
                 audit,
+                draining: AtomicBool::new(false),
             }),
         })
     }
@@ -115,6 +119,13 @@ impl Gateway {
     /// Its token issuer.
     pub fn tokens(&self) -> &TokenIssuer {
         &self.inner.tokens
+    }
+
+    /// Whether it is shutting down (in-flight requests finishing, no new ones).
+    pub fn is_draining(&self) -> bool {
+        self.inner
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Its user database.

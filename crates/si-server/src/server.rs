@@ -12,7 +12,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::GatewayBody;
@@ -22,11 +26,10 @@ use crate::{Gateway, routes};
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the revocation list checks the database for changes by other processes.
 const REVOCATION_SYNC: Duration = Duration::from_secs(1);
-/// How long in-flight requests may finish after shutdown begins.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `gateway` on `listener` until `shutdown` completes, then stops accepting,
-/// lets in-flight requests finish (up to 30 s) and stops the health poll.
+/// reports draining, lets in-flight requests and streams finish (up to
+/// `gateway.shutdown_grace_ms`) and stops the background tasks.
 pub async fn run(
     listener: TcpListener,
     gateway: Gateway,
@@ -42,11 +45,17 @@ pub async fn run(
     let revocation_sync =
         crate::gateway::spawn_revocation_sync(&gateway, REVOCATION_SYNC, stop_polling.clone());
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(settings.max_connections as usize));
     tokio::pin!(shutdown);
     loop {
+        // At the connection cap, wait for one to close before accepting more.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.ok(),
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&gateway, &graceful, stream, peer),
+                Ok((stream, peer)) => serve_connection(&gateway, &graceful, stream, peer, permit),
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -57,8 +66,13 @@ pub async fn run(
         }
     }
     drop(listener);
-    tracing::info!("shutting down: draining in-flight requests");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    gateway.inner.draining.store(true, Ordering::Relaxed);
+    let grace = settings.shutdown_grace;
+    tracing::info!(
+        seconds = grace.as_secs(),
+        "shutting down: draining in-flight requests"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
@@ -75,6 +89,7 @@ fn serve_connection(
     graceful: &GracefulShutdown,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
     let gateway = gateway.clone();
@@ -90,6 +105,7 @@ fn serve_connection(
         .serve_connection(TokioIo::new(stream), service);
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
+        let _permit = permit;
         if let Err(e) = connection.await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }

@@ -108,6 +108,23 @@ fn check_agents(config: &Config, source: &str) -> Result<(), ConfigError> {
             );
             return Err(ConfigError::new(source, key("name"), problem));
         }
+        if let Some(fallback) = &agent.fallback {
+            let target = config
+                .agents
+                .iter()
+                .find(|a| a.name.eq_ignore_ascii_case(fallback));
+            match target {
+                None => {
+                    let problem = format!("no agent is named `{fallback}`");
+                    return Err(ConfigError::new(source, key("fallback"), problem));
+                }
+                Some(target) if target.model == agent.model => {
+                    let problem = "expected an agent served by a different model".to_owned();
+                    return Err(ConfigError::new(source, key("fallback"), problem));
+                }
+                Some(_) => {}
+            }
+        }
         if !config.backends.iter().any(|b| b.model == agent.model) {
             let problem = format!("no backend serves model `{}`", agent.model);
             return Err(ConfigError::new(source, key("model"), problem));

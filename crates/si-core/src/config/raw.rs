@@ -182,6 +182,8 @@ struct RawAgent {
     tier: SpeedTierName,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    fallback: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -398,6 +400,7 @@ fn validate_agents(raw: Vec<RawAgent>) -> Vec<AgentConfig> {
                 SpeedTierName::Slow => SpeedTier::Slow,
             },
             description: agent.description,
+            fallback: agent.fallback,
         })
         .collect()
 }

@@ -5,7 +5,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use si_router::{ChatRequestHead, Upstream, UpstreamBody};
+use si_router::{ChatRequestHead, RouterError, Upstream, UpstreamBody};
 
 use crate::Gateway;
 use crate::audit::{AuditDraft, AuditedBody, AuditedByBody};
@@ -35,11 +35,26 @@ pub(crate) async fn handle(
         draft.agent(&agent.name);
     }
     authorize(gateway, caller.as_ref(), &agent.name)?;
-    let upstream = gateway.router().chat(agent, body).await.inspect_err(|e| {
-        if let (Some(draft), Some(backend)) = (&draft, e.backend()) {
-            draft.answered_by(&agent.model, backend);
+    let answered = gateway.router().chat(agent, body.clone()).await;
+    let upstream = match (answered, &agent.fallback) {
+        (Ok(upstream), _) => upstream,
+        // Every backend of the model failed before answering, and the agent's
+        // configuration names another agent for that case.
+        (Err(e), Some(fallback))
+            if e.is_retryable() || matches!(e, RouterError::NoHealthyBackend { .. }) =>
+        {
+            let fallback = gateway.router().agents().by_name(fallback).ok_or(e)?;
+            authorize(gateway, caller.as_ref(), &fallback.name)?;
+            tracing::warn!(agent = %agent.name, fallback = %fallback.name, "answered by the fallback agent");
+            gateway.router().chat(fallback, body).await?
         }
-    })?;
+        (Err(e), _) => {
+            if let (Some(draft), Some(backend)) = (&draft, e.backend()) {
+                draft.answered_by(&agent.model, backend);
+            }
+            return Err(e.into());
+        }
+    };
     Ok(pass_through(gateway, upstream, &agent.name, draft))
 }
 

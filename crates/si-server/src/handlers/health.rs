@@ -26,6 +26,9 @@ struct BackendHealth<'a> {
     latency_ms: f64,
     /// The gateway holds an API key for it.
     has_key: bool,
+    /// Requests it is answering now, and requests waiting for one of its slots.
+    in_flight: usize,
+    waiting: usize,
 }
 
 #[derive(Serialize)]
@@ -38,11 +41,7 @@ struct AgentHealth<'a> {
 pub(crate) fn handle(gateway: &Gateway) -> Response<GatewayBody> {
     let router = gateway.router();
     let backends = router.pool().all();
-    let routable = |model: &str| {
-        backends
-            .iter()
-            .any(|b| b.model == model && b.state().is_routable())
-    };
+    let routable = |model: &str| backends.iter().any(|b| b.model == model && b.is_routable());
     let agents: Vec<AgentHealth<'_>> = router
         .agents()
         .all()
@@ -53,8 +52,9 @@ pub(crate) fn handle(gateway: &Gateway) -> Response<GatewayBody> {
             ready: routable(&a.model),
         })
         .collect();
+    let draining = gateway.is_draining();
     let health = Health {
-        status: "ok",
+        status: if draining { "draining" } else { "ok" },
         ready: agents.iter().all(|a| a.ready),
         backends: backends
             .iter()
@@ -62,12 +62,20 @@ pub(crate) fn handle(gateway: &Gateway) -> Response<GatewayBody> {
                 name: &b.name,
                 url: &b.url,
                 model: &b.model,
-                state: b.state().as_str(),
+                state: b.state_label(),
                 latency_ms: b.last_probe_micros() as f64 / 1000.0,
                 has_key: b.has_key(),
+                in_flight: b.in_flight(),
+                waiting: b.waiting(),
             })
             .collect(),
         agents,
     };
-    json(StatusCode::OK, &health)
+    // A load balancer takes a draining gateway out of rotation.
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(status, &health)
 }
