@@ -464,3 +464,76 @@ async fn another_model_answers_only_where_the_agent_names_a_fallback() {
     );
     h.shutdown().await;
 }
+
+async fn raw_connection(h: &Harness) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(h.base.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+/// Bytes the server sends before `limit` passes or it closes the connection.
+async fn read_for(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 4096];
+    match tokio::time::timeout(limit, stream.read(&mut buffer)).await {
+        Ok(Ok(n)) => Some(buffer[..n].to_vec()),
+        Ok(Err(_)) => Some(Vec::new()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let toml_edits = edits(&[(
+        "header_read_timeout_ms = 10000",
+        "header_read_timeout_ms = 300",
+    )]);
+    let h = Harness::start(Options {
+        toml_edits,
+        ..Options::default()
+    })
+    .await;
+    let mut slow = raw_connection(&h).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap(); // never finished
+    let answer = read_for(&mut slow, Duration::from_secs(5))
+        .await
+        .expect("the slow client was never cut off");
+    assert!(
+        answer.is_empty() || String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_one_to_close() {
+    use tokio::io::AsyncWriteExt;
+    let toml_edits = edits(&[("max_connections = 10000", "max_connections = 2")]);
+    let h = Harness::start(Options {
+        toml_edits,
+        ..Options::default()
+    })
+    .await;
+    let first = raw_connection(&h).await;
+    let _second = raw_connection(&h).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = raw_connection(&h).await;
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_for(&mut third, Duration::from_millis(300)).await,
+        None,
+        "served past the cap"
+    );
+    drop(first);
+    let answer = read_for(&mut third, Duration::from_secs(5))
+        .await
+        .expect("never served");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    h.shutdown().await;
+}

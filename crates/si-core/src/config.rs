@@ -90,6 +90,8 @@ pub struct GatewayConfig {
     pub max_connections: u32,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// A client must send its request headers within this time (slowloris guard).
+    pub header_read_timeout: Duration,
 }
 
 /// How access tokens are signed and checked.

@@ -22,8 +22,6 @@ use tokio_util::sync::CancellationToken;
 use crate::body::GatewayBody;
 use crate::{Gateway, routes};
 
-/// A client must send its request headers within this time (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the revocation list checks the database for changes by other processes.
 const REVOCATION_SYNC: Duration = Duration::from_secs(1);
 
@@ -92,6 +90,7 @@ fn serve_connection(
     permit: Option<OwnedSemaphorePermit>,
 ) {
     let _ = stream.set_nodelay(true);
+    let header_read_timeout = gateway.config().gateway.header_read_timeout;
     let gateway = gateway.clone();
     let service = service_fn(move |request: Request<Incoming>| {
         let gateway = gateway.clone();
@@ -101,7 +100,7 @@ fn serve_connection(
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(stream), service);
     let connection = graceful.watch(connection);
     tokio::spawn(async move {

@@ -102,6 +102,7 @@ struct RawGateway {
     connect_timeout_ms: u64,
     max_connections: u32,
     shutdown_grace_ms: u64,
+    header_read_timeout_ms: u64,
 }
 
 impl Default for RawGateway {
@@ -116,6 +117,7 @@ impl Default for RawGateway {
             connect_timeout_ms: 2_000,
             max_connections: 10_000,
             shutdown_grace_ms: 30_000,
+            header_read_timeout_ms: 10_000,
         }
     }
 }
@@ -285,6 +287,11 @@ impl RawGateway {
                 return Err(err("gateway.max_connections", "expected 1 to 1000000"));
             },
             shutdown_grace: millis("gateway.shutdown_grace_ms", self.shutdown_grace_ms, 0)?,
+            header_read_timeout: millis(
+                "gateway.header_read_timeout_ms",
+                self.header_read_timeout_ms,
+                1,
+            )?,
         })
     }
 }
