@@ -537,3 +537,79 @@ async fn connections_past_the_cap_wait_for_one_to_close() {
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_least_busy_replica_takes_the_next_request() {
+    let gated = GatedStreamBackend::start().await;
+    let h = Harness::start(Options {
+        url_overrides: vec![(8080, gated.url.clone())],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("admin1").await;
+    let held = h
+        .request(
+            "POST",
+            "/v1/chat/completions",
+            Some(&token),
+            stream_body("Chat"),
+        )
+        .await;
+    assert_eq!(held.headers()["x-si-backend"], "tiny-llama-1b-8080");
+    for _ in 0..4 {
+        assert_eq!(
+            h.post_json("/v1/chat/completions", Some(&token), chat_body("Chat"))
+                .await
+                .0,
+            200
+        );
+    }
+    // Round robin would have sent two of them to the busy replica.
+    assert_eq!(h.sim(8083).chats().await.len(), 4);
+    assert_eq!(gated.signals.chats.load(Ordering::SeqCst), 1);
+    gated.release();
+    held.into_body().collect().await.unwrap();
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_retry_budget_means_no_second_try() {
+    let mut dying = GatedStreamBackend::start().await;
+    let toml_edits = edits(&[
+        ("retry_budget_percent = 20", "retry_budget_percent = 0"),
+        ("min_concurrent_retries = 3", "min_concurrent_retries = 0"),
+    ]);
+    let h = Harness::start(Options {
+        toml_edits,
+        url_overrides: vec![(8080, dying.url.clone())],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("admin1").await;
+    dying.stop().await;
+    // The model's first request goes to 8080, which refuses; no budget, no failover.
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), chat_body("Chat"))
+        .await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (502, "backend_unreachable")
+    );
+    assert!(h.sim(8083).chats().await.is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn healthz_reports_draining_before_connections_are_refused() {
+    let toml_edits = edits(&[("drain_notice_ms = 0", "drain_notice_ms = 1000")]);
+    let mut h = Harness::start(Options {
+        toml_edits,
+        ..Options::default()
+    })
+    .await;
+    h.begin_shutdown();
+    assert!(eventually(|| async { h.gateway.is_draining() }).await);
+    let (status, body) = h.get_json("/healthz", None).await;
+    assert_eq!((status, body["status"].as_str()), (503, Some("draining")));
+    assert!(eventually(|| async { h.server_finished() }).await);
+}

@@ -67,8 +67,9 @@ impl Harness {
                 .map_or(StreamShape::Newer, |(_, s)| *s);
             sims.push(LlamaSim::start(port, key_var, alias, shape).await);
         }
-        let mut toml =
-            BUILTIN_TOML.replace("health_interval_ms = 5000", "health_interval_ms = 3600000");
+        let mut toml = BUILTIN_TOML
+            .replace("health_interval_ms = 5000", "health_interval_ms = 3600000")
+            .replace("drain_notice_ms = 2000", "drain_notice_ms = 0");
         for (from, to) in &options.toml_edits {
             toml = toml.replace(from, to);
         }

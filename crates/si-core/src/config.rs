@@ -90,6 +90,9 @@ pub struct GatewayConfig {
     pub max_connections: u32,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long `/healthz` reports draining while new connections
+    /// are still accepted, so load balancers move traffic away first.
+    pub drain_notice: Duration,
     /// A client must send its request headers within this time (slowloris guard).
     pub header_read_timeout: Duration,
 }

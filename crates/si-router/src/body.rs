@@ -40,6 +40,9 @@ pub struct UpstreamBody {
     backend: String,
     failure: Option<u16>,
     state: State,
+    /// Whether what went out so far ends between two events, so an error event
+    /// sent now is not glued onto half a line.
+    at_boundary: bool,
     _slot: InFlight,
 }
 
@@ -66,6 +69,7 @@ impl UpstreamBody {
             backend: backend.to_owned(),
             failure: None,
             state: State::Streaming,
+            at_boundary: true,
             _slot: slot,
         }
     }
@@ -91,9 +95,9 @@ impl UpstreamBody {
         }
         let event =
             serde_json::json!({"error": {"code": status, "message": message, "type": kind}});
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!(
-            "data: {event}\n\n"
-        ))))))
+        let separator = if self.at_boundary { "" } else { "\n\n" };
+        let event = format!("{separator}data: {event}\n\n");
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
     }
 }
 
@@ -111,6 +115,9 @@ impl Body for UpstreamBody {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                    this.at_boundary = data.ends_with(b"\n\n");
+                }
                 let next = Instant::now() + this.idle;
                 this.timer.as_mut().reset(next.min(this.deadline));
                 Poll::Ready(Some(Ok(frame)))

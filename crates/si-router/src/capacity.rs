@@ -33,6 +33,15 @@ impl Drop for InFlight {
     }
 }
 
+/// One place in the queue, given back when dropped.
+struct Waiter<'a>(&'a AtomicUsize);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Why a request got no slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NoSlot {
@@ -69,14 +78,15 @@ impl Capacity {
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
+                // Counted out on every path, including a caller that gives up.
+                let waiter = Waiter(&self.waiting);
                 if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.queue_depth {
-                    self.waiting.fetch_sub(1, Ordering::AcqRel);
                     return Err(NoSlot::QueueFull);
                 }
                 let waited =
                     tokio::time::timeout(self.queue_timeout, self.slots.clone().acquire_owned())
                         .await;
-                self.waiting.fetch_sub(1, Ordering::AcqRel);
+                drop(waiter);
                 match waited {
                     Ok(Ok(permit)) => permit,
                     Ok(Err(_)) | Err(_) => return Err(NoSlot::TimedOut),

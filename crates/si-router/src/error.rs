@@ -132,11 +132,14 @@ impl RouterError {
         )
     }
 
-    /// Counts against the backend's passive health (connect errors and 5xx).
+    /// Counts against the backend's passive health: connect errors, 5xx and
+    /// unexpected 4xx (`Failed`), and hangs before the headers.
     pub fn is_backend_fault(&self) -> bool {
         matches!(
             self,
-            RouterError::Unreachable { .. } | RouterError::Failed { .. }
+            RouterError::Unreachable { .. }
+                | RouterError::Failed { .. }
+                | RouterError::Timeout { .. }
         )
     }
 

@@ -149,9 +149,7 @@ impl Router {
         if !error.is_backend_fault() {
             return;
         }
-        let may_eject = self.pool.has_other_replica(backend);
-        let now = std::time::Instant::now();
-        if let Some(period) = backend.passive.failed(may_eject, &self.failover, now) {
+        if let Some(period) = self.pool.backend_failed(backend, &self.failover) {
             tracing::warn!(backend = %backend.name, seconds = period.as_secs(), "backend ejected after consecutive failures");
         }
     }

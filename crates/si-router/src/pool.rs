@@ -219,6 +219,9 @@ impl fmt::Debug for Backend {
 #[derive(Debug)]
 pub struct BackendPool {
     backends: Vec<Arc<Backend>>,
+    /// Held while deciding an ejection, so two replicas failing at once cannot
+    /// both conclude that the other will carry the traffic.
+    ejecting: std::sync::Mutex<()>,
     /// One cursor per model: a shared one would let two interleaved agents starve a
     /// replica (every other turn always landing on the same one).
     cursors: Vec<(String, AtomicUsize)>,
@@ -233,6 +236,7 @@ impl BackendPool {
                 .map(|c| Backend::new(c).map(Arc::new))
                 .collect::<Result<_, _>>()?,
             cursors: Vec::new(),
+            ejecting: std::sync::Mutex::new(()),
         };
         pool.cursors = pool
             .models()
@@ -258,11 +262,23 @@ impl BackendPool {
     /// The routable backend of `model` with the fewest requests in flight, skipping
     /// `exclude` (replicas already tried); ties go to the replicas in turn.
     pub fn pick(&self, model: &str, exclude: &[String]) -> Result<Arc<Backend>, RouterError> {
-        let candidates: Vec<&Arc<Backend>> = self
+        let eligible = |b: &&Arc<Backend>| b.model == model && !exclude.contains(&b.name);
+        let mut candidates: Vec<&Arc<Backend>> = self
             .backends
             .iter()
-            .filter(|b| b.model == model && b.is_routable() && !exclude.contains(&b.name))
+            .filter(eligible)
+            .filter(|b| b.is_routable())
             .collect();
+        if candidates.is_empty() {
+            // Every healthy replica is ejected: rather than refuse, try them
+            // (Envoy's panic mode); passive ejection must never take a model down.
+            candidates = self
+                .backends
+                .iter()
+                .filter(eligible)
+                .filter(|b| b.state().is_routable())
+                .collect();
+        }
         if candidates.is_empty() {
             return Err(RouterError::NoHealthyBackend {
                 model: model.to_owned(),
@@ -287,11 +303,21 @@ impl BackendPool {
         Ok(Arc::clone(chosen))
     }
 
-    /// Whether `model` has a routable backend other than `backend`.
-    pub(crate) fn has_other_replica(&self, backend: &Backend) -> bool {
-        self.backends
+    /// Counts a failure of `backend`, ejecting it when the policy says so and
+    /// another replica of its model is still in rotation; returns the period.
+    pub(crate) fn backend_failed(
+        &self,
+        backend: &Backend,
+        policy: &si_core::FailoverConfig,
+    ) -> Option<std::time::Duration> {
+        let _deciding = self.ejecting.lock().unwrap_or_else(|e| e.into_inner());
+        let other_in_rotation = self
+            .backends
             .iter()
-            .any(|b| b.model == backend.model && b.name != backend.name && b.is_routable())
+            .any(|b| b.model == backend.model && b.name != backend.name && b.is_routable());
+        backend
+            .passive
+            .failed(other_in_rotation, policy, std::time::Instant::now())
     }
 }
 
@@ -351,6 +377,28 @@ mod tests {
             }
         }
         assert_eq!(on_8080, 5);
+    }
+
+    #[test]
+    fn a_model_never_loses_its_last_replica_to_ejection() {
+        let config = Config::builtin().unwrap();
+        let pool = BackendPool::new(&config.backends).unwrap();
+        let (a, b) = (pool.all()[0].clone(), pool.all()[3].clone());
+        let ejected = |backend: &Backend| {
+            (0..3)
+                .filter_map(|_| pool.backend_failed(backend, &config.failover))
+                .count()
+        };
+        assert_eq!(ejected(&a), 1);
+        assert_eq!(
+            ejected(&b),
+            0,
+            "the other replica is the last one in rotation"
+        );
+        assert!(a.is_ejected() && !b.is_ejected());
+        // With every healthy replica out of rotation, traffic still goes somewhere.
+        b.set_state(HealthState::Down, 0);
+        assert_eq!(pool.pick("tiny-llama-1b", &[]).unwrap().name, a.name);
     }
 
     #[test]

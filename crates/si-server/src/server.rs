@@ -44,27 +44,13 @@ pub async fn run(
         crate::gateway::spawn_revocation_sync(&gateway, REVOCATION_SYNC, stop_polling.clone());
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(settings.max_connections as usize));
-    tokio::pin!(shutdown);
-    loop {
-        // At the connection cap, wait for one to close before accepting more.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.ok(),
-            () = &mut shutdown => break,
-        };
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(&gateway, &graceful, stream, peer, permit),
-                Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
+    accept_until(&listener, &gateway, &graceful, &connections, shutdown).await;
+    // Draining: /healthz says so while the listener stays open a moment longer, so
+    // load balancers see it and move traffic away before connections are refused.
     gateway.inner.draining.store(true, Ordering::Relaxed);
+    let notice = tokio::time::sleep(settings.drain_notice);
+    accept_until(&listener, &gateway, &graceful, &connections, notice).await;
+    drop(listener);
     let grace = settings.shutdown_grace;
     tracing::info!(
         seconds = grace.as_secs(),
@@ -80,6 +66,35 @@ pub async fn run(
     let _ = health.await;
     let _ = revocation_sync.await;
     Ok(())
+}
+
+/// Accepts connections (at most `connections` open at once) until `stop`.
+async fn accept_until(
+    listener: &TcpListener,
+    gateway: &Gateway,
+    graceful: &GracefulShutdown,
+    connections: &Arc<Semaphore>,
+    stop: impl Future<Output = ()>,
+) {
+    tokio::pin!(stop);
+    loop {
+        // At the connection cap, wait for one to close before accepting more.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.ok(),
+            () = &mut stop => return,
+        };
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => serve_connection(gateway, graceful, stream, peer, permit),
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = &mut stop => return,
+        }
+    }
 }
 
 fn serve_connection(

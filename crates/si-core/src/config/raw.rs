@@ -102,6 +102,7 @@ struct RawGateway {
     connect_timeout_ms: u64,
     max_connections: u32,
     shutdown_grace_ms: u64,
+    drain_notice_ms: u64,
     header_read_timeout_ms: u64,
 }
 
@@ -117,6 +118,7 @@ impl Default for RawGateway {
             connect_timeout_ms: 2_000,
             max_connections: 10_000,
             shutdown_grace_ms: 30_000,
+            drain_notice_ms: 2_000,
             header_read_timeout_ms: 10_000,
         }
     }
@@ -287,6 +289,7 @@ impl RawGateway {
                 return Err(err("gateway.max_connections", "expected 1 to 1000000"));
             },
             shutdown_grace: millis("gateway.shutdown_grace_ms", self.shutdown_grace_ms, 0)?,
+            drain_notice: millis("gateway.drain_notice_ms", self.drain_notice_ms, 0)?,
             header_read_timeout: millis(
                 "gateway.header_read_timeout_ms",
                 self.header_read_timeout_ms,

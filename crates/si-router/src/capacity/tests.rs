@@ -102,3 +102,18 @@ fn a_good_probe_readmits_after_the_period_and_repeats_back_off_longer() {
     let t3 = t2 + Duration::from_secs(20 + 61);
     assert_eq!(eject(t3), Some(Duration::from_secs(5)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_gives_up_in_the_queue_gives_its_place_back() {
+    let capacity = Arc::new(Capacity::new(&limits(1, 1)));
+    let _held = capacity.admit().await.unwrap();
+    let queued = {
+        let capacity = capacity.clone();
+        tokio::spawn(async move { capacity.admit().await.map(|_| ()) })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(capacity.waiting(), 1);
+    queued.abort();
+    let _ = queued.await;
+    assert_eq!(capacity.waiting(), 0);
+}
