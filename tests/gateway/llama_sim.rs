@@ -48,6 +48,11 @@ impl Respond for LlamaBehaviour {
         }
         match (request.method.as_str(), path) {
             ("POST", "/v1/chat/completions" | "/chat/completions") => self.chat(request),
+            ("GET", "/props") => ResponseTemplate::new(200).set_body_json(json!({
+                "total_slots": 2,
+                "default_generation_settings": {"n_ctx": 4096},
+                "model_path": format!("/models/{}.gguf", self.alias),
+            })),
             _ => llama_error(404, "File Not Found", "not_found_error"),
         }
     }

@@ -102,6 +102,11 @@ async fn serve(mut stream: TcpStream, signals: Arc<Signals>, behaviour: Behaviou
         let _ = stream.write_all(response.as_bytes()).await;
         return;
     }
+    if head.starts_with("GET ") {
+        let response = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let _ = stream.write_all(response.as_bytes()).await;
+        return;
+    }
     signals.chats.fetch_add(1, Ordering::SeqCst);
     let header = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-accel-buffering: no\r\n\
                   transfer-encoding: chunked\r\nconnection: close\r\n\r\n";

@@ -613,3 +613,26 @@ async fn healthz_reports_draining_before_connections_are_refused() {
     assert_eq!((status, body["status"].as_str()), (503, Some("draining")));
     assert!(eventually(|| async { h.server_finished() }).await);
 }
+
+#[tokio::test]
+async fn capacity_follows_the_servers_slot_count_unless_configured() {
+    let explicit = (
+        "api_key = \"env::API_KEY_BIOMISTRAL_8085\"",
+        "api_key = \"env::API_KEY_BIOMISTRAL_8085\"\nmax_in_flight = 7",
+    );
+    let h = Harness::start(Options {
+        toml_edits: edits(&[explicit]),
+        ..Options::default()
+    })
+    .await;
+    // The simulated servers report two slots in /props.
+    assert!(
+        eventually(|| async { backend_state(&h, "bimedix2-8b-8081").await["slots"] == 2 }).await
+    );
+    assert_eq!(
+        backend_state(&h, "biomistral-7b-8085").await["slots"],
+        7,
+        "configured value kept"
+    );
+    h.shutdown().await;
+}

@@ -13,6 +13,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug)]
 pub(crate) struct Capacity {
     slots: Arc<Semaphore>,
+    /// Slots the semaphore was sized for.
+    size: AtomicUsize,
     in_flight: Arc<AtomicUsize>,
     waiting: AtomicUsize,
     queue_depth: usize,
@@ -55,6 +57,7 @@ impl Capacity {
     pub(crate) fn new(limits: &BackendLimits) -> Self {
         Capacity {
             slots: Arc::new(Semaphore::new(limits.max_in_flight as usize)),
+            size: AtomicUsize::new(limits.max_in_flight as usize),
             in_flight: Arc::new(AtomicUsize::new(0)),
             waiting: AtomicUsize::new(0),
             queue_depth: limits.queue_depth as usize,
@@ -65,6 +68,33 @@ impl Capacity {
     /// Requests being answered now (the replica choice prefers the fewest).
     pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Slots it has.
+    pub(crate) fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    /// Changes the number of slots (the server reported its own). Shrinking takes
+    /// effect as busy slots are released.
+    pub(crate) fn resize(&self, slots: usize) {
+        let current = self.size.swap(slots, Ordering::AcqRel);
+        if slots > current {
+            self.slots.add_permits(slots - current);
+        } else if slots < current {
+            let wanted = current - slots;
+            let forgotten = self.slots.forget_permits(wanted);
+            if forgotten < wanted {
+                // Busy now: take the rest when they come back.
+                let slots = self.slots.clone();
+                tokio::spawn(async move {
+                    if let Ok(permits) = slots.acquire_many_owned((wanted - forgotten) as u32).await
+                    {
+                        permits.forget();
+                    }
+                });
+            }
+        }
     }
 
     /// Requests waiting for a slot.

@@ -112,6 +112,42 @@ impl LlamaClient {
     }
 }
 
+#[derive(Deserialize)]
+struct Props {
+    total_slots: u32,
+}
+
+impl LlamaClient {
+    /// The server's slot count from `GET /props`, if it says.
+    pub async fn total_slots(&self, backend: &Backend, timeout: Duration) -> Option<u32> {
+        let mut request = Request::get(backend.props_uri.clone())
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        if let Some(authorization) = backend.authorization() {
+            request.headers_mut().insert(AUTHORIZATION, authorization);
+        }
+        let response = tokio::time::timeout(timeout, self.http.request(request))
+            .await
+            .ok()?
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = tokio::time::timeout(
+            timeout,
+            Limited::new(response.into_body(), MAX_ERROR_BODY).collect(),
+        )
+        .await
+        .ok()?
+        .ok()?
+        .to_bytes();
+        serde_json::from_slice::<Props>(&body)
+            .ok()
+            .map(|p| p.total_slots)
+            .filter(|n| *n > 0)
+    }
+}
+
 fn transport_error(backend: &Backend, error: &hyper_util::client::legacy::Error) -> RouterError {
     // The innermost cause ("Connection refused (os error 111)") is the useful part.
     let mut cause: &dyn std::error::Error = error;

@@ -72,6 +72,7 @@ pub struct Backend {
     pub key_source: String,
     pub(crate) chat_uri: Uri,
     pub(crate) health_uri: Uri,
+    pub(crate) props_uri: Uri,
     /// Replaced when the key is rotated, hence the lock (read once per request).
     authorization: RwLock<Option<HeaderValue>>,
     state: AtomicU8,
@@ -101,6 +102,7 @@ impl Backend {
             model: config.model.clone(),
             chat_uri: uri("/v1/chat/completions")?,
             health_uri: uri("/health")?,
+            props_uri: uri("/props")?,
             url,
             key_source,
             authorization: RwLock::new(authorization),
@@ -143,6 +145,11 @@ impl Backend {
     /// Requests being answered by it now.
     pub fn in_flight(&self) -> usize {
         self.capacity.in_flight()
+    }
+
+    /// Slots the gateway uses on it (from configuration, or the server's `/props`).
+    pub fn slots(&self) -> usize {
+        self.capacity.size()
     }
 
     /// Requests waiting for one of its slots.

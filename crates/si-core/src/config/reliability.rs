@@ -12,6 +12,9 @@ use super::ConfigError;
 pub struct BackendLimits {
     /// Requests sent to it at once (its llama-server slots, `-np`).
     pub max_in_flight: u32,
+    /// `max_in_flight` was not configured: take the server's own slot count from
+    /// its `/props` once it is up (`max_in_flight` is the guess until then).
+    pub slots_from_server: bool,
     /// Requests waiting for a slot beyond that; more are refused at once.
     pub queue_depth: u32,
     /// Longest a request waits in the queue.
@@ -41,10 +44,13 @@ pub struct FailoverConfig {
     pub eject_max: Duration,
 }
 
+/// llama-server's default slot count (`-np` auto), assumed until `/props` says.
+const DEFAULT_SLOTS: u32 = 4;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawBackendDefaults {
-    max_in_flight: u32,
+    max_in_flight: Option<u32>,
     queue_depth: u32,
     queue_timeout_ms: u64,
     headers_timeout_ms: u64,
@@ -55,7 +61,7 @@ pub(super) struct RawBackendDefaults {
 impl Default for RawBackendDefaults {
     fn default() -> Self {
         RawBackendDefaults {
-            max_in_flight: 4,
+            max_in_flight: None,
             queue_depth: 32,
             queue_timeout_ms: 10_000,
             headers_timeout_ms: 120_000,
@@ -118,9 +124,13 @@ impl RawBackendDefaults {
             max_in_flight: count(
                 source,
                 key("max_in_flight"),
-                overrides.max_in_flight.unwrap_or(self.max_in_flight),
+                overrides
+                    .max_in_flight
+                    .or(self.max_in_flight)
+                    .unwrap_or(DEFAULT_SLOTS),
                 1,
             )?,
+            slots_from_server: overrides.max_in_flight.or(self.max_in_flight).is_none(),
             queue_depth: count(
                 source,
                 key("queue_depth"),

@@ -7,6 +7,7 @@ use super::*;
 fn limits(max_in_flight: u32, queue_depth: u32) -> BackendLimits {
     BackendLimits {
         max_in_flight,
+        slots_from_server: false,
         queue_depth,
         queue_timeout: Duration::from_secs(10),
         headers_timeout: Duration::from_secs(120),
@@ -116,4 +117,16 @@ async fn a_caller_that_gives_up_in_the_queue_gives_its_place_back() {
     queued.abort();
     let _ = queued.await;
     assert_eq!(capacity.waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_follow_the_servers_own_count() {
+    let capacity = Capacity::new(&limits(1, 0));
+    let _one = capacity.admit().await.unwrap();
+    assert_eq!(capacity.admit().await.unwrap_err(), NoSlot::QueueFull);
+    capacity.resize(3);
+    let _two = capacity.admit().await.unwrap();
+    let _three = capacity.admit().await.unwrap();
+    assert_eq!(capacity.admit().await.unwrap_err(), NoSlot::QueueFull);
+    assert_eq!(capacity.size(), 3);
 }

@@ -26,7 +26,8 @@ struct BackendHealth<'a> {
     latency_ms: f64,
     /// The gateway holds an API key for it.
     has_key: bool,
-    /// Requests it is answering now, and requests waiting for one of its slots.
+    /// Its slots, requests it is answering now, and requests waiting for a slot.
+    slots: usize,
     in_flight: usize,
     waiting: usize,
 }
@@ -65,6 +66,7 @@ pub(crate) fn handle(gateway: &Gateway) -> Response<GatewayBody> {
                 state: b.state_label(),
                 latency_ms: b.last_probe_micros() as f64 / 1000.0,
                 has_key: b.has_key(),
+                slots: b.slots(),
                 in_flight: b.in_flight(),
                 waiting: b.waiting(),
             })
