@@ -53,14 +53,13 @@ async fn poll_forever(
         let (state, took) = client.health(&backend, timeout).await;
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         let previous = backend.set_state(state, micros);
-        if state == HealthState::Ok
-            && previous != HealthState::Ok
+        let came_up = state == HealthState::Ok && previous != HealthState::Ok;
+        if came_up
             && backend.limits.slots_from_server
+            && let Some(slots) = client.total_slots(&backend, timeout).await
         {
-            if let Some(slots) = client.total_slots(&backend, timeout).await {
-                backend.capacity.resize(slots as usize);
-                tracing::info!(backend = %backend.name, slots, "using the server's slot count");
-            }
+            backend.capacity.resize(slots as usize);
+            tracing::info!(backend = %backend.name, slots, "using the server's slot count");
         }
         if state == HealthState::Ok && backend.passive.probe_succeeded(std::time::Instant::now()) {
             tracing::info!(backend = %backend.name, "ejected backend re-admitted after a good health poll");
