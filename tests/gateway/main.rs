@@ -15,5 +15,6 @@ mod raw_backend;
 mod reliability;
 mod routing;
 mod sessions;
+mod stream_faults;
 mod streaming;
 mod support;

@@ -185,6 +185,18 @@ impl Harness {
             .expect("gateway reachable")
     }
 
+    /// Starts a streamed chat with `agent`; the body is left to the caller.
+    pub async fn stream(&self, token: &str, agent: &str) -> http::Response<Incoming> {
+        let body = json!({"agent_type": agent, "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+        self.request(
+            "POST",
+            "/v1/chat/completions",
+            Some(token),
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
     pub async fn post_json(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         let response = self
             .request("POST", path, token, Bytes::from(body.to_string()))
