@@ -118,7 +118,7 @@ impl Router {
                         NoSlot::TimedOut => "no slot came free within the queue timeout",
                     },
                 })?;
-            match self.client.chat(&backend, body.clone()).await {
+            match backend.client.chat(&backend, body.clone()).await {
                 Ok(response) => {
                     backend.passive.succeeded();
                     let retried = retry.is_some();

@@ -10,7 +10,7 @@ use si_core::{BackendConfig, BackendLimits};
 
 use crate::capacity::{Capacity, PassiveHealth};
 
-use crate::RouterError;
+use crate::{LlamaClient, RouterError};
 
 /// What the last `/health` poll said about a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +82,8 @@ pub struct Backend {
     pub limits: BackendLimits,
     pub(crate) capacity: Capacity,
     pub(crate) passive: PassiveHealth,
+    /// Its own client, for its own connect timeout.
+    pub(crate) client: LlamaClient,
 }
 
 impl Backend {
@@ -111,6 +113,7 @@ impl Backend {
             capacity: Capacity::new(&config.limits),
             limits: config.limits.clone(),
             passive: PassiveHealth::default(),
+            client: LlamaClient::new(config.limits.connect_timeout),
         })
     }
 

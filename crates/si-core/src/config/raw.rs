@@ -160,6 +160,7 @@ struct RawBackend {
     max_in_flight: Option<u32>,
     queue_depth: Option<u32>,
     queue_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
     headers_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     total_timeout_ms: Option<u64>,
@@ -171,6 +172,7 @@ impl RawBackend {
             max_in_flight: self.max_in_flight,
             queue_depth: self.queue_depth,
             queue_timeout_ms: self.queue_timeout_ms,
+            connect_timeout_ms: self.connect_timeout_ms,
             headers_timeout_ms: self.headers_timeout_ms,
             idle_timeout_ms: self.idle_timeout_ms,
             total_timeout_ms: self.total_timeout_ms,
@@ -228,10 +230,11 @@ impl RawConfig {
     pub(super) fn validate(self, source: &str) -> Result<Config, ConfigError> {
         let gateway = self.gateway.validate(source)?;
         let auth = self.auth.validate(source)?;
+        let connect = gateway.connect_timeout;
         let mut config = Config {
             gateway,
             auth,
-            backends: validate_backends(self.backends, &self.backend_defaults, source)?,
+            backends: validate_backends(self.backends, &self.backend_defaults, connect, source)?,
             agents: validate_agents(self.agents),
             roles: RolePolicy::default(),
             rate_limits: self.rate_limits.validate(source)?,
@@ -343,14 +346,23 @@ impl RawAuth {
 fn validate_backends(
     raw: Vec<RawBackend>,
     defaults: &RawBackendDefaults,
+    connect_default: Duration,
     source: &str,
 ) -> Result<Vec<BackendConfig>, ConfigError> {
+    // A bad default is reported as the default's key, not the first backend's.
+    defaults.resolve(
+        &RawLimitOverrides::default(),
+        connect_default,
+        "backend_defaults",
+        source,
+    )?;
     raw.into_iter()
         .enumerate()
         .map(|(i, backend)| {
             let key = |field: &str| format!("backends[{i}].{field}");
+            let prefix = format!("backends[{i}]");
             let limits =
-                defaults.resolve(&backend.overrides(), &format!("backends[{i}]"), source)?;
+                defaults.resolve(&backend.overrides(), connect_default, &prefix, source)?;
             let url = parse_backend_url(&backend.url)
                 .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
             let api_key_ref = SecretRef::parse(&backend.api_key)

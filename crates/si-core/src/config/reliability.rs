@@ -19,6 +19,8 @@ pub struct BackendLimits {
     pub queue_depth: u32,
     /// Longest a request waits in the queue.
     pub queue_timeout: Duration,
+    /// Longest a TCP connect may take (`gateway.connect_timeout_ms` unless set).
+    pub connect_timeout: Duration,
     /// Longest wait for response headers (a non-streamed answer arrives whole, so
     /// this bounds its generation).
     pub headers_timeout: Duration,
@@ -78,6 +80,7 @@ pub(super) struct RawLimitOverrides {
     pub(super) max_in_flight: Option<u32>,
     pub(super) queue_depth: Option<u32>,
     pub(super) queue_timeout_ms: Option<u64>,
+    pub(super) connect_timeout_ms: Option<u64>,
     pub(super) headers_timeout_ms: Option<u64>,
     pub(super) idle_timeout_ms: Option<u64>,
     pub(super) total_timeout_ms: Option<u64>,
@@ -113,6 +116,7 @@ impl RawBackendDefaults {
     pub(super) fn resolve(
         &self,
         overrides: &RawLimitOverrides,
+        connect_default: Duration,
         prefix: &str,
         source: &str,
     ) -> Result<BackendLimits, ConfigError> {
@@ -142,6 +146,10 @@ impl RawBackendDefaults {
                 overrides.queue_timeout_ms,
                 self.queue_timeout_ms,
             )?,
+            connect_timeout: match overrides.connect_timeout_ms {
+                Some(own) => millis(source, key("connect_timeout_ms"), own)?,
+                None => connect_default,
+            },
             headers_timeout: ms(
                 "headers_timeout_ms",
                 overrides.headers_timeout_ms,

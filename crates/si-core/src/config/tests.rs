@@ -301,3 +301,33 @@ fn refresh_tokens_must_outlive_access_tokens() {
         Some("auth.refresh_expiry_hours")
     );
 }
+
+#[test]
+fn backend_limits_come_from_defaults_unless_overridden() {
+    let config = builtin();
+    let tiny = &config.backends[0].limits;
+    assert_eq!(tiny.connect_timeout, config.gateway.connect_timeout);
+    assert_eq!(tiny.headers_timeout, Duration::from_secs(120));
+    assert!(
+        tiny.slots_from_server,
+        "max_in_flight unset: ask the server"
+    );
+    assert_eq!(
+        config.backends[5].limits.headers_timeout,
+        Duration::from_secs(300),
+        "slow tier"
+    );
+    let text = BUILTIN_TOML.replace(
+        "api_key = \"env::API_KEY_BIOMISTRAL_8085\"",
+        "api_key = \"env::API_KEY_BIOMISTRAL_8085\"\nconnect_timeout_ms = 500\nmax_in_flight = 2",
+    );
+    let config = Config::parse(&text, "si.toml").unwrap();
+    let clinical = &config.backends[5].limits;
+    assert_eq!(clinical.connect_timeout, Duration::from_millis(500));
+    assert_eq!(
+        (clinical.max_in_flight, clinical.slots_from_server),
+        (2, false)
+    );
+    let bad = BUILTIN_TOML.replace("queue_timeout_ms = 10000", "queue_timeout_ms = 0");
+    assert_eq!(parse_err(&bad).key, "backend_defaults.queue_timeout_ms");
+}

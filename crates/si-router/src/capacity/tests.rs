@@ -10,6 +10,7 @@ fn limits(max_in_flight: u32, queue_depth: u32) -> BackendLimits {
         slots_from_server: false,
         queue_depth,
         queue_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(2),
         headers_timeout: Duration::from_secs(120),
         idle_timeout: Duration::from_secs(60),
         total_timeout: Duration::from_secs(900),
