@@ -7,6 +7,7 @@
 
 mod check;
 mod overrides;
+mod rate_limits;
 mod raw;
 mod reliability;
 
