@@ -11,6 +11,7 @@ mod jwt_attacks;
 mod keys;
 mod limits;
 mod llama_sim;
+mod metrics;
 mod raw_backend;
 mod reliability;
 mod routing;

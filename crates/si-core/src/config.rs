@@ -96,6 +96,10 @@ pub struct GatewayConfig {
     pub drain_notice: Duration,
     /// A client must send its request headers within this time (slowloris guard).
     pub header_read_timeout: Duration,
+    /// Where `/metrics` is served on its own (loopback by default); `None`: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Also serve `/metrics` on the gateway's own port (off: it is public).
+    pub metrics_on_main: bool,
 }
 
 /// How access tokens are signed and checked.

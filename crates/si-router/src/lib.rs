@@ -19,6 +19,7 @@ mod capacity;
 pub mod client;
 mod error;
 pub mod health;
+pub mod metrics;
 pub mod pool;
 pub mod request;
 mod retry;
@@ -118,7 +119,10 @@ impl Router {
                         NoSlot::TimedOut => "no slot came free within the queue timeout",
                     },
                 })?;
-            match backend.client.chat(&backend, body.clone()).await {
+            let sent = std::time::Instant::now();
+            let answered = backend.client.chat(&backend, body.clone()).await;
+            metrics::upstream_headers(&backend.name, sent.elapsed().as_secs_f64());
+            match answered {
                 Ok(response) => {
                     backend.passive.succeeded();
                     let retried = retry.is_some();
@@ -137,7 +141,10 @@ impl Router {
                         .then(|| self.budget.retry(&self.failover))
                         .flatten()
                     {
-                        Some(guard) => retry = Some((guard, e)),
+                        Some(guard) => {
+                            metrics::failover(&agent.model);
+                            retry = Some((guard, e));
+                        }
                         None => return Err(e),
                     }
                 }
@@ -150,6 +157,7 @@ impl Router {
             return;
         }
         if let Some(period) = self.pool.backend_failed(backend, &self.failover) {
+            metrics::ejected(&backend.name);
             tracing::warn!(backend = %backend.name, seconds = period.as_secs(), "backend ejected after consecutive failures");
         }
     }

@@ -29,6 +29,7 @@ pub(crate) struct AuditDraft {
 
 impl AuditDraft {
     pub(crate) fn new(record: AuditRecord) -> Self {
+        crate::metrics::request_started();
         AuditDraft {
             record: Arc::new(Mutex::new(record)),
             started: Instant::now(),
@@ -62,6 +63,18 @@ impl AuditDraft {
         self.edit(|r| r.agent = Some(agent.to_owned()));
     }
 
+    /// The first byte of a streamed answer is going out.
+    pub(crate) fn first_byte(&self) {
+        let agent = self
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .agent
+            .clone();
+        let agent = agent.unwrap_or_else(|| "none".into());
+        crate::metrics::first_token(&agent, self.started.elapsed().as_secs_f64());
+    }
+
     /// Which backend answered.
     pub(crate) fn answered_by(&self, model: &str, backend: &str) {
         self.edit(|r| {
@@ -81,6 +94,7 @@ impl AuditDraft {
         record.prompt_tokens = tokens.map(|t| t.0);
         record.completion_tokens = tokens.map(|t| t.1);
         record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        crate::metrics::request_finished(&record);
         record
     }
 }
@@ -107,6 +121,8 @@ pub(crate) struct AuditedBody {
     audit: Option<(AuditDraft, Arc<AuditLog>)>,
     status: u16,
     state: State,
+    /// A stream whose first byte has not gone out yet.
+    awaiting_first_byte: bool,
 }
 
 impl AuditedBody {
@@ -122,6 +138,7 @@ impl AuditedBody {
             audit,
             status,
             state: State::Streaming,
+            awaiting_first_byte: events,
         };
         // An empty answer is never polled: record it now.
         if body.inner.is_end_stream() {
@@ -188,6 +205,12 @@ impl Body for AuditedBody {
                             (frame.data_ref(), this.scanner.as_mut())
                         {
                             scanner.feed(data);
+                        }
+                        if this.awaiting_first_byte
+                            && let Some((draft, _)) = &this.audit
+                        {
+                            this.awaiting_first_byte = false;
+                            draft.first_byte();
                         }
                         // With a known length the server stops polling after the last
                         // byte, so that byte waits for the record instead of the end.

@@ -135,6 +135,11 @@ impl ApiError {
     /// The response: JSON body plus the headers the status calls for.
     pub(crate) fn into_response(self) -> Response<GatewayBody> {
         let (status, kind, code) = self.classify();
+        match &self {
+            ApiError::RateLimited(limited) => crate::metrics::rate_limited(limited.scope),
+            ApiError::Auth(AuthError::LoginLocked { .. }) => crate::metrics::rate_limited("login"),
+            _ => {}
+        }
         if status.is_server_error() {
             self.log(status, code);
         }

@@ -82,6 +82,8 @@ impl Gateway {
         jwt_secrets: &JwtSecrets,
     ) -> Result<Self, GatewayError> {
         config.check("configuration")?;
+        // Record from the first request on (a no-op if the process has a recorder).
+        let _ = crate::metrics::handle();
         let router = Router::new(&config)?;
         let tokens = TokenIssuer::new(&config.auth, jwt_secrets);
         let limits = RateLimits::new(&config.rate_limits);

@@ -22,9 +22,10 @@ pub mod gateway;
 mod handlers;
 pub mod keys;
 mod limits;
+pub mod metrics;
 mod routes;
 pub mod server;
 
 pub use gateway::{Gateway, GatewayError};
 pub use keys::watch_key_file;
-pub use server::run;
+pub use server::{run, serve_metrics};

@@ -97,6 +97,9 @@ async fn dispatch(
         ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, request).await,
         ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
         ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
+        ("/metrics", &Method::GET) if gateway.config().gateway.metrics_on_main => {
+            handlers::health::metrics(gateway)
+        }
         (p, m) => Err(unrouted(p, m)),
     }
 }

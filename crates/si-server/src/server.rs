@@ -125,3 +125,39 @@ fn serve_connection(
         }
     });
 }
+
+/// Serves `GET /metrics` only, on its own listener (loopback by default, so the
+/// metrics are not public), until `shutdown` completes.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let gateway = gateway.clone();
+        let service = service_fn(move |request: Request<Incoming>| {
+            let response = match (request.method(), request.uri().path()) {
+                (&http::Method::GET, "/metrics") => crate::handlers::health::metrics(&gateway)
+                    .unwrap_or_else(crate::error::ApiError::into_response),
+                (method, path) => crate::error::ApiError::NotFound {
+                    method: method.to_string(),
+                    path: path.chars().take(200).collect(),
+                }
+                .into_response(),
+            };
+            async move { Ok::<Response<GatewayBody>, Infallible>(response) }
+        });
+        tokio::spawn(async move {
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let _ = connection.await;
+        });
+    }
+}

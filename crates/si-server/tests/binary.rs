@@ -127,7 +127,11 @@ fn a_config_file_is_honoured() {
     let port = free_port();
     let config = si_core::config::BUILTIN_TOML
         .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
-        .replace("\"Clinical\"", "\"Cardiology\"");
+        .replace("\"Clinical\"", "\"Cardiology\"")
+        .replace(
+            "metrics_listen = \"127.0.0.1:9464\"",
+            "metrics_listen = \"\"",
+        );
     std::fs::write(dir.path().join("site.toml"), config).unwrap();
     let mut child = si_server()
         .current_dir(dir.path())

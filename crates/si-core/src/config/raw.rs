@@ -53,6 +53,8 @@ struct RawGateway {
     shutdown_grace_ms: u64,
     drain_notice_ms: u64,
     header_read_timeout_ms: u64,
+    metrics_listen: String,
+    metrics_on_main: bool,
 }
 
 impl Default for RawGateway {
@@ -68,6 +70,8 @@ impl Default for RawGateway {
             max_connections: 10_000,
             shutdown_grace_ms: 30_000,
             drain_notice_ms: 2_000,
+            metrics_listen: "127.0.0.1:9464".into(),
+            metrics_on_main: false,
             header_read_timeout_ms: 10_000,
         }
     }
@@ -242,6 +246,16 @@ impl RawGateway {
             },
             shutdown_grace: millis("gateway.shutdown_grace_ms", self.shutdown_grace_ms, 0)?,
             drain_notice: millis("gateway.drain_notice_ms", self.drain_notice_ms, 0)?,
+            metrics_listen: match self.metrics_listen.trim() {
+                "" => None,
+                text => Some(text.parse().map_err(|_| {
+                    err(
+                        "gateway.metrics_listen",
+                        "expected an address such as 127.0.0.1:9464, or \"\" for none",
+                    )
+                })?),
+            },
+            metrics_on_main: self.metrics_on_main,
             header_read_timeout: millis(
                 "gateway.header_read_timeout_ms",
                 self.header_read_timeout_ms,

@@ -97,6 +97,7 @@ async fn serve(config: Config) -> Result<(), String> {
             "ALLOW_INSECURE_DEV is on: chat is served without login; never in production"
         );
     }
+    let metrics_listen = config.gateway.metrics_listen;
     let gateway = Gateway::open(config).map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(listen)
         .await
@@ -110,10 +111,32 @@ async fn serve(config: Config) -> Result<(), String> {
         Duration::from_secs(2),
         stop_watching.clone(),
     );
+    if let Some(address) = metrics_listen {
+        spawn_metrics(address, &gateway, stop_watching.clone()).await;
+    }
     let served = si_server::run(listener, gateway, shutdown_signal()).await;
     stop_watching.cancel();
     let _ = watcher.await;
     served.map_err(|e| e.to_string())
+}
+
+/// Serves `/metrics` on `address`; a failure there is a loud warning, not an outage.
+async fn spawn_metrics(address: SocketAddr, gateway: &Gateway, stop: CancellationToken) {
+    match TcpListener::bind(address).await {
+        Ok(metrics) => {
+            tracing::info!(%address, "metrics listening");
+            tokio::spawn(si_server::serve_metrics(
+                metrics,
+                gateway.clone(),
+                async move {
+                    stop.cancelled().await;
+                },
+            ));
+        }
+        Err(e) => {
+            tracing::error!(%address, error = %e, "cannot serve metrics (gateway.metrics_listen)");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -34,6 +34,7 @@ pub(crate) async fn handle(
     if let Some(draft) = &draft {
         draft.agent(&agent.name);
     }
+    crate::metrics::tier(agent.tier.as_str());
     authorize(gateway, caller.as_ref(), &agent.name)?;
     let answered = gateway.router().chat(agent, body.clone()).await;
     let upstream = match (answered, &agent.fallback) {

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::Gateway;
 use crate::body::{GatewayBody, json};
+use crate::error::ApiError;
 
 #[derive(Serialize)]
 struct Health<'a> {
@@ -80,4 +81,19 @@ pub(crate) fn handle(gateway: &Gateway) -> Response<GatewayBody> {
         StatusCode::OK
     };
     json(status, &health)
+}
+
+/// `GET /metrics`: the Prometheus exposition text.
+pub(crate) fn metrics(gateway: &Gateway) -> Result<Response<GatewayBody>, ApiError> {
+    let text = crate::metrics::render(gateway.router().pool()).ok_or_else(|| {
+        ApiError::Internal("another metrics recorder is installed in this process".into())
+    })?;
+    let mut response = Response::new(http_body_util::Either::Left(http_body_util::Full::new(
+        bytes::Bytes::from(text),
+    )));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(response)
 }

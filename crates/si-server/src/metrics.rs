@@ -1,0 +1,179 @@
+//! Prometheus metrics, under the original deployment's names where it had them
+//! (`http_requests_total`, `http_request_duration_seconds`, `tokens_generated_total`,
+//! `http_requests_inprogress`) so existing dashboards keep working.
+//!
+//! Labels are bounded sets only (endpoint, agent, model, backend, status, tier,
+//! scope): never a user, a location id from a request, or free text. Request metrics
+//! come from the same finished record as the audit trail, so the two cannot
+//! disagree.
+
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use si_auth::audit::AuditRecord;
+use si_router::BackendPool;
+
+const REQUESTS: &str = "http_requests_total";
+const DURATION: &str = "http_request_duration_seconds";
+const IN_PROGRESS: &str = "http_requests_inprogress";
+const TOKENS_GENERATED: &str = "tokens_generated_total";
+const TOKENS: &str = "si_tokens_total";
+const ERRORS: &str = "si_errors_total";
+const CANCELLED: &str = "si_cancelled_requests_total";
+const TIME_TO_FIRST_TOKEN: &str = "si_time_to_first_token_seconds";
+const TIER: &str = "si_speed_tier_requests_total";
+const RATE_LIMITED: &str = "si_rate_limited_total";
+const BACKEND_UP: &str = "si_backend_up";
+const BACKEND_IN_FLIGHT: &str = "si_backend_in_flight";
+const BACKEND_WAITING: &str = "si_backend_queue_depth";
+const BACKEND_SLOTS: &str = "si_backend_slots";
+
+/// Request latencies in seconds: sub-second steps for the fast tier, and the
+/// original's 1, 5 and 30 s for the slow one.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed on first use. `None` when the
+/// embedding program installed another `metrics` recorder first.
+pub fn handle() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(DURATION.into()), &LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                })
+                .ok()?
+                .install_recorder()
+                .ok()?;
+            describe();
+            Some(handle)
+        })
+        .as_ref()
+}
+
+fn describe() {
+    describe_counter!(REQUESTS, "Requests answered, by method, endpoint and agent");
+    describe_histogram!(
+        DURATION,
+        metrics::Unit::Seconds,
+        "Request duration, to the last byte"
+    );
+    describe_gauge!(IN_PROGRESS, "Requests being answered now");
+    describe_counter!(TOKENS_GENERATED, "Completion tokens generated");
+    describe_counter!(
+        TOKENS,
+        "Tokens by agent, model and kind (prompt or completion)"
+    );
+    describe_counter!(
+        ERRORS,
+        "Answers with status 400 or above, by agent and status"
+    );
+    describe_counter!(
+        CANCELLED,
+        "Requests whose client went away before the answer ended"
+    );
+    describe_histogram!(
+        TIME_TO_FIRST_TOKEN,
+        metrics::Unit::Seconds,
+        "Time to the first streamed byte"
+    );
+    describe_counter!(TIER, "Chat requests by the agent's speed tier");
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by a rate limit or login lockout, by scope"
+    );
+    describe_gauge!(BACKEND_UP, "1 if the backend takes traffic, else 0");
+    describe_gauge!(BACKEND_IN_FLIGHT, "Requests the backend is answering");
+    describe_gauge!(
+        BACKEND_WAITING,
+        "Requests waiting for one of the backend's slots"
+    );
+    describe_gauge!(BACKEND_SLOTS, "Slots the gateway uses on the backend");
+    si_router::metrics::describe();
+}
+
+/// The endpoint label: a known route, or `other` (paths are attacker-chosen).
+fn endpoint(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/models" => "/v1/models",
+        "/v1/auth/login" => "/v1/auth/login",
+        "/v1/auth/refresh" => "/v1/auth/refresh",
+        "/v1/auth/logout" => "/v1/auth/logout",
+        _ => "other",
+    }
+}
+
+/// A request began.
+pub(crate) fn request_started() {
+    gauge!(IN_PROGRESS).increment(1.0);
+}
+
+/// A request ended, as its audit record says.
+pub(crate) fn request_finished(record: &AuditRecord) {
+    gauge!(IN_PROGRESS).decrement(1.0);
+    let agent = record.agent.clone().unwrap_or_else(|| "none".into());
+    let endpoint = endpoint(&record.path);
+    counter!(REQUESTS, "method" => record.method.clone(), "endpoint" => endpoint, "agent_type" => agent.clone())
+        .increment(1);
+    histogram!(DURATION, "endpoint" => endpoint, "agent_type" => agent.clone())
+        .record(record.latency_ms / 1000.0);
+    let model = record.model.clone().unwrap_or_else(|| "none".into());
+    if let Some(completion) = record.completion_tokens {
+        counter!(TOKENS_GENERATED).increment(completion);
+        counter!(TOKENS, "agent_type" => agent.clone(), "model" => model.clone(), "kind" => "completion")
+            .increment(completion);
+    }
+    if let Some(prompt) = record.prompt_tokens {
+        counter!(TOKENS, "agent_type" => agent.clone(), "model" => model, "kind" => "prompt")
+            .increment(prompt);
+    }
+    if record.status == 499 {
+        counter!(CANCELLED, "agent_type" => agent.clone()).increment(1);
+    }
+    if record.status >= 400 {
+        counter!(ERRORS, "agent_type" => agent, "status" => record.status.to_string()).increment(1);
+    }
+}
+
+/// The first byte of a streamed answer went out.
+pub(crate) fn first_token(agent: &str, seconds: f64) {
+    histogram!(TIME_TO_FIRST_TOKEN, "agent_type" => agent.to_owned()).record(seconds);
+}
+
+/// A chat for an agent of `tier`.
+pub(crate) fn tier(tier: &'static str) {
+    counter!(TIER, "tier" => tier).increment(1);
+}
+
+/// A request refused by a limit of `scope`.
+pub(crate) fn rate_limited(scope: &'static str) {
+    counter!(RATE_LIMITED, "scope" => scope).increment(1);
+}
+
+/// The current state of every backend, set just before a scrape.
+pub(crate) fn backend_gauges(pool: &BackendPool) {
+    for backend in pool.all() {
+        let labels = [
+            ("backend", backend.name.clone()),
+            ("model", backend.model.clone()),
+        ];
+        gauge!(BACKEND_UP, &labels).set(if backend.is_routable() { 1.0 } else { 0.0 });
+        gauge!(BACKEND_IN_FLIGHT, &labels).set(backend.in_flight() as f64);
+        gauge!(BACKEND_WAITING, &labels).set(backend.waiting() as f64);
+        gauge!(BACKEND_SLOTS, &labels).set(backend.slots() as f64);
+    }
+}
+
+/// The exposition text, or `None` without a recorder.
+pub(crate) fn render(pool: &BackendPool) -> Option<String> {
+    let handle = handle()?;
+    backend_gauges(pool);
+    handle.run_upkeep();
+    Some(handle.render())
+}
