@@ -85,7 +85,21 @@ async fn logs_hold_metadata_only() {
         .await;
     assert_eq!(status, 502);
 
+    // A request id from the proxy in front is kept, returned and on its log lines.
+    let traced = http::Request::get(format!("{}/v1/models", h.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-request-id", "trace-abc-123")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let traced = support::client().request(traced).await.unwrap();
+    assert_eq!(traced.headers()["x-request-id"], "trace-abc-123");
+
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("trace-abc-123") && l.contains("request")),
+        "{log}"
+    );
     assert!(
         log.contains("login") && log.contains("request failed"),
         "nothing was captured: {log}"

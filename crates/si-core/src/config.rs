@@ -100,6 +100,8 @@ pub struct GatewayConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Also serve `/metrics` on the gateway's own port (off: it is public).
     pub metrics_on_main: bool,
+    /// Log lines as JSON objects instead of plain text.
+    pub json_logs: bool,
 }
 
 /// How access tokens are signed and checked.

@@ -7,6 +7,7 @@ use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 use si_auth::audit::{AuditRecord, now_rfc3339};
 use si_auth::secret::random_hex;
+use tracing::Instrument;
 
 use crate::Gateway;
 use crate::audit::{AuditDraft, AuditedByBody};
@@ -27,7 +28,18 @@ pub(crate) async fn handle(
     let trusted = &gateway.config().rate_limits.trusted_proxies;
     let client = client_ip(peer.ip(), request.headers(), trusted);
     request.extensions_mut().insert(ClientAddr(client));
-    let request_id = random_hex(8);
+    // A request id from the proxy in front is kept, if it is a sane one.
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            (1..=64).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+        .map_or_else(|| random_hex(8), str::to_owned);
     // The health check is polled every few seconds by monitoring: not audited.
     let draft = (path != "/healthz").then(|| {
         AuditDraft::new(AuditRecord {
@@ -42,8 +54,14 @@ pub(crate) async fn handle(
     if let Some(draft) = &draft {
         request.extensions_mut().insert(draft.clone());
     }
+    // Every log line of this request carries its id.
+    let span = tracing::info_span!("request", request_id = %request_id);
     let result = match admit(gateway, &path, client) {
-        Ok(()) => dispatch(gateway, request, &method, &path).await,
+        Ok(()) => {
+            dispatch(gateway, request, &method, &path)
+                .instrument(span.clone())
+                .await
+        }
         Err(e) => Err(e),
     };
     let mut response = result.unwrap_or_else(ApiError::into_response);
@@ -54,20 +72,24 @@ pub(crate) async fn handle(
     let audited_by_body = response.extensions().get::<AuditedByBody>().is_some();
     if let (Some(draft), false) = (draft, audited_by_body) {
         let record = draft.finish(response.status().as_u16(), None);
-        if gateway.inner.audit.append(record).await.is_err() {
+        if gateway
+            .inner
+            .audit
+            .append(record)
+            .instrument(span.clone())
+            .await
+            .is_err()
+        {
             // No record, no answer: the client learns its request was not completed.
             response = ApiError::AuditUnavailable.into_response();
         }
     }
     // Metadata only: never bodies, tokens or keys.
-    tracing::debug!(
-        %client,
-        method = %method,
-        path = %path,
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let status = response.status().as_u16();
+    let micros = started.elapsed().as_micros() as u64;
+    span.in_scope(|| {
+        tracing::debug!(%client, method = %method, path = %path, status, micros, "request");
+    });
     response
 }
 

@@ -55,6 +55,7 @@ struct RawGateway {
     header_read_timeout_ms: u64,
     metrics_listen: String,
     metrics_on_main: bool,
+    log_format: String,
 }
 
 impl Default for RawGateway {
@@ -72,6 +73,7 @@ impl Default for RawGateway {
             drain_notice_ms: 2_000,
             metrics_listen: "127.0.0.1:9464".into(),
             metrics_on_main: false,
+            log_format: "plain".into(),
             header_read_timeout_ms: 10_000,
         }
     }
@@ -256,6 +258,11 @@ impl RawGateway {
                 })?),
             },
             metrics_on_main: self.metrics_on_main,
+            json_logs: match self.log_format.as_str() {
+                "plain" => false,
+                "json" => true,
+                _ => return Err(err("gateway.log_format", "expected \"plain\" or \"json\"")),
+            },
             header_read_timeout: millis(
                 "gateway.header_read_timeout_ms",
                 self.header_read_timeout_ms,

@@ -29,12 +29,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let mut config = match load_config(args.config.as_deref()) {
         Ok(config) => config,
         Err(message) => {
@@ -49,6 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     }
+    init_logging(config.gateway.json_logs);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -62,6 +57,18 @@ fn main() -> ExitCode {
             eprintln!("si-server: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log lines to standard output, filtered by `RUST_LOG` (default `info`).
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
