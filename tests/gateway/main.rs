@@ -19,3 +19,21 @@ mod sessions;
 mod stream_faults;
 mod streaming;
 mod support;
+
+/// The gateway's `/metrics` text (it must serve them on its own port).
+async fn metrics_text(h: &support::Harness) -> String {
+    use http_body_util::BodyExt;
+    let response = h
+        .request("GET", "/metrics", None, bytes::Bytes::new())
+        .await;
+    String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap()
+}

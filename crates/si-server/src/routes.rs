@@ -93,10 +93,10 @@ pub(crate) async fn handle(
     response
 }
 
-/// The per-address limit applies to everything but the health check (which load
-/// balancers and monitoring poll).
+/// The per-address limit applies to everything but the health check and metrics
+/// (which load balancers and monitoring poll).
 fn admit(gateway: &Gateway, path: &str, client: IpAddr) -> Result<(), ApiError> {
-    if path == "/healthz" {
+    if path == "/healthz" || path == "/metrics" {
         return Ok(());
     }
     gateway
