@@ -113,6 +113,16 @@ async fn metrics_use_the_original_names_and_bounded_labels() {
         .is_some()
     );
     assert!(value(&text, "si_speed_tier_requests_total", &["tier=\"slow\""]).unwrap_or(0.0) >= 1.0);
+    // Scrapes are neither audited nor counted as requests.
+    let again = crate::metrics_text(&h).await;
+    assert!(value(&again, "http_requests_total", &["endpoint=\"/metrics\""]).is_none());
+    let audited = {
+        let path = h.gateway.config().gateway.data_dir.join("audit.db");
+        let mut out = Vec::new();
+        si::si_auth::audit::export(&path, None, None, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    assert!(!audited.contains("/metrics"), "{audited}");
     // Unknown paths are one label value, not one per path; no user or token anywhere.
     assert!(text.contains("endpoint=\"other\"") && !text.contains("user-12345"));
     assert!(!text.contains("admin1") && !text.contains(&token));

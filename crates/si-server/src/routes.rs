@@ -40,8 +40,9 @@ pub(crate) async fn handle(
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         })
         .map_or_else(|| random_hex(8), str::to_owned);
-    // The health check is polled every few seconds by monitoring: not audited.
-    let draft = (path != "/healthz").then(|| {
+    // Health checks and metrics scrapes come every few seconds from monitoring:
+    // not audited.
+    let draft = (path != "/healthz" && path != "/metrics").then(|| {
         AuditDraft::new(AuditRecord {
             at: now_rfc3339(),
             request_id: request_id.clone(),
