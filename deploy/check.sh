@@ -11,6 +11,10 @@ server=${SI_SERVER:-target/debug/si-server}
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    status=$?
+    if [ "$status" -ne 0 ]; then
+        for log in "$work"/*.log; do [ -f "$log" ] && { echo "--- $log" >&2; tail -n 40 "$log" >&2; }; done
+    fi
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
@@ -56,7 +60,8 @@ wait_for "http://127.0.0.1:$prometheus_port/-/ready"
 query='sum(http_requests_total{endpoint="other"})'
 for _ in $(seq 1 100); do
     value=$(curl -fsG "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$query" \
-        | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")')
+        | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")' \
+        || true)
     if [ "$value" = "$sent" ]; then
         echo "prometheus: $query = $value, as sent"
         exit 0

@@ -56,7 +56,14 @@ fn captured() -> &'static Capture {
 async fn logs_hold_metadata_only() {
     let capture = captured();
 
-    let h = Harness::start(Options::default()).await;
+    let h = Harness::start(Options {
+        toml_edits: vec![(
+            "trusted_proxies = []",
+            "trusted_proxies = [\"127.0.0.1\"]".to_owned(),
+        )],
+        ..Options::default()
+    })
+    .await;
     let token = h.login("doctor1").await;
     let ask = |content: String, stream: bool| json!({"agent_type": "Clinical", "stream": stream, "messages": [{"role": "user", "content": content}]});
     let (status, answer) = h
@@ -145,5 +152,22 @@ async fn debug_output_redacts_secrets() {
     for sim in &h.sims {
         assert!(!shown.contains(&sim.key), "API key in Debug output");
     }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_id_from_an_untrusted_client_is_replaced() {
+    let h = Harness::start(Options::default()).await;
+    let request = http::Request::get(format!("{}/healthz", h.base))
+        .header("x-request-id", "chosen-by-the-client")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let response = support::client().request(request).await.unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(id, "chosen-by-the-client");
+    assert_eq!(id.len(), 16);
     h.shutdown().await;
 }

@@ -25,14 +25,32 @@ const CLIENT_CLOSED: u16 = 499;
 pub(crate) struct AuditDraft {
     record: Arc<Mutex<AuditRecord>>,
     started: Instant,
+    /// Counts the request in progress until the last copy of the draft is gone,
+    /// however the request ends (even abandoned mid-way).
+    _in_progress: Arc<InProgress>,
+}
+
+struct InProgress;
+
+impl InProgress {
+    fn start() -> Self {
+        crate::metrics::request_started();
+        InProgress
+    }
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        crate::metrics::request_gone();
+    }
 }
 
 impl AuditDraft {
     pub(crate) fn new(record: AuditRecord) -> Self {
-        crate::metrics::request_started();
         AuditDraft {
             record: Arc::new(Mutex::new(record)),
             started: Instant::now(),
+            _in_progress: Arc::new(InProgress::start()),
         }
     }
 

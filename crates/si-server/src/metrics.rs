@@ -109,17 +109,35 @@ fn endpoint(path: &str) -> &'static str {
     }
 }
 
+/// The method label: a standard method, or `other` (clients may invent methods).
+fn method(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "other",
+    }
+}
+
 /// A request began.
 pub(crate) fn request_started() {
     gauge!(IN_PROGRESS).increment(1.0);
 }
 
+/// A request no longer in progress (finished, or abandoned before it could be).
+pub(crate) fn request_gone() {
+    gauge!(IN_PROGRESS).decrement(1.0);
+}
+
 /// A request ended, as its audit record says.
 pub(crate) fn request_finished(record: &AuditRecord) {
-    gauge!(IN_PROGRESS).decrement(1.0);
     let agent = record.agent.clone().unwrap_or_else(|| "none".into());
     let endpoint = endpoint(&record.path);
-    counter!(REQUESTS, "method" => record.method.clone(), "endpoint" => endpoint, "agent_type" => agent.clone())
+    counter!(REQUESTS, "method" => method(&record.method), "endpoint" => endpoint, "agent_type" => agent.clone())
         .increment(1);
     histogram!(DURATION, "endpoint" => endpoint, "agent_type" => agent.clone())
         .record(record.latency_ms / 1000.0);

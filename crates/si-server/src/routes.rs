@@ -28,10 +28,14 @@ pub(crate) async fn handle(
     let trusted = &gateway.config().rate_limits.trusted_proxies;
     let client = client_ip(peer.ip(), request.headers(), trusted);
     request.extensions_mut().insert(ClientAddr(client));
-    // A request id from the proxy in front is kept, if it is a sane one.
+    // A request id from the trusted proxy in front is kept, if it is a sane one.
+    let from_proxy = trusted
+        .iter()
+        .any(|t| t.to_canonical() == peer.ip().to_canonical());
     let request_id = request
         .headers()
         .get("x-request-id")
+        .filter(|_| from_proxy)
         .and_then(|v| v.to_str().ok())
         .filter(|id| {
             (1..=64).contains(&id.len())
@@ -42,7 +46,8 @@ pub(crate) async fn handle(
         .map_or_else(|| random_hex(8), str::to_owned);
     // Health checks and metrics scrapes come every few seconds from monitoring:
     // not audited.
-    let draft = (path != "/healthz" && path != "/metrics").then(|| {
+    let scrape = path == "/metrics" && gateway.config().gateway.metrics_on_main;
+    let draft = (path != "/healthz" && !scrape).then(|| {
         AuditDraft::new(AuditRecord {
             at: now_rfc3339(),
             request_id: request_id.clone(),
@@ -57,7 +62,7 @@ pub(crate) async fn handle(
     }
     // Every log line of this request carries its id.
     let span = tracing::info_span!("request", request_id = %request_id);
-    let result = match admit(gateway, &path, client) {
+    let result = match admit(gateway, &path, client, scrape) {
         Ok(()) => {
             dispatch(gateway, request, &method, &path)
                 .instrument(span.clone())
@@ -65,7 +70,7 @@ pub(crate) async fn handle(
         }
         Err(e) => Err(e),
     };
-    let mut response = result.unwrap_or_else(ApiError::into_response);
+    let mut response = result.unwrap_or_else(|e| span.in_scope(|| e.into_response()));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -82,7 +87,7 @@ pub(crate) async fn handle(
             .is_err()
         {
             // No record, no answer: the client learns its request was not completed.
-            response = ApiError::AuditUnavailable.into_response();
+            response = span.in_scope(|| ApiError::AuditUnavailable.into_response());
         }
     }
     // Metadata only: never bodies, tokens or keys.
@@ -96,8 +101,8 @@ pub(crate) async fn handle(
 
 /// The per-address limit applies to everything but the health check and metrics
 /// (which load balancers and monitoring poll).
-fn admit(gateway: &Gateway, path: &str, client: IpAddr) -> Result<(), ApiError> {
-    if path == "/healthz" || path == "/metrics" {
+fn admit(gateway: &Gateway, path: &str, client: IpAddr, scrape: bool) -> Result<(), ApiError> {
+    if path == "/healthz" || scrape {
         return Ok(());
     }
     gateway
