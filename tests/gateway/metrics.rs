@@ -112,6 +112,8 @@ async fn metrics_use_the_original_names_and_bounded_labels() {
         )
         .is_some()
     );
+    let came_up = ["backend=\"biomistral-7b-8085\"", "to=\"ok\""];
+    assert!(value(&text, "si_backend_state_changes_total", &came_up).unwrap_or(0.0) >= 1.0);
     assert!(value(&text, "si_speed_tier_requests_total", &["tier=\"slow\""]).unwrap_or(0.0) >= 1.0);
     // Scrapes are neither audited nor counted as requests.
     let again = crate::metrics_text(&h).await;

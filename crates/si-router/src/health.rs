@@ -71,6 +71,7 @@ async fn poll_forever(
 }
 
 fn log_change(backend: &Backend, previous: HealthState, state: HealthState) {
+    crate::metrics::state_changed(&backend.name, state.as_str());
     let (name, url, from, to) = (
         &backend.name,
         &backend.url,

@@ -6,6 +6,7 @@ use metrics::{counter, describe_counter, describe_histogram};
 const FAILOVERS: &str = "si_failovers_total";
 const EJECTIONS: &str = "si_backend_ejections_total";
 const UPSTREAM: &str = "si_upstream_headers_seconds";
+const STATE_CHANGES: &str = "si_backend_state_changes_total";
 
 /// Describes the metrics this crate records.
 pub fn describe() {
@@ -22,6 +23,10 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Time to a backend's response headers"
     );
+    describe_counter!(
+        STATE_CHANGES,
+        "Health poll state changes, by backend and new state"
+    );
 }
 
 pub(crate) fn failover(model: &str) {
@@ -34,4 +39,8 @@ pub(crate) fn ejected(backend: &str) {
 
 pub(crate) fn upstream_headers(backend: &str, seconds: f64) {
     metrics::histogram!(UPSTREAM, "backend" => backend.to_owned()).record(seconds);
+}
+
+pub(crate) fn state_changed(backend: &str, to: &'static str) {
+    counter!(STATE_CHANGES, "backend" => backend.to_owned(), "to" => to).increment(1);
 }
