@@ -1,6 +1,5 @@
 use std::time::Duration;
 
-use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use si::si_auth::audit::{AuditRecord, VerifyReport, export, verify};
@@ -26,14 +25,7 @@ async fn every_request_leaves_one_metadata_only_record() {
     let h = Harness::start(Options::default()).await;
     let token = h.login("doctor1").await;
     let ask = json!({"agent_type": "Clinical", "messages": [{"role": "user", "content": PROMPT}]});
-    let response = h
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(&token),
-            Bytes::from(ask.to_string()),
-        )
-        .await;
+    let response = h.chat(&token, &ask).await;
     let request_id = response.headers()["x-request-id"]
         .to_str()
         .unwrap()
@@ -42,14 +34,7 @@ async fn every_request_leaves_one_metadata_only_record() {
     let mut stream = ask.clone();
     stream["stream"] = json!(true);
     stream["stream_options"] = json!({"include_usage": true});
-    let streamed = h
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(&token),
-            Bytes::from(stream.to_string()),
-        )
-        .await;
+    let streamed = h.chat(&token, &stream).await;
     streamed.into_body().collect().await.unwrap();
     h.post_json("/v1/chat/completions", Some(&token), chat_body("Billing"))
         .await; // 403
@@ -147,14 +132,7 @@ async fn a_client_that_leaves_mid_stream_is_recorded_as_499() {
     .await;
     let token = h.login("admin1").await;
     let ask = json!({"agent_type": "Clinical", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
-    let response = h
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(&token),
-            Bytes::from(ask.to_string()),
-        )
-        .await;
+    let response = h.chat(&token, &ask).await;
     let mut body = response.into_body();
     body.frame().await.unwrap().unwrap();
     drop(body);

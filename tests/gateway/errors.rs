@@ -131,14 +131,7 @@ async fn a_loading_backend_is_a_503_with_retry_after() {
     let token = h.login("admin1").await;
     // Loading after the health poll said ok: the chat itself gets llama's 503.
     h.sim(8081).set_loading(true);
-    let response = h
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(&token),
-            Bytes::from(chat_body("MedicalQA").to_string()),
-        )
-        .await;
+    let response = h.chat(&token, &chat_body("MedicalQA")).await;
     assert_eq!(response.headers()["retry-after"], "5");
     let (status, body) = read_json(response).await;
     assert_eq!(status, 503);

@@ -252,6 +252,15 @@ impl LlamaSim {
         self.loading.store(loading, Ordering::SeqCst);
     }
 
+    /// Requests it received, health polls aside.
+    pub async fn non_health_requests(&self) -> usize {
+        let requests = self.server.received_requests().await.unwrap_or_default();
+        requests
+            .iter()
+            .filter(|r| r.url.path() != "/health")
+            .count()
+    }
+
     /// Bodies and Authorization headers of the chat requests it received.
     pub async fn chats(&self) -> Vec<(Option<String>, Bytes)> {
         self.server

@@ -27,14 +27,7 @@ async fn metrics_use_the_original_names_and_bounded_labels() {
         .await;
     let stream = json!({"agent_type": "Chat", "stream": true, "stream_options": {"include_usage": true},
                         "messages": [{"role": "user", "content": "hi"}]});
-    let response = h
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(&token),
-            Bytes::from(stream.to_string()),
-        )
-        .await;
+    let response = h.chat(&token, &stream).await;
     response.into_body().collect().await.unwrap();
     h.get_json("/v1/no-such-path/for-user-12345", None).await;
 

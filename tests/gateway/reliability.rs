@@ -167,15 +167,7 @@ async fn a_loading_replica_gets_no_traffic() {
         })
         .await
     );
-    let before = h
-        .sim(8080)
-        .server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.url.path() != "/health")
-        .count();
+    let before = h.sim(8080).non_health_requests().await;
     for _ in 0..6 {
         assert_eq!(
             h.post_json("/v1/chat/completions", Some(&token), chat_body("Chat"))
@@ -184,15 +176,7 @@ async fn a_loading_replica_gets_no_traffic() {
             200
         );
     }
-    let after = h
-        .sim(8080)
-        .server
-        .received_requests()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|r| r.url.path() != "/health")
-        .count();
+    let after = h.sim(8080).non_health_requests().await;
     assert_eq!(after, before);
     h.shutdown().await;
 }
@@ -212,14 +196,7 @@ async fn another_model_answers_only_where_the_agent_names_a_fallback() {
     })
     .await;
     let token = h.login("admin1").await;
-    let response = h
-        .request(
-            "POST",
-            "/v1/chat/completions",
-            Some(&token),
-            Bytes::from(chat_body("Documentation").to_string()),
-        )
-        .await;
+    let response = h.chat(&token, &chat_body("Documentation")).await;
     assert_eq!(
         response.headers()["x-si-model"],
         "tiny-llama-1b",

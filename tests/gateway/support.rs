@@ -185,6 +185,17 @@ impl Harness {
             .expect("gateway reachable")
     }
 
+    /// POSTs `body` to the chat endpoint; the response is left to the caller.
+    pub async fn chat(&self, token: &str, body: &Value) -> http::Response<Incoming> {
+        self.request(
+            "POST",
+            "/v1/chat/completions",
+            Some(token),
+            Bytes::from(body.to_string()),
+        )
+        .await
+    }
+
     /// Starts a streamed chat with `agent`; the body is left to the caller.
     pub async fn stream(&self, token: &str, agent: &str) -> http::Response<Incoming> {
         let body = json!({"agent_type": agent, "stream": true, "messages": [{"role": "user", "content": "hi"}]});

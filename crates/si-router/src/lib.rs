@@ -53,8 +53,6 @@ pub struct Upstream {
     pub response: http::Response<Incoming>,
     /// The backend slot this answer occupies: keep it until the body is done.
     pub slot: InFlight,
-    /// Whether this was a second try, on another replica.
-    pub retried: bool,
 }
 
 /// Agents, backends and a client: everything needed to route a chat request.
@@ -125,12 +123,10 @@ impl Router {
             match answered {
                 Ok(response) => {
                     backend.passive.succeeded();
-                    let retried = retry.is_some();
                     return Ok(Upstream {
                         backend,
                         response,
                         slot,
-                        retried,
                     });
                 }
                 Err(e) => {
