@@ -1,6 +1,10 @@
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::json;
+
+use si::si_gpu::{GpuError, GpuInventory, GpuReading};
 
 use crate::support::{Harness, Options, chat_body};
 
@@ -152,14 +156,122 @@ async fn metrics_are_not_on_the_public_port_by_default_but_on_their_own_listener
 }
 
 /// Metrics the dashboard and alert rules name that nothing exports yet: filled
-/// once GPU readings and workflows exist. The test below fails when one of them
-/// starts being exported (shrink the list) or when any other name is missing.
-const NOT_YET_EXPORTED: [&str; 4] = [
-    "si_gpu_memory_total_bytes",
-    "si_gpu_memory_used_bytes",
-    "si_gpu_utilization_ratio",
-    "si_workflow_efficiency_ratio",
-];
+/// once workflows exist. The test below fails when one of them starts being
+/// exported (shrink the list) or when any other name is missing.
+const NOT_YET_EXPORTED: [&str; 1] = ["si_workflow_efficiency_ratio"];
+
+/// GPUs with live figures, as NVML reports them on a machine with a driver.
+#[derive(Debug)]
+struct LiveGpus {
+    first_index: u32,
+}
+
+impl GpuInventory for LiveGpus {
+    fn source(&self) -> &'static str {
+        "test"
+    }
+
+    fn read(&self) -> Result<Vec<GpuReading>, GpuError> {
+        Ok((0..2)
+            .map(|i| GpuReading {
+                index: self.first_index + i,
+                name: format!("Test GPU {i}"),
+                memory_total_bytes: 24 << 30,
+                memory_used_bytes: Some((3 + u64::from(i)) << 30),
+                utilization: Some(0.25 * f64::from(i + 1)),
+                temperature_celsius: Some(60 + i),
+                processes: Vec::new(),
+            })
+            .collect())
+    }
+}
+
+/// Readings that always fail, as when the driver goes away under a running gateway.
+#[derive(Debug)]
+struct BrokenGpus;
+
+impl GpuInventory for BrokenGpus {
+    fn source(&self) -> &'static str {
+        "test"
+    }
+
+    fn read(&self) -> Result<Vec<GpuReading>, GpuError> {
+        Err(GpuError::Unavailable(
+            "the GPU has fallen off the bus".into(),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn gpu_readings_become_gauges_per_gpu() {
+    let toml_edits = vec![(
+        "metrics_on_main = false",
+        "metrics_on_main = true".to_owned(),
+    )];
+    // Indices no other test uses: the metrics recorder is shared by the process.
+    let h = Harness::start(Options {
+        toml_edits,
+        gpus: Some(Arc::new(LiveGpus { first_index: 40 })),
+        ..Options::default()
+    })
+    .await;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = crate::metrics_text(&h).await;
+        if text.contains("gpu=\"41\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let gpu = |i: u32| format!("gpu=\"{i}\"");
+    assert_eq!(
+        value(&text, "si_gpu_memory_used_bytes", &[&gpu(41)]),
+        Some((4u64 << 30) as f64),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "si_gpu_memory_total_bytes", &[&gpu(40)]),
+        Some((24u64 << 30) as f64)
+    );
+    assert_eq!(
+        value(&text, "si_gpu_utilization_ratio", &[&gpu(41)]),
+        Some(0.5)
+    );
+    assert_eq!(
+        value(&text, "si_gpu_temperature_celsius", &[&gpu(40)]),
+        Some(60.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "si_gpu_info",
+            &[&gpu(40), "name=\"Test GPU 0\"", "source=\"test\""]
+        ),
+        Some(1.0)
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_gpu_readings_leave_the_gateway_serving() {
+    let toml_edits = vec![(
+        "sample_interval_ms = 5000",
+        "sample_interval_ms = 100".to_owned(),
+    )];
+    let h = Harness::start(Options {
+        toml_edits,
+        gpus: Some(Arc::new(BrokenGpus)),
+        ..Options::default()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let token = h.login("admin1").await;
+    let (status, _) = h
+        .post_json("/v1/chat/completions", Some(&token), chat_body("Chat"))
+        .await;
+    assert_eq!(status, 200);
+    h.shutdown().await;
+}
 
 /// Every PromQL expression in the dashboard and the alert rules.
 fn deploy_expressions() -> Vec<String> {
@@ -275,6 +387,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     ];
     let h = Harness::start(Options {
         toml_edits,
+        gpus: Some(Arc::new(LiveGpus { first_index: 0 })),
         ..Options::default()
     })
     .await;

@@ -52,6 +52,8 @@ pub struct Options {
     pub wrong_key_ports: Vec<u16>,
     /// Give the gateway no key for these ports.
     pub no_key_ports: Vec<u16>,
+    /// Read GPUs from this instead of NVML or the declared ones.
+    pub gpus: Option<std::sync::Arc<dyn si::si_gpu::GpuInventory>>,
 }
 
 pub const TEST_PASSWORD: &str = "correct horse battery staple";
@@ -102,6 +104,9 @@ impl Harness {
         let mut config = Config::parse(&toml, "test.toml").expect("test config");
         config.apply_env(&env).expect("test env");
         let gateway = Gateway::open(config).expect("gateway");
+        if let Some(gpus) = &options.gpus {
+            gateway.set_gpu_inventory(gpus.clone());
+        }
         let users = gateway.users();
         for (name, role, location) in [
             ("doctor1", "clinician", "hospital-01"),

@@ -10,6 +10,9 @@
 #[path = "../gateway/llama_sim.rs"]
 mod llama_sim;
 #[allow(dead_code, unused_imports)]
+#[path = "../gateway/raw_backend.rs"]
+mod raw_backend;
+#[allow(dead_code, unused_imports)]
 #[path = "../gateway/support.rs"]
 mod support;
 
@@ -129,6 +132,46 @@ async fn logs_hold_metadata_only() {
     for text in forbidden {
         assert!(!log.contains(&text), "the log contains `{text}`");
     }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn lines_logged_while_an_answer_streams_carry_its_request_id() {
+    let capture = captured();
+    let gated = raw_backend::GatedStreamBackend::start().await;
+    let h = Harness::start(Options {
+        toml_edits: vec![
+            (
+                "trusted_proxies = []",
+                "trusted_proxies = [\"127.0.0.1\"]".to_owned(),
+            ),
+            (
+                "idle_timeout_ms = 60000",
+                "idle_timeout_ms = 300".to_owned(),
+            ),
+        ],
+        url_overrides: vec![(8085, gated.url.clone())],
+        ..Options::default()
+    })
+    .await;
+    let token = h.login("admin1").await;
+    let ask = json!({"agent_type": "Clinical", "stream": true, "messages": [{"role": "user", "content": PROMPT}]});
+    let request = http::Request::post(format!("{}/v1/chat/completions", h.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("x-request-id", "stall-xyz-789")
+        .body(http_body_util::Full::new(Bytes::from(ask.to_string())))
+        .unwrap();
+    let response = support::client().request(request).await.unwrap();
+    // The backend sends one event, then stalls past the idle limit: the gateway
+    // logs why it ended the answer, long after the handler returned.
+    let _ = response.into_body().collect().await.unwrap();
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("exceeded the idle limit"))
+        .unwrap_or_else(|| panic!("no timeout line: {log}"));
+    assert!(line.contains("stall-xyz-789"), "{line}");
     h.shutdown().await;
 }
 

@@ -6,6 +6,7 @@
 //! source, the key and what was wanted.
 
 mod check;
+mod gpus;
 mod overrides;
 mod rate_limits;
 mod raw;
@@ -49,6 +50,8 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     /// Retries and ejection of failing backends.
     pub failover: FailoverConfig,
+    /// The GPUs and how they are read.
+    pub gpu: GpuConfig,
 }
 
 /// Request rate limits, in requests per minute; `0` turns a limit off.
@@ -309,6 +312,7 @@ impl Config {
     }
 }
 
+pub use gpus::{DeclaredGpu, GpuConfig, GpuSource};
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
 pub use reliability::{BackendLimits, FailoverConfig};
 

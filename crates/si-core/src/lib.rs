@@ -16,8 +16,8 @@ pub mod role;
 pub mod secret;
 
 pub use config::{
-    AgentConfig, AuthConfig, BackendConfig, BackendLimits, Config, ConfigError, FailoverConfig,
-    GatewayConfig,
+    AgentConfig, AuthConfig, BackendConfig, BackendLimits, Config, ConfigError, DeclaredGpu,
+    FailoverConfig, GatewayConfig, GpuConfig, GpuSource,
 };
 pub use env::Environment;
 pub use role::{AgentGrant, Role, RolePolicy};

@@ -1,10 +1,12 @@
-//! GPUs and what runs on them.
-//!
-//! For now this crate only groups the configured backends by the GPU they declare, the
-//! input every later step (VRAM estimates from GGUF headers, NVML readings, placement
-//! plans) starts from. It knows nothing about HTTP or users.
+//! GPUs and what runs on them: live readings through NVML or the GPUs the
+//! configuration declares ([`inventory`]), and the backends each GPU hosts. It knows
+//! nothing about HTTP or users.
 
 use std::collections::BTreeMap;
+
+pub mod inventory;
+
+pub use inventory::{GpuError, GpuInventory, GpuProcess, GpuReading};
 
 use si_core::Config;
 

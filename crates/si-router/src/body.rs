@@ -90,6 +90,7 @@ impl UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         self.failure = Some(status);
         self.state = State::Done;
+        tracing::warn!(status, "{message}");
         if !self.events {
             return Poll::Ready(Some(Err(Box::new(Interrupted(message)))));
         }

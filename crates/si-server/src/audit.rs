@@ -141,6 +141,8 @@ pub(crate) struct AuditedBody {
     state: State,
     /// A stream whose first byte has not gone out yet.
     awaiting_first_byte: bool,
+    /// The request's span: lines logged while the body streams carry its request id.
+    span: tracing::Span,
 }
 
 impl AuditedBody {
@@ -157,6 +159,7 @@ impl AuditedBody {
             status,
             state: State::Streaming,
             awaiting_first_byte: events,
+            span: tracing::Span::current(),
         };
         // An empty answer is never polled: record it now.
         if body.inner.is_end_stream() {
@@ -199,6 +202,8 @@ impl Body for AuditedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let span = this.span.clone();
+        let _in_request = span.enter();
         loop {
             match &mut this.state {
                 State::Done => return Poll::Ready(None),
@@ -269,6 +274,8 @@ impl Body for AuditedBody {
 
 impl Drop for AuditedBody {
     fn drop(&mut self) {
+        let span = self.span.clone();
+        let _in_request = span.enter();
         // Still unwritten: the client went away before the end.
         if let Some((record, log)) = self.take_record(CLIENT_CLOSED) {
             log.append_detached(record);

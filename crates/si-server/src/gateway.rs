@@ -1,7 +1,7 @@
 //! [`Gateway`]: everything one server instance runs with.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -13,6 +13,7 @@ use si_auth::secret::{load_or_create_jwt_secret, user_db_path};
 use si_auth::throttle::LoginThrottle;
 use si_auth::{AuthError, JwtSecrets, RevocationList, TokenIssuer, UserStore};
 use si_core::Config;
+use si_gpu::{GpuError, GpuInventory};
 use si_router::{Router, RouterError};
 
 use crate::limits::RateLimits;
@@ -29,6 +30,11 @@ pub enum GatewayError {
     /// A configuration built in code is inconsistent.
     #[error(transparent)]
     Config(#[from] si_core::ConfigError),
+    /// `gpu.source = "nvml"` and NVML could not be opened.
+    #[error(
+        "gpu.source is \"nvml\" but {0}; install the NVIDIA driver or set gpu.source = \"auto\""
+    )]
+    Gpu(#[from] GpuError),
 }
 
 /// Configuration, router, token issuer and user database of one gateway.
@@ -55,6 +61,8 @@ pub(crate) struct GatewayInner {
     pub(crate) audit: Arc<AuditLog>,
     /// Set once shutdown began.
     pub(crate) draining: AtomicBool,
+    /// Where GPU readings come from.
+    pub(crate) gpus: RwLock<Arc<dyn GpuInventory>>,
 }
 
 impl Gateway {
@@ -90,6 +98,10 @@ impl Gateway {
         let audit = Arc::new(AuditLog::open(&config.gateway.data_dir.join(AUDIT_FILE))?);
         let revocations = RevocationList::default();
         revocations.replace(users.revoked_set()?);
+        let (gpus, note) = si_gpu::inventory::open(&config.gpu)?;
+        if let Some(note) = note {
+            tracing::info!("{note}");
+        }
         Ok(Gateway {
             inner: Arc::new(GatewayInner {
                 config,
@@ -104,6 +116,7 @@ impl Gateway {
                 throttle: Arc::new(LoginThrottle::default()),
                 audit,
                 draining: AtomicBool::new(false),
+                gpus: RwLock::new(gpus),
             }),
         })
     }
@@ -134,6 +147,59 @@ impl Gateway {
     pub fn users(&self) -> &UserStore {
         &self.inner.users
     }
+
+    /// Where its GPU readings come from (chosen by `gpu.source` at start).
+    pub fn gpu_inventory(&self) -> Arc<dyn GpuInventory> {
+        self.inner
+            .gpus
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces where its GPU readings come from, e.g. with an embedder's own
+    /// source; the next sample uses it.
+    pub fn set_gpu_inventory(&self, inventory: Arc<dyn GpuInventory>) {
+        *self.inner.gpus.write().unwrap_or_else(|e| e.into_inner()) = inventory;
+    }
+}
+
+/// Samples the GPUs into the metrics every `interval`, on a blocking thread (NVML
+/// calls into the driver), until `stop`. Logs when readings fail and when they
+/// come back, not at every sample.
+pub(crate) fn spawn_gpu_sampler(
+    gateway: &Gateway,
+    interval: Duration,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let mut failing = false;
+        loop {
+            let inventory = gateway.gpu_inventory();
+            let source = inventory.source();
+            match tokio::task::spawn_blocking(move || inventory.read()).await {
+                Ok(Ok(readings)) => {
+                    if failing {
+                        tracing::info!(source, "GPU readings are back");
+                        failing = false;
+                    }
+                    crate::metrics::gpu_gauges(&readings, source);
+                }
+                Ok(Err(e)) => {
+                    if !failing {
+                        tracing::warn!(source, error = %e, "GPU readings failed");
+                        failing = true;
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "GPU sampling task failed"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+    })
 }
 
 /// The revocation list is read in full at least this often.

@@ -28,6 +28,12 @@ const BACKEND_UP: &str = "si_backend_up";
 const BACKEND_IN_FLIGHT: &str = "si_backend_in_flight";
 const BACKEND_WAITING: &str = "si_backend_queue_depth";
 const BACKEND_SLOTS: &str = "si_backend_slots";
+const GPU_MEMORY_TOTAL: &str = "si_gpu_memory_total_bytes";
+const GPU_MEMORY_USED: &str = "si_gpu_memory_used_bytes";
+const GPU_UTILIZATION: &str = "si_gpu_utilization_ratio";
+const GPU_TEMPERATURE: &str = "si_gpu_temperature_celsius";
+const GPU_INFO: &str = "si_gpu_info";
+const WORKFLOW_EFFICIENCY: &str = "si_workflow_efficiency_ratio";
 
 /// Request latencies in seconds: sub-second steps for the fast tier, and the
 /// original's 1, 5 and 30 s for the slow one.
@@ -94,6 +100,29 @@ fn describe() {
         "Requests waiting for one of the backend's slots"
     );
     describe_gauge!(BACKEND_SLOTS, "Slots the gateway uses on the backend");
+    describe_gauge!(
+        GPU_MEMORY_TOTAL,
+        metrics::Unit::Bytes,
+        "GPU memory, by GPU index"
+    );
+    describe_gauge!(
+        GPU_MEMORY_USED,
+        metrics::Unit::Bytes,
+        "GPU memory in use (live readings only), by GPU index"
+    );
+    describe_gauge!(
+        GPU_UTILIZATION,
+        "Share of the last sample period a kernel ran on the GPU, 0 to 1"
+    );
+    describe_gauge!(GPU_TEMPERATURE, "GPU core temperature, degrees Celsius");
+    describe_gauge!(
+        GPU_INFO,
+        "1 per GPU, labelled with its name and where readings come from"
+    );
+    describe_gauge!(
+        WORKFLOW_EFFICIENCY,
+        "Last workflow run's summed step time over its wall time, by workflow"
+    );
     si_router::metrics::describe();
 }
 
@@ -185,6 +214,25 @@ pub(crate) fn backend_gauges(pool: &BackendPool) {
         gauge!(BACKEND_IN_FLIGHT, &labels).set(backend.in_flight() as f64);
         gauge!(BACKEND_WAITING, &labels).set(backend.waiting() as f64);
         gauge!(BACKEND_SLOTS, &labels).set(backend.slots() as f64);
+    }
+}
+
+/// One sample of every GPU, from an inventory whose readings come from `source`.
+pub(crate) fn gpu_gauges(readings: &[si_gpu::GpuReading], source: &'static str) {
+    for gpu in readings {
+        let index = gpu.index.to_string();
+        let labels = [("gpu", index.clone())];
+        gauge!(GPU_INFO, "gpu" => index, "name" => gpu.name.clone(), "source" => source).set(1.0);
+        gauge!(GPU_MEMORY_TOTAL, &labels).set(gpu.memory_total_bytes as f64);
+        if let Some(used) = gpu.memory_used_bytes {
+            gauge!(GPU_MEMORY_USED, &labels).set(used as f64);
+        }
+        if let Some(utilization) = gpu.utilization {
+            gauge!(GPU_UTILIZATION, &labels).set(utilization);
+        }
+        if let Some(celsius) = gpu.temperature_celsius {
+            gauge!(GPU_TEMPERATURE, &labels).set(f64::from(celsius));
+        }
     }
 }
 

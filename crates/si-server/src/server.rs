@@ -42,6 +42,11 @@ pub async fn run(
     );
     let revocation_sync =
         crate::gateway::spawn_revocation_sync(&gateway, REVOCATION_SYNC, stop_polling.clone());
+    let gpu_sampler = crate::gateway::spawn_gpu_sampler(
+        &gateway,
+        gateway.config().gpu.sample_interval,
+        stop_polling.clone(),
+    );
     let graceful = GracefulShutdown::new();
     let connections = Arc::new(Semaphore::new(settings.max_connections as usize));
     accept_until(&listener, &gateway, &graceful, &connections, shutdown).await;
@@ -65,6 +70,7 @@ pub async fn run(
     stop_polling.cancel();
     let _ = health.await;
     let _ = revocation_sync.await;
+    let _ = gpu_sampler.await;
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::gpus::{RawDeclaredGpu, RawGpu};
 use super::rate_limits::RawRateLimits;
 use super::reliability::{RawBackendDefaults, RawFailover, RawLimitOverrides};
 use super::{
@@ -37,6 +38,10 @@ pub(super) struct RawConfig {
     backend_defaults: RawBackendDefaults,
     #[serde(default)]
     failover: RawFailover,
+    #[serde(default)]
+    gpu: RawGpu,
+    #[serde(default)]
+    gpus: Vec<RawDeclaredGpu>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +199,7 @@ impl RawConfig {
             roles: RolePolicy::default(),
             rate_limits: self.rate_limits.validate(source)?,
             failover: self.failover.validate(source)?,
+            gpu: self.gpu.validate(self.gpus, source)?,
         };
         config.check(source)?;
         config.roles = validate_roles(self.roles, &config.agents, source)?;

@@ -144,12 +144,46 @@ fn bad_values_name_their_key() {
             "trusted_proxies = [\"nginx.local\"]",
             "rate_limits.trusted_proxies[0]",
         ),
+        ("source = \"auto\"", "source = \"cuda\"", "gpu.source"),
+        (
+            "sample_interval_ms = 5000",
+            "sample_interval_ms = 5",
+            "gpu.sample_interval_ms",
+        ),
+        ("memory_mib = 12288", "memory_mib = 0", "gpus[1].memory_mib"),
+        ("index = 1", "index = 0", "gpus[1].index"),
+        (
+            "model = \"openinsurance-8b\"\napi_key = \"env::API_KEY_OPENINSURANCE_8084\"\ngpu = 1",
+            "model = \"openinsurance-8b\"\napi_key = \"env::API_KEY_OPENINSURANCE_8084\"\ngpu = 2",
+            "backends[4].gpu",
+        ),
     ];
     for (from, to, key) in cases {
         let text = BUILTIN_TOML.replacen(from, to, 1);
         assert_ne!(text, BUILTIN_TOML, "case {key} did not apply");
         assert_eq!(parse_err(&text).key, key, "{to}");
     }
+}
+
+#[test]
+fn gpus_are_declared_with_their_capacity() {
+    let gpu = builtin().gpu;
+    assert_eq!(gpu.source, GpuSource::Auto);
+    assert_eq!(gpu.sample_interval, Duration::from_secs(5));
+    let declared: Vec<(u32, u64)> = gpu
+        .devices
+        .iter()
+        .map(|g| (g.index, g.memory_bytes))
+        .collect();
+    assert_eq!(declared, [(0, 24 << 30), (1, 12 << 30)]);
+    // Without [[gpus]], backends may name any GPU (NVML will say what exists).
+    let (from, to) = (
+        BUILTIN_TOML.find("[[gpus]]").unwrap_or(0),
+        BUILTIN_TOML.find("# One table per llama-server").unwrap_or(0),
+    );
+    let bare = format!("{}{}", &BUILTIN_TOML[..from], &BUILTIN_TOML[to..]);
+    let config = Config::parse(&bare, "si.toml").map_err(|e| e.to_string());
+    assert_eq!(config.map(|c| c.gpu.devices.len()), Ok(0));
 }
 
 #[test]
