@@ -22,6 +22,8 @@ pub enum Behaviour {
     PauseAfterFirstEvent,
     /// Waits for `release` before sending anything at all.
     HangBeforeHeaders,
+    /// A JSON answer whose headers promise more bytes than come before the close.
+    JsonDiesMidBody,
 }
 
 #[derive(Default)]
@@ -108,6 +110,11 @@ async fn serve(mut stream: TcpStream, signals: Arc<Signals>, behaviour: Behaviou
         return;
     }
     signals.chats.fetch_add(1, Ordering::SeqCst);
+    if behaviour == Behaviour::JsonDiesMidBody {
+        let partial = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{\"choices\":[{\"index\":0,";
+        let _ = stream.write_all(partial.as_bytes()).await;
+        return;
+    }
     let header = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-accel-buffering: no\r\n\
                   transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
     let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len());

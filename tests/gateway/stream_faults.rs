@@ -69,6 +69,29 @@ async fn a_backend_hanging_before_its_headers_times_out_and_is_let_go() {
 }
 
 #[tokio::test]
+async fn a_whole_answer_that_breaks_off_is_a_clear_502_not_a_cut_connection() {
+    let (h, gated) = with_gated(8085, Behaviour::JsonDiesMidBody, Vec::new()).await;
+    let token = h.login("admin1").await;
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), chat_body("Clinical"))
+        .await;
+    assert_eq!(gated.signals.chats.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (502, "backend_failed"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("biomistral-7b-8085"),
+        "{body}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_stalled_stream_ends_with_a_timeout_event() {
     let gated = GatedStreamBackend::start().await;
     let toml_edits = edits(&[("idle_timeout_ms = 60000", "idle_timeout_ms = 300")]);

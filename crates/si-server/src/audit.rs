@@ -182,6 +182,20 @@ impl AuditedBody {
         }
     }
 
+    /// The status the answer ended with if it was cut short (502 or 504).
+    pub(crate) fn failure(&self) -> Option<u16> {
+        self.inner.failure()
+    }
+
+    /// Records the answer as ended with `status` now, without waiting, when it is
+    /// given up before its end (e.g. too large to hold).
+    pub(crate) fn abandon(&mut self, status: u16) {
+        if let Some((record, log)) = self.take_record(status) {
+            log.append_detached(record);
+        }
+        self.state = State::Done;
+    }
+
     /// The finished record and its log, once.
     fn take_record(&mut self, status: u16) -> Option<(AuditRecord, Arc<AuditLog>)> {
         let (draft, log) = self.audit.take()?;

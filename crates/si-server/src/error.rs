@@ -51,6 +51,11 @@ pub(crate) enum ApiError {
     Internal(String),
     #[error("the audit trail cannot be written, so the request was not completed; retry shortly")]
     AuditUnavailable,
+    /// A backend's answer broke off or stalled after its headers (502 or 504).
+    #[error("{message}")]
+    AnswerCutShort { status: u16, message: String },
+    #[error("backend `{backend}` sent an answer larger than {limit} bytes")]
+    AnswerTooLarge { backend: String, limit: usize },
 }
 
 #[derive(Serialize)]
@@ -98,6 +103,17 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_request"),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal"),
+            ApiError::AnswerCutShort { status: 504, .. } => {
+                (StatusCode::GATEWAY_TIMEOUT, UPSTREAM, "backend_timeout")
+            }
+            ApiError::AnswerCutShort { .. } => {
+                (StatusCode::BAD_GATEWAY, UPSTREAM, "backend_failed")
+            }
+            ApiError::AnswerTooLarge { .. } => (
+                StatusCode::BAD_GATEWAY,
+                UPSTREAM,
+                "backend_answer_too_large",
+            ),
             ApiError::AuditUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
@@ -121,6 +137,13 @@ impl ApiError {
             }
             ApiError::Busy(_) | ApiError::AuditUnavailable => {
                 tracing::warn!(status, code, "request failed");
+            }
+            // Our own text: the backend's name and the limit, never its content.
+            ApiError::AnswerCutShort { message, .. } => {
+                tracing::warn!(status, code, error = %message, "request failed");
+            }
+            ApiError::AnswerTooLarge { backend, .. } => {
+                tracing::warn!(status, code, backend = %backend, "request failed");
             }
             ApiError::NotFound { .. }
             | ApiError::Forbidden { .. }

@@ -9,6 +9,8 @@
 //! - `error`: the one place where every error becomes an HTTP status and JSON body.
 //! - `body`: response bodies (JSON, or a backend's stream passed through).
 //! - [`keys`]: switching backend API keys while running (rotation).
+//! - [`command`]: the `si-server` program (arguments, configuration, logging,
+//!   signals), so the binary is one line and the benchmark runs the same code.
 //! - `limits`, `audit`, `client_ip`: rate limits, the audit record of each request,
 //!   and who the client is behind a trusted proxy.
 //!
@@ -17,6 +19,7 @@
 mod audit;
 mod body;
 mod client_ip;
+pub mod command;
 mod error;
 pub mod gateway;
 mod handlers;

@@ -1,4 +1,7 @@
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rusqlite::{Connection, params};
 
 use super::*;
 

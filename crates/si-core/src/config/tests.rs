@@ -179,7 +179,9 @@ fn gpus_are_declared_with_their_capacity() {
     // Without [[gpus]], backends may name any GPU (NVML will say what exists).
     let (from, to) = (
         BUILTIN_TOML.find("[[gpus]]").unwrap_or(0),
-        BUILTIN_TOML.find("# One table per llama-server").unwrap_or(0),
+        BUILTIN_TOML
+            .find("# One table per llama-server")
+            .unwrap_or(0),
     );
     let bare = format!("{}{}", &BUILTIN_TOML[..from], &BUILTIN_TOML[to..]);
     let config = Config::parse(&bare, "si.toml").map_err(|e| e.to_string());

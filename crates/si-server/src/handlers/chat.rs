@@ -56,11 +56,61 @@ pub(crate) async fn handle(
             return Err(e.into());
         }
     };
-    Ok(pass_through(gateway, upstream, &agent.name, draft))
+    Ok(pass_through(gateway, upstream, &agent.name, draft).await)
+}
+
+/// The largest non-streamed answer held before it is sent on. llama-server's
+/// answers are a few KiB; this bounds what a misbehaving backend can make the
+/// gateway hold.
+const MAX_WHOLE_ANSWER_BYTES: usize = 16 << 20;
+
+/// A non-streamed answer, read whole and audited before anything is sent, so the
+/// client gets it in one write, or a clear JSON error if the backend broke off.
+async fn read_whole(
+    mut body: AuditedBody,
+    backend: &str,
+) -> Result<http_body_util::Full<bytes::Bytes>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut pieces: Vec<bytes::Bytes> = Vec::with_capacity(1);
+    let mut total = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            // The body has recorded its end already.
+            Err(e) if e.is::<si_auth::audit::AuditUnavailable>() => {
+                return Err(ApiError::AuditUnavailable);
+            }
+            Err(e) => {
+                let status = body.failure().unwrap_or(502);
+                return Err(ApiError::AnswerCutShort {
+                    status,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > MAX_WHOLE_ANSWER_BYTES {
+            body.abandon(502);
+            return Err(ApiError::AnswerTooLarge {
+                backend: backend.to_owned(),
+                limit: MAX_WHOLE_ANSWER_BYTES,
+            });
+        }
+        pieces.push(data);
+    }
+    // Most answers arrive in one piece: send it without copying.
+    let whole = match pieces.len() {
+        1 => pieces.swap_remove(0),
+        _ => pieces.concat().into(),
+    };
+    Ok(http_body_util::Full::new(whole))
 }
 
 /// The backend's status, content type and body, plus where the answer came from.
-fn pass_through(
+async fn pass_through(
     gateway: &Gateway,
     upstream: Upstream,
     agent: &str,
@@ -87,7 +137,18 @@ fn pass_through(
         }
         None => AuditedBody::new(body, is_stream, parts.status.as_u16(), None),
     };
-    let mut response = Response::new(Either::Right(body));
+    let mut response = if is_stream {
+        Response::new(Either::Right(body))
+    } else {
+        match read_whole(body, &backend.name).await {
+            Ok(whole) => Response::new(Either::Left(whole)),
+            Err(e) => {
+                let mut response = e.into_response();
+                response.extensions_mut().insert(AuditedByBody);
+                return response;
+            }
+        }
+    };
     *response.status_mut() = parts.status;
     response.extensions_mut().insert(AuditedByBody);
     let headers = response.headers_mut();

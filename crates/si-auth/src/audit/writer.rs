@@ -1,0 +1,311 @@
+//! Writing the chain. A caller that finds nothing queued and the writer free
+//! commits its record itself, on its own thread: a lone request then costs no
+//! hand-off to another thread and back, which on a quiet server is most of the
+//! cost. Otherwise the record joins the queue, and the writer thread commits
+//! what is queued in one transaction (group commit), so that under load the
+//! request threads never wait for each other's commits.
+//!
+//! A commit in WAL mode with `synchronous = NORMAL` is a write to the page cache,
+//! no fsync. The one slow step, copying the WAL back into the database
+//! (checkpoint, with an fsync), runs on a background thread with its own
+//! connection, never on a request.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{AuditRecord, AuditUnavailable, GENESIS_HASH, SCHEMA, at_millis, chain_hash};
+use crate::AuthError;
+
+/// A record waiting to be committed, and who waits for it (if anyone).
+type Pending = (
+    AuditRecord,
+    Option<oneshot::Sender<Result<(), AuditUnavailable>>>,
+);
+
+/// Most records committed in one transaction.
+const MAX_BATCH: usize = 512;
+/// The head of the chain is logged every this many records, so a copy of it lives
+/// outside the database (see `verify --expect-head`).
+const HEAD_LOG_EVERY: u64 = 1000;
+/// How often the WAL is copied back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The open audit log.
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    threads: Vec<JoinHandle<()>>,
+    stop_checkpoints: Option<Sender<()>>,
+}
+
+/// What callers and the writer thread share.
+struct Shared {
+    queue: Mutex<Queue>,
+    queued: Condvar,
+    writer: Mutex<Writer>,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    closed: bool,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connection and the chain's head (last sequence number and hash).
+struct Writer {
+    conn: Connection,
+    head: (u64, String),
+}
+
+impl AuditLog {
+    /// Opens (creating, mode 0600) the log at `path`.
+    pub fn open(path: &Path) -> Result<Self, AuthError> {
+        Self::open_with(path, Duration::from_millis(200))
+    }
+
+    /// [`AuditLog::open`], waiting at most `busy` for a lock on the database held
+    /// by another process before a write fails.
+    pub(crate) fn open_with(path: &Path, busy: Duration) -> Result<Self, AuthError> {
+        let conn = open_db(path, busy)?;
+        let head = chain_head(&conn).map_err(|e| AuthError::store(path, e))?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            queued: Condvar::new(),
+            writer: Mutex::new(Writer { conn, head }),
+            path: path.to_owned(),
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || shared.write_loop())
+                .map_err(|e| AuthError::store(path, e))?
+        };
+        let (stop, stopped) = mpsc::channel();
+        let checkpoint_path = path.to_owned();
+        let checkpointer = std::thread::Builder::new()
+            .name("audit-checkpoint".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
+                    checkpoint(&checkpoint_path);
+                }
+            })
+            .map_err(|e| AuthError::store(path, e))?;
+        Ok(AuditLog {
+            shared,
+            path: path.to_owned(),
+            threads: vec![writer, checkpointer],
+            stop_checkpoints: Some(stop),
+        })
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `record` and returns once it is committed. An error means it could
+    /// not be written (the gateway then refuses to complete the request). When
+    /// nothing else is being written, the commit (a write to the page cache) runs
+    /// on the calling thread.
+    pub async fn append(&self, record: AuditRecord) -> Result<(), AuditUnavailable> {
+        let (done, committed) = oneshot::channel();
+        self.shared.submit((record, Some(done)));
+        committed.await.unwrap_or(Err(AuditUnavailable))
+    }
+
+    /// Appends `record` without waiting for the outcome (for paths that cannot
+    /// wait, such as a response body dropped by a client that went away).
+    pub fn append_detached(&self, record: AuditRecord) {
+        self.shared.submit((record, None));
+    }
+}
+
+impl Shared {
+    /// Commits `pending` here if the queue is empty and the writer free, else
+    /// queues it for the writer thread.
+    fn submit(&self, pending: Pending) {
+        let mut queue = lock(&self.queue);
+        if queue.pending.is_empty() {
+            let writer = match self.writer.try_lock() {
+                Ok(writer) => Some(writer),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut writer) = writer {
+                drop(queue);
+                let mut batch = [pending];
+                let outcome = writer.write(&mut batch, &self.path);
+                drop(writer);
+                let [(_, done)] = batch;
+                if let Some(done) = done {
+                    let _ = done.send(outcome);
+                }
+                return;
+            }
+        }
+        queue.pending.push(pending);
+        drop(queue);
+        self.queued.notify_one();
+    }
+
+    /// The writer thread: commits what is queued, in batches, until closed and
+    /// drained.
+    fn write_loop(&self) {
+        loop {
+            let mut batch = {
+                let mut queue = lock(&self.queue);
+                while queue.pending.is_empty() && !queue.closed {
+                    queue = self.queued.wait(queue).unwrap_or_else(|e| e.into_inner());
+                }
+                if queue.pending.is_empty() {
+                    return;
+                }
+                let take = queue.pending.len().min(MAX_BATCH);
+                queue.pending.drain(..take).collect::<Vec<_>>()
+            };
+            let outcome = lock(&self.writer).write(&mut batch, &self.path);
+            for (_, done) in batch {
+                if let Some(done) = done {
+                    let _ = done.send(outcome);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// Commits what is queued and checkpoints before returning.
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.shared.queued.notify_all();
+        drop(self.stop_checkpoints.take());
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        checkpoint(&self.path);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Writer {
+    /// Commits `batch` in one transaction. On failure the transaction rolled back
+    /// and the chain on disk is intact; the records are reported lost.
+    fn write(&mut self, batch: &mut [Pending], path: &Path) -> Result<(), AuditUnavailable> {
+        match write_batch(&mut self.conn, &self.head, batch) {
+            Ok(head) => {
+                log_head_now_and_then(self.head.0, &head);
+                self.head = head;
+                Ok(())
+            }
+            Err(e) => {
+                // Loudly, without the records' contents.
+                tracing::error!(path = %path.display(), records = batch.len(), error = %e, "audit write failed");
+                Err(AuditUnavailable)
+            }
+        }
+    }
+}
+
+fn open_db(path: &Path, busy: Duration) -> Result<Connection, AuthError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::secret::create_private_dir(parent).map_err(|e| AuthError::store(path, e))?;
+    }
+    let conn = Connection::open(path).map_err(|e| AuthError::store(path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| AuthError::store(path, e))?;
+    }
+    conn.busy_timeout(busy)
+        .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
+        .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
+        // Checkpoints run on the background thread, not after a commit.
+        .and_then(|()| conn.pragma_update(None, "wal_autocheckpoint", 0))
+        .and_then(|()| conn.execute_batch(SCHEMA))
+        .map_err(|e| AuthError::store(path, e))?;
+    Ok(conn)
+}
+
+/// Copies the WAL back into the database, without waiting for readers or writers.
+fn checkpoint(path: &Path) {
+    let done = Connection::open(path).and_then(|conn| {
+        conn.busy_timeout(Duration::from_millis(100))?;
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+    });
+    if let Err(e) = done {
+        tracing::debug!(path = %path.display(), error = %e, "audit checkpoint skipped");
+    }
+}
+
+/// The last record's sequence number and hash.
+fn chain_head(conn: &Connection) -> rusqlite::Result<(u64, String)> {
+    let head = conn
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()?;
+    Ok(head.map_or((0, GENESIS_HASH.to_owned()), |(seq, hash)| {
+        (u64::try_from(seq).unwrap_or(0), hash)
+    }))
+}
+
+fn log_head_now_and_then(before: u64, (seq, hash): &(u64, String)) {
+    if before / HEAD_LOG_EVERY != seq / HEAD_LOG_EVERY {
+        tracing::info!(seq, hash = %hash, "audit chain head");
+    }
+}
+
+fn write_batch(
+    conn: &mut Connection,
+    head: &(u64, String),
+    batch: &mut [Pending],
+) -> rusqlite::Result<(u64, String)> {
+    let tx = conn.transaction()?;
+    let (mut seq, mut prev) = head.clone();
+    {
+        // Prepared once per connection, not once per record.
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO audit (seq, at_ms, record, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (record, _) in batch.iter_mut() {
+            seq += 1;
+            record.seq = seq;
+            let json = serde_json::to_string(record)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            let hash = chain_hash(&prev, &json);
+            let at_ms = at_millis(&record.at);
+            insert.execute(params![
+                i64::try_from(seq).unwrap_or(i64::MAX),
+                at_ms,
+                json,
+                prev,
+                hash
+            ])?;
+            prev = hash;
+        }
+    }
+    tx.commit()?;
+    Ok((seq, prev))
+}

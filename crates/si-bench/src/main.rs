@@ -1,0 +1,174 @@
+//! `si-bench`: how much the gateway adds to a call to llama-server, against calling
+//! the server directly and against nginx, in one run on one machine.
+//!
+//! It starts a mock llama-server and the gateway (this executable again, in other
+//! modes, so each is its own process with its own memory figure) and, when
+//! installed, nginx; drives them with its own HTTP/1.1 client over loopback; prints
+//! a table and writes the figures as JSON. `--smoke` runs every phase briefly to
+//! show that the benchmark works; its figures mean nothing.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+mod load;
+mod mock;
+mod plan;
+mod report;
+mod stack;
+
+/// The allocator `si-server` uses, so that the gateway measured here is the same.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Benchmark the gateway against direct calls and nginx"
+)]
+struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Every phase, briefly: checks that the benchmark runs, measures nothing.
+    #[arg(long)]
+    smoke: bool,
+    /// Where the JSON report goes.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "target/si-bench/report.json"
+    )]
+    out: PathBuf,
+    /// Leave nginx out even if it is installed.
+    #[arg(long)]
+    no_nginx: bool,
+    /// Only the latency sweep and throughput, for quick before/after comparisons
+    /// while profiling.
+    #[arg(long, conflicts_with = "smoke")]
+    quick: bool,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Run the mock llama-server (used by the benchmark itself).
+    #[command(hide = true)]
+    Mock {
+        #[arg(long)]
+        delay_ms: u64,
+        #[arg(long)]
+        chunks: u32,
+        #[arg(long)]
+        interval_ms: u64,
+    },
+    /// Run the gateway, exactly as `si-server` does (used by the benchmark itself).
+    #[command(hide = true)]
+    Gateway {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match args.mode {
+        Some(Mode::Gateway { args }) => {
+            si_server::command::main(std::iter::once(OsString::from("si-server")).chain(args))
+        }
+        Some(Mode::Mock {
+            delay_ms,
+            chunks,
+            interval_ms,
+        }) => run_mock(delay_ms, chunks, interval_ms),
+        None => {
+            let settings = if args.smoke {
+                plan::Settings::smoke()
+            } else if args.quick {
+                plan::Settings::quick()
+            } else {
+                plan::Settings::full()
+            };
+            run_benchmark(&settings, &args.out, !args.no_nginx)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
+}
+
+fn run_mock(delay_ms: u64, chunks: u32, interval_ms: u64) -> ExitCode {
+    let served = runtime().and_then(|runtime| {
+        runtime.block_on(async {
+            let mut listeners = Vec::new();
+            for _ in 0..3 {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                listeners.push(listener);
+            }
+            let addresses: Vec<String> = listeners
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .map(|a| a.to_string())
+                .collect();
+            println!("READY {}", addresses.join(" "));
+            let modes = [
+                mock::Mode::Immediate,
+                mock::Mode::Delayed(Duration::from_millis(delay_ms)),
+                mock::Mode::Streaming {
+                    chunks,
+                    interval: Duration::from_millis(interval_ms),
+                },
+            ];
+            let mut tasks = Vec::new();
+            for (listener, mode) in listeners.into_iter().zip(modes) {
+                tasks.push(tokio::spawn(mock::serve(listener, mode)));
+            }
+            for task in tasks {
+                let _ = task.await;
+            }
+            Ok(())
+        })
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("si-bench mock: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_benchmark(settings: &plan::Settings, out: &std::path::Path, with_nginx: bool) -> ExitCode {
+    let measured = runtime().and_then(|runtime| runtime.block_on(plan::run(settings, with_nginx)));
+    let report = match measured {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("si-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report::table(&report));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match serde_json::to_string_pretty(&report)
+        .map_err(|e| e.to_string())
+        .and_then(|json| std::fs::write(out, json + "\n").map_err(|e| e.to_string()))
+    {
+        Ok(()) => {
+            println!("\nreport: {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("si-bench: cannot write {}: {e}", out.display());
+            ExitCode::FAILURE
+        }
+    }
+}

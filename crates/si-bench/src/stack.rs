@@ -1,0 +1,393 @@
+//! The processes under test, each its own process so that its memory can be read:
+//! the mock llama-server and the gateway (this same executable in another mode) and,
+//! when installed, nginx.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use secrecy::SecretString;
+use si_auth::{NewUser, UserStore};
+
+/// A child process, stopped when dropped.
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free on loopback now.
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port on loopback: {e}"))
+}
+
+/// The mock's three listeners.
+pub struct Mock {
+    /// Its process, stopped when this is dropped.
+    pub process: Process,
+    /// Zero delay.
+    pub immediate: SocketAddr,
+    /// Fixed delay.
+    pub delayed: SocketAddr,
+    /// Streams.
+    pub streaming: SocketAddr,
+}
+
+/// Starts `exe mock …` and waits for its `READY` line.
+pub fn start_mock(
+    exe: &Path,
+    delay_ms: u64,
+    chunks: u32,
+    interval_ms: u64,
+) -> Result<Mock, String> {
+    let mut child = Command::new(exe)
+        .args(["mock", "--delay-ms", &delay_ms.to_string()])
+        .args(["--chunks", &chunks.to_string()])
+        .args(["--interval-ms", &interval_ms.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start the mock: {e}"))?;
+    let stdout = child.stdout.take().ok_or("the mock has no stdout")?;
+    let process = Process { child };
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| format!("the mock did not start: {e}"))?;
+    let addresses: Vec<SocketAddr> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    match addresses.as_slice() {
+        [immediate, delayed, streaming] => Ok(Mock {
+            process,
+            immediate: *immediate,
+            delayed: *delayed,
+            streaming: *streaming,
+        }),
+        _ => Err(format!("the mock said `{}`", line.trim())),
+    }
+}
+
+/// A running gateway and a token to call it with.
+pub struct Gateway {
+    /// Its process.
+    pub process: Process,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// `Bearer …` for a logged-in user.
+    pub authorization: String,
+}
+
+const PASSWORD: &str = "benchmark password 0123456789";
+
+/// Writes a configuration for `mock` into `dir` with authentication, rate limits
+/// (high enough never to trigger), metrics and audit on, as in production; adds a
+/// user; starts `exe gateway`; waits until it answers; logs in.
+pub async fn start_gateway(exe: &Path, mock: &Mock, dir: &Path) -> Result<Gateway, String> {
+    let port = free_port()?;
+    let metrics_port = free_port()?;
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
+    let config = gateway_config(port, metrics_port, &data, mock);
+    let config_path = dir.join("si-bench.toml");
+    std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let users =
+        UserStore::open(&si_auth::secret::user_db_path(&data)).map_err(|e| e.to_string())?;
+    users
+        .add(&NewUser {
+            username: "bench",
+            password: &SecretString::from(PASSWORD),
+            role: "admin".parse().map_err(|_| "no admin role")?,
+            location: "*",
+        })
+        .map_err(|e| e.to_string())?;
+    drop(users);
+    let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .arg("gateway")
+        .arg("--config")
+        .arg(&config_path)
+        .current_dir(dir)
+        .env("JWT_SECRET", random_secret()?)
+        .env("BENCH_API_KEY", "bench-backend-key-0123456789")
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start the gateway: {e}"))?;
+    let process = Process { child };
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until_listening(address, Duration::from_secs(20)).await?;
+    let authorization = login(address).await?;
+    Ok(Gateway {
+        process,
+        address,
+        authorization,
+    })
+}
+
+fn gateway_config(port: u16, metrics_port: u16, data: &Path, mock: &Mock) -> String {
+    format!(
+        r#"[gateway]
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+metrics_listen = "127.0.0.1:{metrics_port}"
+max_connections = 20000
+
+[backend_defaults]
+max_in_flight = 4096
+queue_depth = 4096
+
+[[backends]]
+name = "mock-immediate"
+url = "http://{immediate}"
+model = "bench-immediate"
+api_key = "env::BENCH_API_KEY"
+
+[[backends]]
+name = "mock-delayed"
+url = "http://{delayed}"
+model = "bench-delayed"
+api_key = "env::BENCH_API_KEY"
+
+[[backends]]
+name = "mock-streaming"
+url = "http://{streaming}"
+model = "bench-streaming"
+api_key = "env::BENCH_API_KEY"
+
+[[agents]]
+name = "Chat"
+model = "bench-immediate"
+tier = "fast"
+
+[[agents]]
+name = "Clinical"
+model = "bench-delayed"
+tier = "slow"
+
+[[agents]]
+name = "Documentation"
+model = "bench-streaming"
+tier = "slow"
+
+[roles]
+admin = ["*"]
+
+[rate_limits]
+per_ip_per_minute = 1000000000
+per_user_per_minute = 1000000000
+per_location_per_minute = 1000000000
+"#,
+        data = data.display(),
+        immediate = mock.immediate,
+        delayed = mock.delayed,
+        streaming = mock.streaming,
+    )
+}
+
+fn random_secret() -> Result<String, String> {
+    let mut bytes = [0u8; 32];
+    let mut urandom = std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?;
+    std::io::Read::read_exact(&mut urandom, &mut bytes).map_err(|e| e.to_string())?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+async fn wait_until_listening(address: SocketAddr, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("nothing listened on {address} within {limit:?}"))
+}
+
+async fn login(address: SocketAddr) -> Result<String, String> {
+    let stream = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    let body =
+        serde_json::json!({"username": "bench", "password": PASSWORD, "location_id": "bench-site"})
+            .to_string();
+    let request = http::Request::post("/v1/auth/login")
+        .header(http::header::HOST, address.to_string())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    match json["access_token"].as_str() {
+        Some(token) if status.is_success() => Ok(format!("Bearer {token}")),
+        _ => Err(format!(
+            "login failed with {status}: {}",
+            String::from_utf8_lossy(&body)
+        )),
+    }
+}
+
+/// nginx proxying to `upstream`, when an `nginx` executable is on `PATH`.
+pub struct Nginx {
+    /// Its master process, stopped when this is dropped.
+    pub process: Process,
+    /// Where it listens.
+    pub address: SocketAddr,
+}
+
+/// Starts nginx (2 workers, upstream keep-alive, no buffering, no access log) in
+/// front of `upstream`, or `None` when it is not installed.
+pub async fn start_nginx(upstream: SocketAddr, dir: &Path) -> Result<Option<Nginx>, String> {
+    let Some(nginx) = find_on_path("nginx") else {
+        return Ok(None);
+    };
+    let port = free_port()?;
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("logs")).map_err(|e| e.to_string())?;
+    let user = if running_as_root() {
+        "user root;\n"
+    } else {
+        ""
+    };
+    let temp = prefix.display();
+    let config = format!(
+        r#"{user}worker_processes 2;
+daemon off;
+pid {temp}/nginx.pid;
+error_log {temp}/logs/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    upstream mock {{
+        server {upstream};
+        keepalive 256;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"#
+    );
+    let config_path = prefix.join("nginx.conf");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let child = Command::new(nginx)
+        .arg("-p")
+        .arg(&prefix)
+        .arg("-c")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start nginx: {e}"))?;
+    let process = Process { child };
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_until_listening(address, Duration::from_secs(10)).await?;
+    Ok(Some(Nginx { process, address }))
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Resident memory of `pid`, in KiB, from `/proc`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The processes of `pid`'s tree: itself and its children (nginx's workers).
+pub fn with_children(pid: u32) -> Vec<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    std::iter::once(pid)
+        .chain(children.split_whitespace().filter_map(|c| c.parse().ok()))
+        .collect()
+}
+
+/// CPU time all of `pids` have used, in microseconds.
+pub fn cpu_micros_all(pids: &[u32]) -> Option<u64> {
+    pids.iter().map(|&pid| cpu_micros(pid)).sum()
+}
+
+/// CPU time `pid` has used (user and system), in microseconds, from `/proc`.
+pub fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 1_000_000 / CLOCK_TICKS_PER_SECOND)
+}
+
+/// `sysconf(_SC_CLK_TCK)` on Linux (fixed at 100 on every mainstream architecture).
+const CLOCK_TICKS_PER_SECOND: u64 = 100;
