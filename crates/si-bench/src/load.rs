@@ -230,17 +230,26 @@ pub struct StreamSample {
     pub failed: u64,
 }
 
-/// `streams` streaming requests at once (each on its own connection, all sent
-/// together), each expected to carry `events` `data:` events.
-pub async fn streams(target: &Target, streams: usize, events: usize) -> StreamSample {
+/// `streams` streaming requests, each on its own connection (all opened first),
+/// started evenly over `ramp` so that each one's time to first chunk is measured
+/// while the others are open rather than in one burst; each is expected to carry
+/// `events` `data:` events.
+pub async fn streams(
+    target: &Target,
+    streams: usize,
+    events: usize,
+    ramp: Duration,
+) -> StreamSample {
     let barrier = Arc::new(Barrier::new(streams));
     let mut tasks = Vec::with_capacity(streams);
-    for _ in 0..streams {
+    for i in 0..streams {
         let target = target.clone();
         let barrier = barrier.clone();
+        let delay = ramp.mul_f64(i as f64 / streams.max(1) as f64);
         tasks.push(tokio::spawn(async move {
             let sender = connect(target.address).await;
             barrier.wait().await;
+            tokio::time::sleep(delay).await;
             match sender {
                 Ok(mut sender) => one_stream(&mut sender, &target, events).await,
                 Err(_) => None,

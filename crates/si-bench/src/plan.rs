@@ -26,6 +26,7 @@ pub struct Settings {
     rate_duration: Duration,
     delay_ms: u64,
     streams: usize,
+    ramp: Duration,
     chunks: u32,
     interval_ms: u64,
     memory_rounds: usize,
@@ -47,7 +48,8 @@ impl Settings {
             rate_duration: Duration::from_millis(1_500),
             delay_ms: 20,
             streams: 1_000,
-            chunks: 20,
+            ramp: Duration::from_secs(1),
+            chunks: 40,
             interval_ms: 50,
             memory_rounds: 3,
             quick: false,
@@ -78,6 +80,7 @@ impl Settings {
             rate_duration: Duration::from_millis(300),
             delay_ms: 5,
             streams: 50,
+            ramp: Duration::from_millis(50),
             chunks: 5,
             interval_ms: 20,
             memory_rounds: 2,
@@ -183,6 +186,7 @@ pub async fn run(settings: &Settings, with_nginx: bool) -> Result<Report, String
         &target(mock.streaming, None, STREAM),
         settings.streams,
         events,
+        settings.ramp,
     )
     .await;
     let (through, peak) = while_watching(gateway.process.pid(), async {
@@ -190,6 +194,7 @@ pub async fn run(settings: &Settings, with_nginx: bool) -> Result<Report, String
             &target(gateway.address, auth, STREAM),
             settings.streams,
             events,
+            settings.ramp,
         )
         .await
     })
@@ -198,6 +203,7 @@ pub async fn run(settings: &Settings, with_nginx: bool) -> Result<Report, String
     let (direct, through) = (StreamRow::new(&direct), StreamRow::new(&through));
     let streaming = Streaming {
         streams: settings.streams,
+        ramp_ms: settings.ramp.as_millis() as u64,
         chunks: settings.chunks,
         interval_ms: settings.interval_ms,
         extra_first_chunk_us: (

@@ -174,6 +174,8 @@ pub struct RateStep {
 pub struct Streaming {
     /// Streams at once.
     pub streams: usize,
+    /// Over how long they were started, ms.
+    pub ramp_ms: u64,
     /// Content chunks per stream.
     pub chunks: u32,
     /// Between chunks at the mock, ms.
@@ -321,8 +323,8 @@ pub fn table(report: &Report) -> String {
     let s = &report.streaming;
     let _ = writeln!(
         out,
-        "\nStreaming: {} streams at once, {} chunks {} ms apart (µs)",
-        s.streams, s.chunks, s.interval_ms
+        "\nStreaming: {} streams started over {} ms, each {} chunks {} ms apart (µs)",
+        s.streams, s.ramp_ms, s.chunks, s.interval_ms
     );
     for (name, row) in [("direct", &s.direct), ("gateway", &s.gateway)] {
         let _ = writeln!(

@@ -57,9 +57,30 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .install_recorder()
                 .ok()?;
             describe();
+            spawn_upkeep(handle.clone());
             Some(handle)
         })
         .as_ref()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Histogram samples wait in a buffer until folded into their buckets, which a
+/// scrape also does: without this, a gateway nobody scrapes would grow by every
+/// request's samples.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start metrics upkeep; memory grows until /metrics is scraped");
+    }
 }
 
 fn describe() {
