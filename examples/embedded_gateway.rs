@@ -34,6 +34,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         api_key: None,
         gpu: None,
         limits,
+        launch: Default::default(),
     }];
     config.agents = vec![AgentConfig {
         name: "Triage".into(),

@@ -1,8 +1,10 @@
 //! One module per command group.
 
 pub mod audit;
+pub mod gpu;
 pub mod health;
 pub mod jwt;
 pub mod keys;
+pub mod ports;
 pub mod probe;
 pub mod users;

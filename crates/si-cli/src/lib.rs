@@ -5,6 +5,7 @@
 //! - [`commands::keys`]: `keys generate`, the backends' API key file.
 //! - [`commands::users`]: `users add` and `users list`.
 //! - [`commands::health`]: `health`, a table of the gateway's view of each backend.
+//! - [`commands::gpu`]: `gpu estimate`, `gpu status` and `gpu plan`.
 
 pub mod commands;
 

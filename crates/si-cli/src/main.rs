@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use si_cli::CliError;
-use si_cli::commands::{audit, health, jwt, keys, probe, users};
+use si_cli::commands::{audit, gpu, health, jwt, keys, probe, users};
 use si_core::{BackendConfig, Config, Environment, Role};
 
 /// The backends' API keys, in the working directory.
@@ -39,11 +39,55 @@ enum Command {
     /// The gateway's token signing secret.
     #[command(subcommand)]
     Jwt(JwtCommand),
+    /// GPU memory: estimate one server, show the GPUs, plan the placement.
+    #[command(subcommand)]
+    Gpu(GpuCommand),
     /// Show the gateway's and each backend's health; exit 1 if any is not ok.
     Health {
         /// The gateway's base URL (default: http:// + `gateway.listen`).
         #[arg(long, value_name = "URL")]
         gateway: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum GpuCommand {
+    /// The GPU memory one llama-server needs for MODEL, by part.
+    Estimate {
+        /// The GGUF file (a header-only file works).
+        model: PathBuf,
+        /// Context size (-c).
+        #[arg(long, default_value_t = si_gpu::deployment::DEFAULT_CONTEXT)]
+        ctx: u64,
+        /// K cache type (f16, q8_0, q4_0, ...).
+        #[arg(long, default_value = "f16")]
+        cache_type_k: si_gpu::estimate::CacheType,
+        /// V cache type (a quantised one needs flash attention).
+        #[arg(long, default_value = "f16")]
+        cache_type_v: si_gpu::estimate::CacheType,
+        /// Flash attention: on (auto counts as on) or off.
+        #[arg(long, default_value = "on", value_parser = ["on", "off", "auto"])]
+        flash_attn: String,
+        /// Layers offloaded (-ngl); default all.
+        #[arg(long)]
+        ngl: Option<u32>,
+        /// Bytes as JSON under weights, kv_cache, compute, overhead, total.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The GPUs now: memory, utilisation, temperature, and which backend each
+    /// process serves.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Place every configured llama-server on the GPUs with a margin free; say what
+    /// to change when they do not fit. Exit 1 if some fit nowhere.
+    Plan {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -187,6 +231,7 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
                  stay valid until they expire"
             );
         }
+        Command::Gpu(command) => return run_gpu(command, config),
         Command::Health { gateway } => {
             let gateway = gateway.unwrap_or_else(|| format!("http://{}", config.gateway.listen));
             return runtime()?.block_on(health::check(&gateway, &mut std::io::stdout().lock()));
@@ -200,6 +245,60 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_gpu(command: GpuCommand, config: &Config) -> Result<bool, CliError> {
+    let out = &mut std::io::stdout().lock();
+    let overhead = config.gpu.process_overhead_bytes;
+    let inventory = || {
+        si_gpu::inventory::open(&config.gpu)
+            .map_err(|e| CliError::Message(format!("cannot read the GPUs: {e}")))
+    };
+    match command {
+        GpuCommand::Estimate {
+            model,
+            ctx,
+            cache_type_k,
+            cache_type_v,
+            flash_attn,
+            ngl,
+            json,
+        } => {
+            let settings = si_gpu::estimate::ServerSettings {
+                context: ctx,
+                cache_type_k,
+                cache_type_v,
+                flash_attn: flash_attn != "off",
+                gpu_layers: ngl,
+                ubatch: si_gpu::estimate::DEFAULT_UBATCH,
+            };
+            if cache_type_v.is_quantized() && !settings.flash_attn {
+                return Err(CliError::Message(
+                    "a quantised V cache needs flash attention (--flash-attn on)".into(),
+                ));
+            }
+            gpu::estimate(&model, &settings, overhead, json, out)?;
+        }
+        GpuCommand::Status { json } => {
+            let (inventory, note) = inventory()?;
+            gpu::status(config, inventory.as_ref(), note.as_deref(), json, out)?;
+        }
+        GpuCommand::Plan { json } => {
+            let servers = si_gpu::deployment::servers(config, Path::new("."))
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            let (inventory, note) = inventory()?;
+            if let (Some(note), false) = (&note, json) {
+                println!("note: {note}\n");
+            }
+            let readings = inventory
+                .read()
+                .map_err(|e| CliError::Message(format!("cannot read the GPUs: {e}")))?;
+            let gpus = si_gpu::deployment::gpu_specs(&readings);
+            let plan = si_gpu::plan::plan(&servers, &gpus, config.gpu.margin_bytes, overhead);
+            return gpu::write_plan(config, &plan, json, out);
+        }
+    }
+    Ok(true)
 }
 
 fn run_keys(command: KeysCommand, config: &Config) -> Result<(), CliError> {

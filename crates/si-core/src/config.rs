@@ -7,6 +7,7 @@
 
 mod check;
 mod gpus;
+mod launch;
 mod overrides;
 mod rate_limits;
 mod raw;
@@ -169,6 +170,8 @@ pub struct BackendConfig {
     pub gpu: Option<u32>,
     /// Capacity and timeouts.
     pub limits: BackendLimits,
+    /// How its llama-server is started.
+    pub launch: LaunchConfig,
 }
 
 /// A plain-HTTP backend address (`http://host:port`).
@@ -313,6 +316,7 @@ impl Config {
 }
 
 pub use gpus::{DeclaredGpu, GpuConfig, GpuSource};
+pub use launch::{CACHE_TYPES, FlashAttn, LaunchConfig};
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
 pub use reliability::{BackendLimits, FailoverConfig};
 

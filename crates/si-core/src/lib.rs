@@ -17,7 +17,7 @@ pub mod secret;
 
 pub use config::{
     AgentConfig, AuthConfig, BackendConfig, BackendLimits, Config, ConfigError, DeclaredGpu,
-    FailoverConfig, GatewayConfig, GpuConfig, GpuSource,
+    FailoverConfig, FlashAttn, GatewayConfig, GpuConfig, GpuSource, LaunchConfig,
 };
 pub use env::Environment;
 pub use role::{AgentGrant, Role, RolePolicy};

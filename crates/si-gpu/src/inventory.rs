@@ -190,6 +190,8 @@ mod tests {
         GpuConfig {
             source,
             sample_interval: std::time::Duration::from_secs(5),
+            margin_bytes: 1 << 30,
+            process_overhead_bytes: 590 << 20,
             devices: vec![
                 DeclaredGpu {
                     index: 1,

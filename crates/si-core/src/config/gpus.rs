@@ -39,6 +39,11 @@ pub struct GpuConfig {
     pub sample_interval: Duration,
     /// The declared GPUs, by index.
     pub devices: Vec<DeclaredGpu>,
+    /// Memory the planner keeps free on every GPU, bytes.
+    pub margin_bytes: u64,
+    /// GPU memory each llama-server process takes beyond its buffers (CUDA
+    /// context, cuBLAS workspace), bytes.
+    pub process_overhead_bytes: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +51,8 @@ pub struct GpuConfig {
 pub(super) struct RawGpu {
     source: String,
     sample_interval_ms: u64,
+    margin_mib: u64,
+    process_overhead_mib: u64,
 }
 
 impl Default for RawGpu {
@@ -53,6 +60,8 @@ impl Default for RawGpu {
         RawGpu {
             source: "auto".into(),
             sample_interval_ms: 5_000,
+            margin_mib: 1024,
+            process_overhead_mib: 590,
         }
     }
 }
@@ -120,10 +129,24 @@ impl RawGpu {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        for (field, value) in [
+            ("margin_mib", self.margin_mib),
+            ("process_overhead_mib", self.process_overhead_mib),
+        ] {
+            if value > 65_536 {
+                return Err(ConfigError::new(
+                    source,
+                    format!("gpu.{field}"),
+                    format!("expected 0 to 65536 MiB, got {value}"),
+                ));
+            }
+        }
         Ok(GpuConfig {
             source: gpu_source,
             sample_interval: std::time::Duration::from_millis(self.sample_interval_ms),
             devices,
+            margin_bytes: self.margin_mib << 20,
+            process_overhead_bytes: self.process_overhead_mib << 20,
         })
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::gpus::{RawDeclaredGpu, RawGpu};
+use super::launch::RawLaunch;
 use super::rate_limits::RawRateLimits;
 use super::reliability::{RawBackendDefaults, RawFailover, RawLimitOverrides};
 use super::{
@@ -124,9 +125,29 @@ struct RawBackend {
     headers_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     total_timeout_ms: Option<u64>,
+    // How it is started (serde's flatten cannot refuse unknown keys either).
+    model_file: Option<PathBuf>,
+    ctx_size: Option<u64>,
+    gpu_layers: Option<u32>,
+    cache_type_k: Option<String>,
+    cache_type_v: Option<String>,
+    flash_attn: Option<String>,
+    gpu_pinned: Option<bool>,
 }
 
 impl RawBackend {
+    fn launch(&mut self) -> RawLaunch {
+        RawLaunch {
+            model_file: self.model_file.take(),
+            ctx_size: self.ctx_size,
+            gpu_layers: self.gpu_layers,
+            cache_type_k: self.cache_type_k.take(),
+            cache_type_v: self.cache_type_v.take(),
+            flash_attn: self.flash_attn.take(),
+            gpu_pinned: self.gpu_pinned,
+        }
+    }
+
     fn overrides(&self) -> RawLimitOverrides {
         RawLimitOverrides {
             max_in_flight: self.max_in_flight,
@@ -334,11 +355,12 @@ fn validate_backends(
     )?;
     raw.into_iter()
         .enumerate()
-        .map(|(i, backend)| {
+        .map(|(i, mut backend)| {
             let key = |field: &str| format!("backends[{i}].{field}");
             let prefix = format!("backends[{i}]");
             let limits =
                 defaults.resolve(&backend.overrides(), connect_default, &prefix, source)?;
+            let launch = backend.launch().validate(&prefix, source)?;
             let url = parse_backend_url(&backend.url)
                 .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
             let api_key_ref = SecretRef::parse(&backend.api_key)
@@ -351,6 +373,7 @@ fn validate_backends(
                 api_key: None,
                 gpu: backend.gpu,
                 limits,
+                launch,
             })
         })
         .collect()

@@ -151,6 +151,23 @@ fn bad_values_name_their_key() {
             "gpu.sample_interval_ms",
         ),
         ("memory_mib = 12288", "memory_mib = 0", "gpus[1].memory_mib"),
+        ("margin_mib = 1024", "margin_mib = 100000", "gpu.margin_mib"),
+        ("ctx_size = 2048", "ctx_size = 10", "backends[0].ctx_size"),
+        (
+            "ctx_size = 2048",
+            "ctx_size = 2048\ncache_type_k = \"q3\"",
+            "backends[0].cache_type_k",
+        ),
+        (
+            "ctx_size = 2048",
+            "ctx_size = 2048\nflash_attn = \"yes\"",
+            "backends[0].flash_attn",
+        ),
+        (
+            "ctx_size = 2048",
+            "ctx_size = 2048\ncache_type_v = \"q8_0\"\nflash_attn = \"off\"",
+            "backends[0].cache_type_v",
+        ),
         ("index = 1", "index = 0", "gpus[1].index"),
         (
             "model = \"openinsurance-8b\"\napi_key = \"env::API_KEY_OPENINSURANCE_8084\"\ngpu = 1",
@@ -163,6 +180,35 @@ fn bad_values_name_their_key() {
         assert_ne!(text, BUILTIN_TOML, "case {key} did not apply");
         assert_eq!(parse_err(&text).key, key, "{to}");
     }
+}
+
+#[test]
+fn backends_say_how_their_server_starts() {
+    let config = builtin();
+    let launch = &config.backends[2].launch;
+    assert_eq!(
+        launch.model_file.as_deref(),
+        Some(std::path::Path::new("models/medicine-llm-13b.Q6_K.gguf"))
+    );
+    assert_eq!(launch.context, Some(8192));
+    assert_eq!((launch.gpu_layers, launch.gpu_pinned), (None, false));
+    assert_eq!(launch.flash_attn, FlashAttn::Auto);
+    assert_eq!(config.gpu.margin_bytes, 1 << 30);
+    assert_eq!(config.gpu.process_overhead_bytes, 590 << 20);
+    let text = BUILTIN_TOML.replacen(
+        "ctx_size = 2048",
+        "ctx_size = 2048\ngpu_layers = 10\ncache_type_k = \"q8_0\"\ncache_type_v = \"q4_0\"\nflash_attn = \"on\"\ngpu_pinned = true",
+        1,
+    );
+    let launch = Config::parse(&text, "si.toml").map(|c| c.backends[0].launch.clone());
+    let launch = launch.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(launch.gpu_layers, Some(10));
+    assert_eq!(launch.cache_type_k.as_deref(), Some("q8_0"));
+    assert_eq!(launch.cache_type_v.as_deref(), Some("q4_0"));
+    assert_eq!(
+        (launch.flash_attn, launch.gpu_pinned),
+        (FlashAttn::On, true)
+    );
 }
 
 #[test]

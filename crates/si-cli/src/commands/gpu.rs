@@ -1,0 +1,320 @@
+//! `si-cli gpu`: one server's memory (`estimate`), the GPUs now (`status`), and a
+//! placement of every configured server that fits (`plan`).
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+use si_core::Config;
+use si_gpu::estimate::{MIB, ServerSettings, VramEstimate, estimate as estimate_vram};
+use si_gpu::gguf::Gguf;
+use si_gpu::inventory::{GpuInventory, GpuReading};
+use si_gpu::plan::{GpuLoad, Placement, Plan, Verdict};
+use si_gpu::profile::ModelProfile;
+
+use crate::CliError;
+
+fn io(e: std::io::Error) -> CliError {
+    CliError::Message(format!("cannot write output: {e}"))
+}
+
+fn json_out(out: &mut impl Write, value: &serde_json::Value) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::Message(e.to_string()))?;
+    writeln!(out, "{text}").map_err(io)
+}
+
+/// `8.25 GiB` or `590 MiB`.
+pub fn size(bytes: u64) -> String {
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    } else {
+        format!("{} MiB", bytes / MIB)
+    }
+}
+
+fn signed_size(bytes: i64) -> String {
+    if bytes < 0 {
+        format!("-{}", size(bytes.unsigned_abs()))
+    } else {
+        size(bytes as u64)
+    }
+}
+
+/// The model in `path` started with `settings`: its memory, by part, as a table or
+/// as JSON (bytes under `weights`, `kv_cache`, `compute`, `overhead`, `total`).
+pub fn estimate(
+    path: &Path,
+    settings: &ServerSettings,
+    overhead: u64,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let gguf = Gguf::open(path).map_err(|e| CliError::Message(e.to_string()))?;
+    let profile = ModelProfile::from_gguf(&gguf)
+        .map_err(|e| CliError::Message(format!("{}: {e}", path.display())))?;
+    let e = estimate_vram(&profile, settings, overhead);
+    if json {
+        return json_out(
+            out,
+            &json!({
+                "model": path.display().to_string(),
+                "architecture": profile.architecture,
+                "layers": profile.layers,
+                "quantization": profile.quantization,
+                "parameters": profile.parameters,
+                "context": settings.context,
+                "cache_type_k": settings.cache_type_k,
+                "cache_type_v": settings.cache_type_v,
+                "flash_attn": settings.flash_attn,
+                "layers_on_gpu": e.layers_on_gpu,
+                "weights": e.weights,
+                "kv_cache": e.kv_cache,
+                "compute": e.compute,
+                "overhead": e.overhead,
+                "total": e.total,
+            }),
+        );
+    }
+    writeln!(
+        out,
+        "{}: {} ({}), {} layers, {:.2} B parameters, {} of weights",
+        path.display(),
+        profile.name.as_deref().unwrap_or(&profile.architecture),
+        profile.quantization,
+        profile.layers,
+        profile.parameters as f64 / 1e9,
+        size(profile.weights_bytes)
+    )
+    .map_err(io)?;
+    writeln!(
+        out,
+        "-c {}, K cache {}, V cache {}, flash attention {}, {} of {} layers{} on the GPU\n",
+        settings.context,
+        settings.cache_type_k,
+        settings.cache_type_v,
+        if settings.flash_attn { "on" } else { "off" },
+        e.layers_on_gpu,
+        profile.layers,
+        if e.output_on_gpu {
+            " and the output"
+        } else {
+            ""
+        }
+    )
+    .map_err(io)?;
+    for (part, bytes) in [
+        ("weights on GPU", e.weights),
+        ("KV cache", e.kv_cache),
+        ("compute buffer", e.compute),
+        ("per-process overhead", e.overhead),
+        ("total", e.total),
+    ] {
+        writeln!(out, "{part:<22} {:>12}", size(bytes)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The GPUs now, and each compute process with the backend it serves where its
+/// listening port says.
+pub fn status(
+    config: &Config,
+    inventory: &dyn GpuInventory,
+    note: Option<&str>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let readings = inventory
+        .read()
+        .map_err(|e| CliError::Message(format!("cannot read the GPUs: {e}")))?;
+    let owner = |pid: u32| crate::commands::ports::backend_of(config, pid);
+    if json {
+        let gpus: Vec<_> = readings
+            .iter()
+            .map(|g| {
+                json!({
+                    "index": g.index, "name": g.name,
+                    "memory_total": g.memory_total_bytes, "memory_used": g.memory_used_bytes,
+                    "utilization": g.utilization, "temperature_celsius": g.temperature_celsius,
+                    "processes": g.processes.iter().map(|p| json!({
+                        "pid": p.pid, "memory": p.memory_bytes, "backend": owner(p.pid),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        return json_out(
+            out,
+            &json!({"source": inventory.source(), "note": note, "gpus": gpus}),
+        );
+    }
+    if let Some(note) = note {
+        writeln!(out, "note: {note}\n").map_err(io)?;
+    }
+    writeln!(
+        out,
+        "{:<4} {:<28} {:>22} {:>6} {:>6}",
+        "GPU", "NAME", "MEMORY USED", "UTIL", "TEMP"
+    )
+    .map_err(io)?;
+    for gpu in &readings {
+        write_gpu_row(out, gpu)?;
+        for process in &gpu.processes {
+            writeln!(
+                out,
+                "     pid {:<8} {:>12}  {}",
+                process.pid,
+                process.memory_bytes.map_or("-".into(), size),
+                owner(process.pid).unwrap_or_else(|| "(not a configured backend)".into())
+            )
+            .map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_gpu_row(out: &mut impl Write, gpu: &GpuReading) -> Result<(), CliError> {
+    let used = match gpu.memory_used_bytes {
+        Some(used) => format!("{} / {}", size(used), size(gpu.memory_total_bytes)),
+        None => format!("? / {}", size(gpu.memory_total_bytes)),
+    };
+    writeln!(
+        out,
+        "{:<4} {:<28} {:>22} {:>6} {:>6}",
+        gpu.index,
+        gpu.name,
+        used,
+        gpu.utilization
+            .map_or("-".into(), |u| format!("{:.0}%", u * 100.0)),
+        gpu.temperature_celsius
+            .map_or("-".into(), |t| format!("{t}°C"))
+    )
+    .map_err(io)
+}
+
+/// Writes `plan`; returns whether every server is placed.
+pub fn write_plan(
+    config: &Config,
+    plan: &Plan,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<bool, CliError> {
+    let placed = plan.verdict != Verdict::DoesNotFit;
+    if json {
+        let launch: Vec<_> = plan
+            .placements
+            .iter()
+            .map(|p| json!({"server": p.server, "command": launch_line(config, p)}))
+            .collect();
+        let mut value = serde_json::to_value(plan).map_err(|e| CliError::Message(e.to_string()))?;
+        value["launch"] = json!(launch);
+        value["costs"] = json!(plan.remedies.iter().map(|r| r.cost()).collect::<Vec<_>>());
+        json_out(out, &value)?;
+        return Ok(placed);
+    }
+    writeln!(out, "As configured:").map_err(io)?;
+    write_loads(out, &plan.declared, &plan.declared_placements)?;
+    let verdict = match plan.verdict {
+        Verdict::Fits => "fits as configured",
+        Verdict::FitsWithChanges => "does not fit as configured; fits with the changes below",
+        Verdict::DoesNotFit => "does not fit, even with every change below",
+    };
+    writeln!(out, "\nVerdict: {verdict}").map_err(io)?;
+    if plan.verdict == Verdict::Fits {
+        write_launch(out, config, plan)?;
+        return Ok(true);
+    }
+    writeln!(out, "\nChanges, least harmful first:").map_err(io)?;
+    for (i, remedy) in plan.remedies.iter().enumerate() {
+        writeln!(out, "{:>2}. {}: {}", i + 1, remedy.server(), remedy.cost()).map_err(io)?;
+    }
+    if !plan.unplaced.is_empty() {
+        writeln!(out, "\nFits nowhere: {}", plan.unplaced.join(", ")).map_err(io)?;
+    }
+    writeln!(out, "\nPlanned:").map_err(io)?;
+    write_loads(out, &plan.gpus, &plan.placements)?;
+    write_launch(out, config, plan)?;
+    Ok(placed)
+}
+
+fn write_loads(
+    out: &mut impl Write,
+    loads: &[GpuLoad],
+    placements: &[Placement],
+) -> Result<(), CliError> {
+    for load in loads {
+        writeln!(
+            out,
+            "  GPU {} {} ({}), margin {}",
+            load.gpu.index,
+            load.gpu.name,
+            size(load.gpu.capacity),
+            size(load.margin)
+        )
+        .map_err(io)?;
+        writeln!(
+            out,
+            "    {:<24} {:>11} {:>11} {:>9} {:>9} {:>11}",
+            "server", "weights", "KV cache", "compute", "overhead", "total"
+        )
+        .map_err(io)?;
+        for p in placements.iter().filter(|p| p.gpu == Some(load.gpu.index)) {
+            write_estimate(out, &p.server, &p.estimate)?;
+        }
+        let room = load.free - load.margin as i64;
+        let state = if room >= 0 {
+            "ok"
+        } else if load.free >= 0 {
+            "inside the margin"
+        } else {
+            "OVER CAPACITY"
+        };
+        writeln!(
+            out,
+            "    {:<24} {:>55}   free {} ({state})",
+            "",
+            size(load.planned),
+            signed_size(load.free)
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+fn write_estimate(out: &mut impl Write, server: &str, e: &VramEstimate) -> Result<(), CliError> {
+    writeln!(
+        out,
+        "    {:<24} {:>11} {:>11} {:>9} {:>9} {:>11}",
+        server,
+        size(e.weights),
+        size(e.kv_cache),
+        size(e.compute),
+        size(e.overhead),
+        size(e.total)
+    )
+    .map_err(io)
+}
+
+fn write_launch(out: &mut impl Write, config: &Config, plan: &Plan) -> Result<(), CliError> {
+    writeln!(out, "\nLaunch settings:").map_err(io)?;
+    for p in &plan.placements {
+        writeln!(out, "  {}", launch_line(config, p)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `CUDA_VISIBLE_DEVICES=N llama-server -m FILE -c … --port …` for a placement.
+pub fn launch_line(config: &Config, p: &Placement) -> String {
+    let backend = config.backends.iter().find(|b| b.name == p.server);
+    let model = backend
+        .and_then(|b| b.launch.model_file.as_ref())
+        .map_or_else(|| "MODEL.gguf".into(), |m| m.display().to_string());
+    let port = backend.map_or(0, |b| b.url.port);
+    let gpu = p.gpu.map_or_else(|| "none".into(), |g| g.to_string());
+    let ngl = p.gpu_layers.map_or_else(|| "999".into(), |n| n.to_string());
+    format!(
+        "CUDA_VISIBLE_DEVICES={gpu} llama-server -m {model} -c {} -ngl {ngl} --cache-type-k {} --cache-type-v {} --flash-attn {} --port {port}",
+        p.context,
+        p.cache_type_k,
+        p.cache_type_v,
+        if p.flash_attn { "on" } else { "off" },
+    )
+}

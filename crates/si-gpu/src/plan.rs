@@ -1,0 +1,536 @@
+//! Placing llama-server processes on GPUs so that every GPU keeps a margin free.
+//!
+//! The planner first checks the placement the configuration declares. If it does
+//! not fit, it tries the least harmful changes first, and only goes on to a more
+//! harmful kind when the gentler ones cannot make everything fit:
+//!
+//! 1. move servers to another GPU (answers unchanged; a restart);
+//! 2. quantise a server's KV cache to q8_0 with flash attention (half the cache,
+//!    answers nearly unchanged), the largest cache first;
+//! 3. halve a server's context, down to 2048 tokens (shorter prompts and answers);
+//! 4. offload fewer layers (the rest run on the CPU: much slower).
+//!
+//! After each change everything is placed again, largest first, each server on its
+//! declared GPU when it fits there, else on the GPU with the most room. A server
+//! that fits nowhere even after every change is reported unplaced, never squeezed
+//! in: no GPU's load ever exceeds its capacity minus what others use minus the
+//! margin.
+
+use serde::Serialize;
+
+use crate::estimate::{CacheType, MIB, ServerSettings, VramEstimate, estimate};
+use crate::profile::ModelProfile;
+
+/// Contexts are not lowered below this.
+pub const MIN_CONTEXT: u64 = 2048;
+/// llama.cpp's own automatic fit keeps 1 GiB free per device.
+pub const DEFAULT_MARGIN: u64 = 1024 * MIB;
+
+/// One llama-server to place.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    /// Its name (the backend's).
+    pub name: String,
+    /// Its model.
+    pub profile: ModelProfile,
+    /// How it is started.
+    pub settings: ServerSettings,
+    /// The GPU the configuration puts it on, if any.
+    pub gpu: Option<u32>,
+    /// Whether it must stay on that GPU.
+    pub pinned: bool,
+}
+
+/// One GPU to place servers on.
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuSpec {
+    /// Its index.
+    pub index: u32,
+    /// What it is.
+    pub name: String,
+    /// Its memory, bytes.
+    pub capacity: u64,
+    /// Memory already used by processes that are not being placed, bytes.
+    pub reserved: u64,
+}
+
+/// A change the planner made, and what it costs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Remedy {
+    /// Run the server on another GPU.
+    Move {
+        /// The server.
+        server: String,
+        /// Declared GPU.
+        from: Option<u32>,
+        /// Planned GPU.
+        to: u32,
+    },
+    /// Quantise its KV cache.
+    QuantizeKvCache {
+        /// The server.
+        server: String,
+        /// New cache type of K and V.
+        to: CacheType,
+        /// Bytes saved.
+        saves: u64,
+    },
+    /// Lower its context.
+    LowerContext {
+        /// The server.
+        server: String,
+        /// Old `-c`.
+        from: u64,
+        /// New `-c`.
+        to: u64,
+        /// Bytes saved.
+        saves: u64,
+    },
+    /// Offload fewer layers.
+    FewerLayers {
+        /// The server.
+        server: String,
+        /// New `-ngl`.
+        to: u32,
+        /// Of its layers.
+        layers: u32,
+        /// Bytes saved.
+        saves: u64,
+    },
+}
+
+impl Remedy {
+    /// What the change costs, in words.
+    pub fn cost(&self) -> String {
+        let mib = |b: &u64| b / MIB;
+        match self {
+            Remedy::Move { to, .. } => {
+                format!("restart on GPU {to} (CUDA_VISIBLE_DEVICES={to}); answers unchanged")
+            }
+            Remedy::QuantizeKvCache { to, saves, .. } => format!(
+                "KV cache f16 → {to} with flash attention saves {} MiB; answers nearly unchanged",
+                mib(saves)
+            ),
+            Remedy::LowerContext {
+                from, to, saves, ..
+            } => format!(
+                "context {from} → {to} tokens saves {} MiB; prompt and answer together limited to {to} tokens",
+                mib(saves)
+            ),
+            Remedy::FewerLayers {
+                to, layers, saves, ..
+            } => format!(
+                "-ngl {to} saves {} MiB; {} of {layers} layers run on the CPU, generation several times slower",
+                mib(saves),
+                layers.saturating_sub(to.saturating_sub(1))
+            ),
+        }
+    }
+
+    /// The server it changes.
+    pub fn server(&self) -> &str {
+        match self {
+            Remedy::Move { server, .. }
+            | Remedy::QuantizeKvCache { server, .. }
+            | Remedy::LowerContext { server, .. }
+            | Remedy::FewerLayers { server, .. } => server,
+        }
+    }
+}
+
+/// Where one server goes, how it is started, and what it takes.
+#[derive(Clone, Debug, Serialize)]
+pub struct Placement {
+    /// The server.
+    pub server: String,
+    /// Its GPU; `None`: unplaced.
+    pub gpu: Option<u32>,
+    /// `-c`.
+    pub context: u64,
+    /// `--cache-type-k`.
+    pub cache_type_k: CacheType,
+    /// `--cache-type-v`.
+    pub cache_type_v: CacheType,
+    /// `--flash-attn on` (else off).
+    pub flash_attn: bool,
+    /// `-ngl`; `None`: all.
+    pub gpu_layers: Option<u32>,
+    /// Its memory.
+    pub estimate: VramEstimate,
+}
+
+/// One GPU's share of the plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuLoad {
+    /// The GPU.
+    pub gpu: GpuSpec,
+    /// Kept free.
+    pub margin: u64,
+    /// Taken by the servers placed on it.
+    pub planned: u64,
+    /// Capacity - reserved - planned (negative: over capacity).
+    pub free: i64,
+}
+
+/// The outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The declared placement fits as it is.
+    Fits,
+    /// It fits after the listed changes.
+    FitsWithChanges,
+    /// Some servers fit nowhere even after every change.
+    DoesNotFit,
+}
+
+/// A placement of every server, or the report of those that fit nowhere.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// Fits, fits with changes, or not.
+    pub verdict: Verdict,
+    /// The declared placement, per GPU, before any change (what an operator has).
+    pub declared: Vec<GpuLoad>,
+    /// Every server as declared, before any change.
+    pub declared_placements: Vec<Placement>,
+    /// The planned placement, per GPU.
+    pub gpus: Vec<GpuLoad>,
+    /// Every server, in the order given.
+    pub placements: Vec<Placement>,
+    /// The changes, least harmful first.
+    pub remedies: Vec<Remedy>,
+    /// Servers that fit nowhere.
+    pub unplaced: Vec<String>,
+}
+
+/// Places `servers` on `gpus`, keeping `margin` free on each; `overhead` is the
+/// per-process constant of the estimate.
+pub fn plan(servers: &[ServerSpec], gpus: &[GpuSpec], margin: u64, overhead: u64) -> Plan {
+    let mut settings: Vec<ServerSettings> = servers.iter().map(|s| s.settings).collect();
+    let estimates = |settings: &[ServerSettings]| -> Vec<VramEstimate> {
+        servers
+            .iter()
+            .zip(settings)
+            .map(|(s, set)| estimate(&s.profile, set, overhead))
+            .collect()
+    };
+    let declared_gpus: Vec<Option<u32>> = servers.iter().map(|s| s.gpu).collect();
+    let declared_estimates = estimates(&settings);
+    let declared = (
+        loads(gpus, &declared_gpus, &declared_estimates, margin),
+        placements(servers, &settings, &declared_gpus, &declared_estimates),
+    );
+    let known = |gpu: Option<u32>| gpu.is_some_and(|g| gpus.iter().any(|x| x.index == g));
+    if declared_gpus.iter().all(|g| known(*g))
+        && declared.0.iter().all(|l| l.free >= l.margin as i64)
+    {
+        let (loads, placements) = declared.clone();
+        return finish(Verdict::Fits, declared, loads, placements, Vec::new());
+    }
+    let mut changes = Vec::new();
+    loop {
+        let current = estimates(&settings);
+        let placed = pack(servers, gpus, &current, margin);
+        let complete = placed.iter().all(Option::is_some);
+        let change = if complete {
+            None
+        } else {
+            next_change(servers, &mut settings, &current, overhead)
+        };
+        match change {
+            Some(change) => changes.push(change),
+            None => {
+                let verdict = if complete {
+                    Verdict::FitsWithChanges
+                } else {
+                    Verdict::DoesNotFit
+                };
+                let mut remedies = moves(servers, &placed);
+                remedies.append(&mut changes);
+                return finish(
+                    verdict,
+                    declared,
+                    loads(gpus, &placed, &current, margin),
+                    placements(servers, &settings, &placed, &current),
+                    remedies,
+                );
+            }
+        }
+    }
+}
+
+fn placements(
+    servers: &[ServerSpec],
+    settings: &[ServerSettings],
+    placed: &[Option<u32>],
+    estimates: &[VramEstimate],
+) -> Vec<Placement> {
+    servers
+        .iter()
+        .zip(settings)
+        .zip(placed)
+        .zip(estimates)
+        .map(|(((server, set), gpu), estimate)| Placement {
+            server: server.name.clone(),
+            gpu: *gpu,
+            context: set.context,
+            cache_type_k: set.cache_type_k,
+            cache_type_v: set.cache_type_v,
+            flash_attn: set.flash_attn,
+            gpu_layers: set.gpu_layers,
+            estimate: *estimate,
+        })
+        .collect()
+}
+
+fn finish(
+    verdict: Verdict,
+    (declared, declared_placements): (Vec<GpuLoad>, Vec<Placement>),
+    gpus: Vec<GpuLoad>,
+    placements: Vec<Placement>,
+    remedies: Vec<Remedy>,
+) -> Plan {
+    let unplaced = placements
+        .iter()
+        .filter(|p| p.gpu.is_none())
+        .map(|p| p.server.clone())
+        .collect();
+    Plan {
+        verdict,
+        declared,
+        declared_placements,
+        gpus,
+        placements,
+        remedies,
+        unplaced,
+    }
+}
+
+/// Each GPU's load when server `i` runs on `placed[i]`.
+fn loads(
+    gpus: &[GpuSpec],
+    placed: &[Option<u32>],
+    estimates: &[VramEstimate],
+    margin: u64,
+) -> Vec<GpuLoad> {
+    gpus.iter()
+        .map(|gpu| {
+            let planned: u64 = placed
+                .iter()
+                .zip(estimates)
+                .filter(|(g, _)| **g == Some(gpu.index))
+                .map(|(_, e)| e.total)
+                .sum();
+            let free = gpu.capacity as i64 - gpu.reserved as i64 - planned as i64;
+            GpuLoad {
+                gpu: gpu.clone(),
+                margin,
+                planned,
+                free,
+            }
+        })
+        .collect()
+}
+
+/// Places every server if it can be done, moving as few servers off their
+/// declared GPU as possible: an exhaustive search where it is small (a handful of
+/// servers and GPUs), else largest first, each on its declared GPU if it fits
+/// there, else on the GPU with the most room. `None` where a server fits nowhere.
+fn pack(
+    servers: &[ServerSpec],
+    gpus: &[GpuSpec],
+    estimates: &[VramEstimate],
+    margin: u64,
+) -> Vec<Option<u32>> {
+    let room: Vec<u64> = gpus
+        .iter()
+        .map(|g| g.capacity.saturating_sub(g.reserved).saturating_sub(margin))
+        .collect();
+    let mut order: Vec<usize> = (0..servers.len()).collect();
+    order.sort_by_key(|&i| (!servers[i].pinned, std::cmp::Reverse(estimates[i].total)));
+    let search = Search {
+        servers,
+        gpus,
+        estimates,
+        order: &order,
+    };
+    let combinations = (gpus.len().max(1) as f64).powi(servers.len() as i32);
+    if combinations <= EXHAUSTIVE_LIMIT {
+        for moves in 0..=servers.len() {
+            let mut room = room.clone();
+            let mut placed = vec![None; servers.len()];
+            if search.place(0, moves, &mut room, &mut placed) {
+                return placed;
+            }
+        }
+    }
+    search.greedy(room)
+}
+
+/// Placements tried at most by the exhaustive search.
+const EXHAUSTIVE_LIMIT: f64 = 1e6;
+
+struct Search<'a> {
+    servers: &'a [ServerSpec],
+    gpus: &'a [GpuSpec],
+    estimates: &'a [VramEstimate],
+    order: &'a [usize],
+}
+
+impl Search<'_> {
+    /// GPU positions to try for server `i`: its declared GPU first (no move), then
+    /// the others by most room; a pinned server only its own.
+    fn candidates(&self, i: usize, room: &[u64]) -> Vec<(usize, bool)> {
+        let declared = self.servers[i]
+            .gpu
+            .and_then(|g| self.gpus.iter().position(|x| x.index == g));
+        let mut others: Vec<usize> = (0..self.gpus.len())
+            .filter(|at| Some(*at) != declared)
+            .collect();
+        others.sort_by_key(|&at| std::cmp::Reverse(room[at]));
+        let mut candidates: Vec<(usize, bool)> =
+            declared.map(|at| (at, false)).into_iter().collect();
+        if !self.servers[i].pinned {
+            // A server with no declared GPU is not moved by being placed.
+            let moved = declared.is_some();
+            candidates.extend(others.into_iter().map(|at| (at, moved)));
+        }
+        candidates
+    }
+
+    /// Depth-first: places `order[k..]` with at most `moves` moves.
+    fn place(&self, k: usize, moves: usize, room: &mut [u64], placed: &mut [Option<u32>]) -> bool {
+        let Some(&i) = self.order.get(k) else {
+            return true;
+        };
+        let need = self.estimates[i].total;
+        for (at, moved) in self.candidates(i, room) {
+            if room[at] < need || (moved && moves == 0) {
+                continue;
+            }
+            room[at] -= need;
+            placed[i] = Some(self.gpus[at].index);
+            if self.place(k + 1, moves - usize::from(moved), room, placed) {
+                return true;
+            }
+            room[at] += need;
+            placed[i] = None;
+        }
+        false
+    }
+
+    fn greedy(&self, mut room: Vec<u64>) -> Vec<Option<u32>> {
+        let mut placed = vec![None; self.servers.len()];
+        for &i in self.order {
+            let need = self.estimates[i].total;
+            if let Some((at, _)) = self
+                .candidates(i, &room)
+                .into_iter()
+                .find(|(at, _)| room[*at] >= need)
+            {
+                room[at] -= need;
+                placed[i] = Some(self.gpus[at].index);
+            }
+        }
+        placed
+    }
+}
+
+fn moves(servers: &[ServerSpec], placed: &[Option<u32>]) -> Vec<Remedy> {
+    servers
+        .iter()
+        .zip(placed)
+        .filter_map(|(server, gpu)| match (server.gpu, gpu) {
+            (from, Some(to)) if from != Some(*to) => Some(Remedy::Move {
+                server: server.name.clone(),
+                from,
+                to: *to,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The least harmful change still possible, applied to `settings`.
+fn next_change(
+    servers: &[ServerSpec],
+    settings: &mut [ServerSettings],
+    estimates: &[VramEstimate],
+    overhead: u64,
+) -> Option<Remedy> {
+    let by_kv = {
+        let mut order: Vec<usize> = (0..servers.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(estimates[i].kv_cache));
+        order
+    };
+    let saved = |i: usize, new: &ServerSettings| {
+        estimates[i]
+            .total
+            .saturating_sub(estimate(&servers[i].profile, new, overhead).total)
+    };
+    // 1. A KV cache at 16 bits or more → q8_0.
+    for &i in &by_kv {
+        let s = settings[i];
+        if !s.cache_type_k.is_quantized() || !s.cache_type_v.is_quantized() {
+            let new = ServerSettings {
+                cache_type_k: CacheType::Q8_0,
+                cache_type_v: CacheType::Q8_0,
+                flash_attn: true,
+                ..s
+            };
+            let saves = saved(i, &new);
+            if saves > 0 {
+                settings[i] = new;
+                return Some(Remedy::QuantizeKvCache {
+                    server: servers[i].name.clone(),
+                    to: CacheType::Q8_0,
+                    saves,
+                });
+            }
+        }
+    }
+    // 2. Halve the largest cache's context.
+    for &i in &by_kv {
+        let s = settings[i];
+        if s.context > MIN_CONTEXT {
+            let new = ServerSettings {
+                context: (s.context / 2).max(MIN_CONTEXT),
+                ..s
+            };
+            settings[i] = new;
+            return Some(Remedy::LowerContext {
+                server: servers[i].name.clone(),
+                from: s.context,
+                to: new.context,
+                saves: saved(i, &new),
+            });
+        }
+    }
+    // 3. Fewer layers on the GPU, an eighth of the model at a time, largest first.
+    let mut by_weights: Vec<usize> = (0..servers.len()).collect();
+    by_weights.sort_by_key(|&i| std::cmp::Reverse(estimates[i].weights));
+    for i in by_weights {
+        let s = settings[i];
+        let layers = servers[i].profile.layers;
+        let now = s.gpu_layers.unwrap_or(layers + 1).min(layers + 1);
+        if now > 0 {
+            let to = now.saturating_sub((layers / 8).max(1));
+            let new = ServerSettings {
+                gpu_layers: Some(to),
+                ..s
+            };
+            settings[i] = new;
+            return Some(Remedy::FewerLayers {
+                server: servers[i].name.clone(),
+                to,
+                layers,
+                saves: saved(i, &new),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;
