@@ -57,7 +57,8 @@ enum GpuCommand {
         /// The GGUF file (a header-only file works).
         model: PathBuf,
         /// Context size (-c).
-        #[arg(long, default_value_t = si_gpu::deployment::DEFAULT_CONTEXT)]
+        #[arg(long, default_value_t = si_gpu::deployment::DEFAULT_CONTEXT,
+              value_parser = clap::value_parser!(u64).range(256..=4_194_304))]
         ctx: u64,
         /// K cache type (f16, q8_0, q4_0, ...).
         #[arg(long, default_value = "f16")]

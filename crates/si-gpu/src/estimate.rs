@@ -188,20 +188,35 @@ pub fn estimate(profile: &ModelProfile, settings: &ServerSettings, overhead: u64
     let first_gpu_layer = (layers - layers_on_gpu) as usize;
     let gpu_layers = first_gpu_layer..layers as usize;
 
-    let mut weights: u64 = profile.layer_bytes[gpu_layers.clone()].iter().sum();
+    // Saturating throughout: a profile's values are bounded when read from a
+    // header, but its fields are public and a context may come from anywhere.
+    let mut weights = profile
+        .layer_bytes
+        .get(gpu_layers.clone())
+        .unwrap_or(&[])
+        .iter()
+        .fold(0u64, |sum, b| sum.saturating_add(*b));
     if output_on_gpu {
-        weights += profile.output_bytes + profile.other_bytes;
+        weights = weights
+            .saturating_add(profile.output_bytes)
+            .saturating_add(profile.other_bytes);
     }
 
-    let ctx = settings.context;
+    let ctx = u128::from(settings.context);
     let (k_num, k_den) = settings.cache_type_k.bytes();
     let (v_num, v_den) = settings.cache_type_v.bytes();
-    let kv_cache: u64 = gpu_layers
+    let kv_cache: u128 = gpu_layers
         .map(|layer| {
             let (k, v) = profile.kv_elements(layer);
-            ctx * k * k_num / k_den + ctx * v * v_num / v_den
+            let part = |n: u64, num: u64, den: u64| {
+                ctx.saturating_mul(u128::from(n))
+                    .saturating_mul(u128::from(num))
+                    / u128::from(den)
+            };
+            part(k, k_num, k_den).saturating_add(part(v, v_num, v_den))
         })
-        .sum();
+        .fold(0, u128::saturating_add);
+    let kv_cache = saturate(kv_cache);
 
     let compute = compute_buffer(profile, settings);
     VramEstimate {
@@ -209,17 +224,25 @@ pub fn estimate(profile: &ModelProfile, settings: &ServerSettings, overhead: u64
         kv_cache,
         compute,
         overhead,
-        total: weights + kv_cache + compute + overhead,
+        total: weights
+            .saturating_add(kv_cache)
+            .saturating_add(compute)
+            .saturating_add(overhead),
         layers_on_gpu,
         output_on_gpu,
     }
 }
 
+fn saturate(value: u128) -> u64 {
+    u64::try_from(value).unwrap_or(u64::MAX)
+}
+
 /// See the module documentation.
 fn compute_buffer(profile: &ModelProfile, settings: &ServerSettings) -> u64 {
-    let ctx = settings.context;
-    let ubatch = settings.ubatch.min(ctx.max(1));
-    let mut with_flash = ubatch * profile.feed_forward * 4 * 9 / 2 + ctx * 1024;
+    let ctx = u128::from(settings.context);
+    let ubatch = u128::from(settings.ubatch).min(ctx.max(1));
+    let mut with_flash = (ubatch.saturating_mul(u128::from(profile.feed_forward)) * 18)
+        .saturating_add(ctx.saturating_mul(1024));
     if settings.cache_type_k.is_quantized() || settings.cache_type_v.is_quantized() {
         let widest = (0..profile.layers as usize)
             .map(|l| {
@@ -228,13 +251,17 @@ fn compute_buffer(profile: &ModelProfile, settings: &ServerSettings) -> u64 {
             })
             .max()
             .unwrap_or(0);
-        with_flash += ctx * widest * 2;
+        with_flash = with_flash.saturating_add(ctx.saturating_mul(u128::from(widest)) * 2);
     }
-    if settings.flash_attn {
+    saturate(if settings.flash_attn {
         with_flash
     } else {
-        with_flash / 2 + ctx * ubatch * profile.heads * 4
-    }
+        (with_flash / 2).saturating_add(
+            ctx.saturating_mul(ubatch)
+                .saturating_mul(u128::from(profile.heads))
+                .saturating_mul(4),
+        )
+    })
 }
 
 #[cfg(test)]

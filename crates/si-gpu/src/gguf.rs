@@ -22,7 +22,7 @@ pub use types::{block_layout, file_type_name, type_name};
 /// The most header bytes read from a file. Real headers are a few MB (a large
 /// vocabulary and its merges); anything past this is refused rather than read.
 pub const MAX_HEADER_BYTES: u64 = 128 << 20;
-/// Arrays longer than this are checked but not kept.
+/// Arrays longer than this (and nested ones) are checked but not kept.
 const KEEP_ARRAY_ITEMS: u64 = 4096;
 /// Arrays of arrays deeper than this are refused.
 const MAX_NESTING: u32 = 4;
@@ -306,11 +306,14 @@ impl<'a> Cursor<'a> {
             4..=6 => 4,
             10..=12 => 8,
             // A string or an array is at least its length field.
-            8 | 9 => 8,
+            8 | 9 if self.wide => 8,
+            8 | 9 => 4,
             other => return Err(GgufError::Malformed(format!("array of value type {other}"))),
         };
         let len = self.bounded("an array", unit)?;
-        if len > KEEP_ARRAY_ITEMS {
+        // Only short top-level arrays of scalars or strings are kept, so that what
+        // is kept stays small whatever the nesting.
+        if len > KEEP_ARRAY_ITEMS || depth > 0 || element_type == 9 {
             for _ in 0..len {
                 match element_type {
                     8 => self.skip_string("an array's string")?,

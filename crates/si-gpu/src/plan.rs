@@ -228,20 +228,29 @@ pub fn plan(servers: &[ServerSpec], gpus: &[GpuSpec], margin: u64, overhead: u64
         let (loads, placements) = declared.clone();
         return finish(Verdict::Fits, declared, loads, placements, Vec::new());
     }
+    // Servers that fit nowhere even at their smallest are set aside at once, so
+    // that nothing else is degraded in a vain attempt to make room for them.
+    let hopeless: Vec<bool> = servers
+        .iter()
+        .map(|s| fits_nowhere(s, gpus, margin, overhead))
+        .collect();
     let mut changes = Vec::new();
     loop {
         let current = estimates(&settings);
-        let placed = pack(servers, gpus, &current, margin);
-        let complete = placed.iter().all(Option::is_some);
+        let placed = pack(servers, gpus, &current, margin, &hopeless);
+        let complete = placed
+            .iter()
+            .zip(&hopeless)
+            .all(|(gpu, hopeless)| gpu.is_some() || *hopeless);
         let change = if complete {
             None
         } else {
-            next_change(servers, &mut settings, &current, overhead)
+            next_change(servers, &mut settings, &current, overhead, &hopeless)
         };
         match change {
             Some(change) => changes.push(change),
             None => {
-                let verdict = if complete {
+                let verdict = if complete && !hopeless.contains(&true) {
                     Verdict::FitsWithChanges
                 } else {
                     Verdict::DoesNotFit
@@ -258,6 +267,24 @@ pub fn plan(servers: &[ServerSpec], gpus: &[GpuSpec], margin: u64, overhead: u64
             }
         }
     }
+}
+
+/// Whether `server` fits on none of the GPUs it may use even with nothing but its
+/// compute buffer and process overhead on the GPU, at the smallest context.
+fn fits_nowhere(server: &ServerSpec, gpus: &[GpuSpec], margin: u64, overhead: u64) -> bool {
+    let smallest = ServerSettings {
+        context: server.settings.context.min(MIN_CONTEXT),
+        cache_type_k: CacheType::Q8_0,
+        cache_type_v: CacheType::Q8_0,
+        flash_attn: true,
+        gpu_layers: Some(0),
+        ..server.settings
+    };
+    let need = estimate(&server.profile, &smallest, overhead).total;
+    !gpus
+        .iter()
+        .filter(|g| !server.pinned || server.gpu == Some(g.index))
+        .any(|g| g.capacity.saturating_sub(g.reserved).saturating_sub(margin) >= need)
 }
 
 fn placements(
@@ -316,13 +343,13 @@ fn loads(
 ) -> Vec<GpuLoad> {
     gpus.iter()
         .map(|gpu| {
-            let planned: u64 = placed
+            let planned = placed
                 .iter()
                 .zip(estimates)
                 .filter(|(g, _)| **g == Some(gpu.index))
-                .map(|(_, e)| e.total)
-                .sum();
-            let free = gpu.capacity as i64 - gpu.reserved as i64 - planned as i64;
+                .fold(0u64, |sum, (_, e)| sum.saturating_add(e.total));
+            let free = i128::from(gpu.capacity) - i128::from(gpu.reserved) - i128::from(planned);
+            let free = i64::try_from(free).unwrap_or(if free < 0 { i64::MIN } else { i64::MAX });
             GpuLoad {
                 gpu: gpu.clone(),
                 margin,
@@ -334,48 +361,56 @@ fn loads(
 }
 
 /// Places every server if it can be done, moving as few servers off their
-/// declared GPU as possible: an exhaustive search where it is small (a handful of
-/// servers and GPUs), else largest first, each on its declared GPU if it fits
-/// there, else on the GPU with the most room. `None` where a server fits nowhere.
+/// declared GPU as possible: an exhaustive search within a step budget (ample for
+/// a host's handful of servers and GPUs), else largest first, each on its
+/// declared GPU if it fits there, else on the GPU with the most room. `None` where
+/// a server fits nowhere.
 fn pack(
     servers: &[ServerSpec],
     gpus: &[GpuSpec],
     estimates: &[VramEstimate],
     margin: u64,
+    hopeless: &[bool],
 ) -> Vec<Option<u32>> {
     let room: Vec<u64> = gpus
         .iter()
         .map(|g| g.capacity.saturating_sub(g.reserved).saturating_sub(margin))
         .collect();
-    let mut order: Vec<usize> = (0..servers.len()).collect();
+    let mut order: Vec<usize> = (0..servers.len()).filter(|&i| !hopeless[i]).collect();
     order.sort_by_key(|&i| (!servers[i].pinned, std::cmp::Reverse(estimates[i].total)));
     let search = Search {
         servers,
         gpus,
         estimates,
         order: &order,
+        budget: std::cell::Cell::new(SEARCH_BUDGET),
     };
-    let combinations = (gpus.len().max(1) as f64).powi(servers.len() as i32);
-    if combinations <= EXHAUSTIVE_LIMIT {
-        for moves in 0..=servers.len() {
-            let mut room = room.clone();
-            let mut placed = vec![None; servers.len()];
-            if search.place(0, moves, &mut room, &mut placed) {
-                return placed;
-            }
+    // Placing a server with no declared GPU is no move: when none declares one,
+    // one search with no moves allowed covers every placement.
+    let most_moves = servers.iter().filter(|s| s.gpu.is_some()).count();
+    for moves in 0..=most_moves {
+        let mut room = room.clone();
+        let mut placed = vec![None; servers.len()];
+        if search.place(0, moves, &mut room, &mut placed) {
+            return placed;
+        }
+        if search.budget.get() == 0 {
+            break;
         }
     }
     search.greedy(room)
 }
 
-/// Placements tried at most by the exhaustive search.
-const EXHAUSTIVE_LIMIT: f64 = 1e6;
+/// Steps the exhaustive search may take, over all its passes; past them the
+/// planner places largest first instead.
+const SEARCH_BUDGET: u64 = 2_000_000;
 
 struct Search<'a> {
     servers: &'a [ServerSpec],
     gpus: &'a [GpuSpec],
     estimates: &'a [VramEstimate],
     order: &'a [usize],
+    budget: std::cell::Cell<u64>,
 }
 
 impl Search<'_> {
@@ -404,6 +439,10 @@ impl Search<'_> {
         let Some(&i) = self.order.get(k) else {
             return true;
         };
+        if self.budget.get() == 0 {
+            return false;
+        }
+        self.budget.set(self.budget.get() - 1);
         let need = self.estimates[i].total;
         for (at, moved) in self.candidates(i, room) {
             if room[at] < need || (moved && moves == 0) {
@@ -458,9 +497,10 @@ fn next_change(
     settings: &mut [ServerSettings],
     estimates: &[VramEstimate],
     overhead: u64,
+    hopeless: &[bool],
 ) -> Option<Remedy> {
     let by_kv = {
-        let mut order: Vec<usize> = (0..servers.len()).collect();
+        let mut order: Vec<usize> = (0..servers.len()).filter(|&i| !hopeless[i]).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(estimates[i].kv_cache));
         order
     };
@@ -508,7 +548,7 @@ fn next_change(
         }
     }
     // 3. Fewer layers on the GPU, an eighth of the model at a time, largest first.
-    let mut by_weights: Vec<usize> = (0..servers.len()).collect();
+    let mut by_weights: Vec<usize> = (0..servers.len()).filter(|&i| !hopeless[i]).collect();
     by_weights.sort_by_key(|&i| std::cmp::Reverse(estimates[i].weights));
     for i in by_weights {
         let s = settings[i];

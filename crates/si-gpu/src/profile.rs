@@ -81,17 +81,25 @@ impl ModelProfile {
             .ok()
             .filter(|l| (1..=4096).contains(l))
             .ok_or_else(|| ProfileError::Inconsistent(format!("{layers} layers")))?;
-        let embedding = number("embedding_length")?;
-        let heads = number("attention.head_count")?;
-        if heads == 0 || embedding == 0 {
-            return Err(ProfileError::Inconsistent(
-                "no attention heads or no embedding width".into(),
-            ));
-        }
+        let embedding = bounded(&key("embedding_length"), number("embedding_length")?)?;
+        let heads = bounded(
+            &key("attention.head_count"),
+            number("attention.head_count")?,
+        )?;
         let kv_heads = kv_heads(gguf.get(&key("attention.head_count_kv")), heads, layers)?;
         let head_dim = embedding / heads;
-        let key_length = number("attention.key_length").unwrap_or(head_dim);
-        let value_length = number("attention.value_length").unwrap_or(head_dim);
+        let key_length = bounded(
+            &key("attention.key_length"),
+            number("attention.key_length").unwrap_or(head_dim.max(1)),
+        )?;
+        let value_length = bounded(
+            &key("attention.value_length"),
+            number("attention.value_length").unwrap_or(head_dim.max(1)),
+        )?;
+        let feed_forward = bounded(
+            &key("feed_forward_length"),
+            number("feed_forward_length").unwrap_or(4 * embedding),
+        )?;
         let mut profile = ModelProfile {
             name: gguf
                 .get("general.name")
@@ -100,7 +108,7 @@ impl ModelProfile {
             layers,
             context_length: number("context_length")?,
             embedding,
-            feed_forward: number("feed_forward_length").unwrap_or(4 * embedding),
+            feed_forward,
             heads,
             kv_heads,
             key_length,
@@ -115,6 +123,12 @@ impl ModelProfile {
             architecture,
         };
         profile.add_tensors(gguf)?;
+        if profile.weights_bytes > MAX_WEIGHT_BYTES {
+            return Err(ProfileError::Inconsistent(format!(
+                "{} bytes of weights",
+                profile.weights_bytes
+            )));
+        }
         profile.quantization = match gguf.get("general.file_type").and_then(Value::as_u64) {
             Some(id) if file_type_name(id as u32) != "unknown" => {
                 file_type_name(id as u32).to_owned()
@@ -151,7 +165,27 @@ impl ModelProfile {
     /// Key and value elements one token takes in the KV cache of `layer`.
     pub fn kv_elements(&self, layer: usize) -> (u64, u64) {
         let kv_heads = self.kv_heads.get(layer).copied().unwrap_or(self.heads);
-        (self.key_length * kv_heads, self.value_length * kv_heads)
+        (
+            self.key_length.saturating_mul(kv_heads),
+            self.value_length.saturating_mul(kv_heads),
+        )
+    }
+}
+
+/// Widths and counts above this are not a real model: refusing them keeps every
+/// product in the estimate far from overflowing.
+const MAX_DIMENSION: u64 = 1 << 20;
+/// Nor are more than 1 PiB of weights.
+const MAX_WEIGHT_BYTES: u64 = 1 << 50;
+
+/// `value` if it is 1 to [`MAX_DIMENSION`].
+fn bounded(key: &str, value: u64) -> Result<u64, ProfileError> {
+    if (1..=MAX_DIMENSION).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ProfileError::Inconsistent(format!(
+            "{key} is {value}, expected 1 to {MAX_DIMENSION}"
+        )))
     }
 }
 
@@ -191,7 +225,8 @@ fn layer_of(name: &str) -> Option<usize> {
 fn commonest_type(gguf: &Gguf) -> String {
     let mut by_type: std::collections::BTreeMap<u32, u64> = Default::default();
     for tensor in &gguf.tensors {
-        *by_type.entry(tensor.ggml_type).or_default() += tensor.bytes().unwrap_or(0);
+        let bytes = by_type.entry(tensor.ggml_type).or_default();
+        *bytes = bytes.saturating_add(tensor.bytes().unwrap_or(0));
     }
     by_type
         .into_iter()

@@ -46,6 +46,9 @@ pub struct AuditLog {
 
 /// What callers and the writer thread share.
 struct Shared {
+    /// False once the writer thread has stopped (it never should while open):
+    /// callers then commit themselves rather than queue for no one.
+    writer_alive: std::sync::atomic::AtomicBool,
     queue: Mutex<Queue>,
     queued: Condvar,
     writer: Mutex<Writer>,
@@ -84,6 +87,7 @@ impl AuditLog {
         let conn = open_db(path, busy)?;
         let head = chain_head(&conn).map_err(|e| AuthError::store(path, e))?;
         let shared = Arc::new(Shared {
+            writer_alive: std::sync::atomic::AtomicBool::new(true),
             queue: Mutex::new(Queue::default()),
             queued: Condvar::new(),
             writer: Mutex::new(Writer { conn, head }),
@@ -141,20 +145,26 @@ impl Shared {
     /// queues it for the writer thread.
     fn submit(&self, pending: Pending) {
         let mut queue = lock(&self.queue);
-        if queue.pending.is_empty() {
+        let alone = queue.pending.is_empty();
+        if alone || !self.writer_alive.load(std::sync::atomic::Ordering::Acquire) {
             let writer = match self.writer.try_lock() {
                 Ok(writer) => Some(writer),
                 Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-                Err(TryLockError::WouldBlock) => None,
+                Err(TryLockError::WouldBlock) if alone => None,
+                // No writer thread: wait for the writer ourselves.
+                Err(TryLockError::WouldBlock) => Some(lock(&self.writer)),
             };
             if let Some(mut writer) = writer {
+                // Anything left queued for a stopped writer thread goes too.
+                let mut batch: Vec<Pending> = queue.pending.drain(..).collect();
+                batch.push(pending);
                 drop(queue);
-                let mut batch = [pending];
                 let outcome = writer.write(&mut batch, &self.path);
                 drop(writer);
-                let [(_, done)] = batch;
-                if let Some(done) = done {
-                    let _ = done.send(outcome);
+                for (_, done) in batch {
+                    if let Some(done) = done {
+                        let _ = done.send(outcome);
+                    }
                 }
                 return;
             }
@@ -167,6 +177,14 @@ impl Shared {
     /// The writer thread: commits what is queued, in batches, until closed and
     /// drained.
     fn write_loop(&self) {
+        /// Marks the writer gone however the loop ends (a panic included).
+        struct Alive<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Alive<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::Release);
+            }
+        }
+        let _alive = Alive(&self.writer_alive);
         loop {
             let mut batch = {
                 let mut queue = lock(&self.queue);

@@ -301,7 +301,9 @@ fn write_launch(out: &mut impl Write, config: &Config, plan: &Plan) -> Result<()
     Ok(())
 }
 
-/// `CUDA_VISIBLE_DEVICES=N llama-server -m FILE -c … --port …` for a placement.
+/// `CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=N llama-server -m FILE -c …
+/// --port …` for a placement. PCI bus order is NVML's, whose indices the plan uses;
+/// CUDA's own default order (fastest first) can differ on mixed cards.
 pub fn launch_line(config: &Config, p: &Placement) -> String {
     let backend = config.backends.iter().find(|b| b.name == p.server);
     let model = backend
@@ -311,7 +313,7 @@ pub fn launch_line(config: &Config, p: &Placement) -> String {
     let gpu = p.gpu.map_or_else(|| "none".into(), |g| g.to_string());
     let ngl = p.gpu_layers.map_or_else(|| "999".into(), |n| n.to_string());
     format!(
-        "CUDA_VISIBLE_DEVICES={gpu} llama-server -m {model} -c {} -ngl {ngl} --cache-type-k {} --cache-type-v {} --flash-attn {} --port {port}",
+        "CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES={gpu} llama-server -m {model} -c {} -ngl {ngl} --cache-type-k {} --cache-type-v {} --flash-attn {} --port {port}",
         p.context,
         p.cache_type_k,
         p.cache_type_v,

@@ -154,6 +154,15 @@ impl RawGpu {
 /// Declared GPUs are unique, and when any are declared, every backend's `gpu` is one
 /// of them.
 pub(super) fn check(config: &Config, source: &str) -> Result<(), ConfigError> {
+    for (i, backend) in config.backends.iter().enumerate() {
+        if backend.launch.gpu_pinned && backend.gpu.is_none() {
+            return Err(ConfigError::new(
+                source,
+                format!("backends[{i}].gpu_pinned"),
+                "a pinned backend needs `gpu = N` to be pinned to",
+            ));
+        }
+    }
     let mut seen = HashSet::new();
     for (i, gpu) in config.gpu.devices.iter().enumerate() {
         if !seen.insert(gpu.index) {

@@ -152,6 +152,11 @@ fn bad_values_name_their_key() {
         ),
         ("memory_mib = 12288", "memory_mib = 0", "gpus[1].memory_mib"),
         ("margin_mib = 1024", "margin_mib = 100000", "gpu.margin_mib"),
+        (
+            "tiny-llama-1b-8080\"\nurl = \"http://127.0.0.1:8080\"\nmodel = \"tiny-llama-1b\"\napi_key = \"env::API_KEY_TINY_LLAMA_1B_8080\"\ngpu = 0",
+            "tiny-llama-1b-8080\"\nurl = \"http://127.0.0.1:8080\"\nmodel = \"tiny-llama-1b\"\napi_key = \"env::API_KEY_TINY_LLAMA_1B_8080\"\ngpu_pinned = true",
+            "backends[0].gpu_pinned",
+        ),
         ("ctx_size = 2048", "ctx_size = 10", "backends[0].ctx_size"),
         (
             "ctx_size = 2048",

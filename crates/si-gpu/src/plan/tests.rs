@@ -2,8 +2,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::estimate::DEFAULT_PROCESS_OVERHEAD;
-use crate::gguf::Gguf;
 use crate::gguf::write::{LlamaShape, llama_header, shapes};
+use crate::gguf::{Gguf, Value};
 
 const GIB: u64 = 1 << 30;
 
@@ -243,4 +243,49 @@ proptest! {
             prop_assert!(fits(&plan));
         }
     }
+}
+
+#[test]
+fn a_server_that_fits_nowhere_does_not_degrade_the_others() {
+    let (mut servers, gpus) = original();
+    servers.retain(|s| s.name.ends_with("8083") || s.name.ends_with("8084"));
+    // Pinned to a GPU this host does not have.
+    let mut lost = servers[0].clone();
+    lost.name = "lost".into();
+    lost.gpu = Some(7);
+    lost.pinned = true;
+    servers.push(lost);
+    let plan = plan(&servers, &gpus, DEFAULT_MARGIN, DEFAULT_PROCESS_OVERHEAD);
+    assert_eq!(plan.verdict, Verdict::DoesNotFit);
+    assert_eq!(plan.unplaced, ["lost"]);
+    assert!(plan.remedies.is_empty(), "{:?}", plan.remedies);
+    for p in plan.placements.iter().filter(|p| p.server != "lost") {
+        assert_eq!(p.gpu, Some(1));
+        assert_eq!(p.cache_type_k, CacheType::F16);
+    }
+}
+
+#[test]
+fn absurd_header_values_are_refused_not_overflowed() {
+    // Tensors that large are refused by the reader itself.
+    let mut shape = shapes::mistral_7b(shapes::Q4_0);
+    shape.embedding = 1 << 40;
+    assert!(Gguf::parse(&llama_header(&shape)).is_err());
+    // Without tensors, the shape's own numbers are bounded.
+    let mut writer = crate::gguf::write::GgufWriter::new();
+    writer
+        .meta("general.architecture", Value::String("llama".into()))
+        .meta("llama.block_count", Value::Uint(2))
+        .meta("llama.context_length", Value::Uint(4096))
+        .meta("llama.embedding_length", Value::Uint(1 << 40))
+        .meta("llama.attention.head_count", Value::Uint(8));
+    let gguf = Gguf::parse(&writer.to_bytes()).unwrap();
+    let error = ModelProfile::from_gguf(&gguf).unwrap_err();
+    assert!(error.to_string().contains("embedding_length"), "{error}");
+    // A profile built in code with huge values saturates instead of wrapping.
+    let mut huge = profile(&shapes::tinyllama_1b(shapes::F16));
+    huge.feed_forward = u64::MAX;
+    huge.key_length = u64::MAX;
+    let e = estimate(&huge, &ServerSettings::with_context(u64::MAX), 0);
+    assert_eq!(e.total, u64::MAX);
 }
