@@ -9,7 +9,7 @@ use crate::support::{Harness, Options, TEST_PASSWORD, chat_body};
 
 const PROMPT: &str = "Patient Jane Roe, DOB 1961-02-03, chest pain";
 
-fn records(h: &Harness) -> Vec<AuditRecord> {
+pub(crate) fn records(h: &Harness) -> Vec<AuditRecord> {
     let path = h.gateway.config().gateway.data_dir.join("audit.db");
     let mut out = Vec::new();
     export(&path, None, None, &mut out).unwrap();

@@ -31,6 +31,8 @@ struct LlamaBehaviour {
     shape: StreamShape,
     loading: Arc<AtomicBool>,
     failing: Arc<AtomicBool>,
+    /// Answers to non-streamed chats wait this long (ms), as a model generating.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Respond for LlamaBehaviour {
@@ -127,7 +129,8 @@ impl LlamaBehaviour {
     }
 
     fn completion(&self) -> ResponseTemplate {
-        ResponseTemplate::new(200).set_body_json(json!({
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
+        ResponseTemplate::new(200).set_delay(delay).set_body_json(json!({
             "id": "chatcmpl-test", "object": "chat.completion", "created": 1757141666,
             "model": self.alias, "system_fingerprint": "b6210-a094f381",
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -202,6 +205,7 @@ pub struct LlamaSim {
     loading: Arc<AtomicBool>,
     keys: Arc<Mutex<Vec<String>>>,
     failing: Arc<AtomicBool>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LlamaSim {
@@ -216,6 +220,7 @@ impl LlamaSim {
         let loading = Arc::new(AtomicBool::new(false));
         let keys = Arc::new(Mutex::new(vec![key.clone()]));
         let failing = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         Mock::given(any())
             .respond_with(LlamaBehaviour {
                 alias: alias.to_owned(),
@@ -224,6 +229,7 @@ impl LlamaSim {
                 shape,
                 loading: loading.clone(),
                 failing: failing.clone(),
+                delay_ms: delay_ms.clone(),
             })
             .mount(&server)
             .await;
@@ -235,7 +241,35 @@ impl LlamaSim {
             loading,
             keys,
             failing,
+            delay_ms,
         }
+    }
+
+    /// Non-streamed answers take `delay` from now on.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// The message texts of every chat request it received, one string per request.
+    pub async fn chat_texts(&self) -> Vec<String> {
+        let requests = self.server.received_requests().await.unwrap_or_default();
+        requests
+            .iter()
+            .filter(|r| r.url.path() == "/v1/chat/completions")
+            .map(|r| {
+                let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+                body["messages"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(|m| m["content"].as_str())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
     }
 
     /// The keys it accepts from now on, as after a restart with `--api-key A,B`.

@@ -19,6 +19,7 @@ mod sessions;
 mod stream_faults;
 mod streaming;
 mod support;
+mod workflows;
 
 /// The gateway's `/metrics` text (it must serve them on its own port).
 async fn metrics_text(h: &support::Harness) -> String {

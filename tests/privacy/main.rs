@@ -94,6 +94,12 @@ async fn logs_hold_metadata_only() {
         )
         .await;
     assert_eq!(status, 502);
+    // A workflow puts patient text into several prompts and answers.
+    let inputs = json!({"inputs": {"diagnosis": PROMPT, "patient_context": PROMPT}});
+    let (status, run) = h
+        .post_json("/v1/workflows/patient_education/runs", Some(&token), inputs)
+        .await;
+    assert_eq!(status, 200, "{run}");
 
     // A request id from the proxy in front is kept, returned and on its log lines.
     let traced = http::Request::get(format!("{}/v1/models", h.base))

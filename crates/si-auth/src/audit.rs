@@ -74,6 +74,10 @@ pub struct AuditRecord {
     pub completion_tokens: Option<u64>,
     /// Milliseconds from arrival to the last byte.
     pub latency_ms: f64,
+    /// For a workflow step: the step (its run is `request_id`). Absent otherwise,
+    /// so records without it hash as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 /// SHA-256 over the previous hash and the record's canonical JSON.

@@ -12,6 +12,7 @@ mod overrides;
 mod rate_limits;
 mod raw;
 mod reliability;
+mod workflows;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,6 +54,8 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// The GPUs and how they are read.
     pub gpu: GpuConfig,
+    /// Multi-step workflows.
+    pub workflows: Vec<WorkflowConfig>,
 }
 
 /// Request rate limits, in requests per minute; `0` turns a limit off.
@@ -301,6 +304,11 @@ impl Config {
         check::check(self, source_name)
     }
 
+    /// The workflow named `name`.
+    pub fn workflow(&self, name: &str) -> Option<&WorkflowConfig> {
+        self.workflows.iter().find(|w| w.name == name)
+    }
+
     /// The agent named `name`, ignoring ASCII case.
     pub fn agent(&self, name: &str) -> Option<&AgentConfig> {
         self.agents
@@ -319,6 +327,7 @@ pub use gpus::{DeclaredGpu, GpuConfig, GpuSource};
 pub use launch::{CACHE_TYPES, FlashAttn, LaunchConfig};
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
 pub use reliability::{BackendLimits, FailoverConfig};
+pub use workflows::{StepConfig, WorkflowConfig};
 
 #[cfg(test)]
 mod tests;

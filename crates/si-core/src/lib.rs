@@ -7,6 +7,7 @@
 //!   crate never reads the process environment itself).
 //! - [`secret`]: references to secrets (`env::NAME`, `path::FILE`) and their resolution.
 //! - [`role`]: user roles.
+//! - [`template`]: workflow prompt templates (`{{input.NAME}}`, `{{steps.ID}}`).
 //!
 //! This crate knows nothing about HTTP, SQLite, JWTs or GPUs.
 
@@ -14,10 +15,12 @@ pub mod config;
 pub mod env;
 pub mod role;
 pub mod secret;
+pub mod template;
 
 pub use config::{
     AgentConfig, AuthConfig, BackendConfig, BackendLimits, Config, ConfigError, DeclaredGpu,
-    FailoverConfig, FlashAttn, GatewayConfig, GpuConfig, GpuSource, LaunchConfig,
+    FailoverConfig, FlashAttn, GatewayConfig, GpuConfig, GpuSource, LaunchConfig, StepConfig,
+    WorkflowConfig,
 };
 pub use env::Environment;
 pub use role::{AgentGrant, Role, RolePolicy};

@@ -24,6 +24,7 @@ pub mod pool;
 pub mod request;
 mod retry;
 pub mod usage;
+pub mod workflow;
 
 use std::sync::Arc;
 

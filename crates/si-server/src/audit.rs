@@ -58,6 +58,15 @@ impl AuditDraft {
         change(&mut self.record.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
+    /// The client's address, as recorded.
+    pub(crate) fn client_ip(&self) -> String {
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .client_ip
+            .clone()
+    }
+
     /// Who is calling.
     pub(crate) fn identify(&self, claims: &Claims) {
         self.edit(|r| {

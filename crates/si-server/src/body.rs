@@ -11,9 +11,21 @@ use serde::Serialize;
 
 use crate::audit::AuditedBody;
 use crate::error::ApiError;
+use crate::handlers::workflows::EventBody;
 
-/// Every response body the gateway sends.
-pub(crate) type GatewayBody = Either<Full<Bytes>, AuditedBody>;
+/// Every response body the gateway sends: a whole one, a backend's answer on its
+/// way through, or a workflow run's events.
+pub(crate) type GatewayBody = Either<Full<Bytes>, Either<AuditedBody, EventBody>>;
+
+/// A backend's answer as a response body.
+pub(crate) fn audited(body: AuditedBody) -> GatewayBody {
+    Either::Right(Either::Left(body))
+}
+
+/// A workflow run's events as a response body.
+pub(crate) fn events(body: EventBody) -> GatewayBody {
+    Either::Right(Either::Right(body))
+}
 
 /// A response carrying `value` as JSON.
 pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {

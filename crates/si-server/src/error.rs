@@ -56,6 +56,8 @@ pub(crate) enum ApiError {
     AnswerCutShort { status: u16, message: String },
     #[error("backend `{backend}` sent an answer larger than {limit} bytes")]
     AnswerTooLarge { backend: String, limit: usize },
+    #[error("no workflow is named `{name}`; GET /v1/workflows lists them: {known}")]
+    UnknownWorkflow { name: String, known: String },
 }
 
 #[derive(Serialize)]
@@ -80,6 +82,11 @@ const SERVER: &str = "server_error";
 
 impl ApiError {
     /// Status, OpenAI error type, and a stable machine code.
+    /// The status this error answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.classify().0
+    }
+
     fn classify(&self) -> (StatusCode, &str, &str) {
         match self {
             ApiError::Router(e) => classify_router(e),
@@ -114,6 +121,9 @@ impl ApiError {
                 UPSTREAM,
                 "backend_answer_too_large",
             ),
+            ApiError::UnknownWorkflow { .. } => {
+                (StatusCode::NOT_FOUND, "not_found_error", "unknown_workflow")
+            }
             ApiError::AuditUnavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
@@ -151,7 +161,8 @@ impl ApiError {
             | ApiError::MethodNotAllowed { .. }
             | ApiError::BodyTooLarge { .. }
             | ApiError::BodyTimeout
-            | ApiError::BadRequest(_) => {}
+            | ApiError::BadRequest(_)
+            | ApiError::UnknownWorkflow { .. } => {}
         }
     }
 

@@ -4,6 +4,7 @@ pub(crate) mod chat;
 pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod models;
+pub(crate) mod workflows;
 
 use http::Request;
 use http::header::AUTHORIZATION;

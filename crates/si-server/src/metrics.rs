@@ -34,6 +34,8 @@ const GPU_UTILIZATION: &str = "si_gpu_utilization_ratio";
 const GPU_TEMPERATURE: &str = "si_gpu_temperature_celsius";
 const GPU_INFO: &str = "si_gpu_info";
 const WORKFLOW_EFFICIENCY: &str = "si_workflow_efficiency_ratio";
+const WORKFLOW_RUNS: &str = "si_workflow_runs_total";
+const WORKFLOW_STEP_DURATION: &str = "si_workflow_step_duration_seconds";
 
 /// Request latencies in seconds: sub-second steps for the fast tier, and the
 /// original's 1, 5 and 30 s for the slow one.
@@ -144,6 +146,12 @@ fn describe() {
         WORKFLOW_EFFICIENCY,
         "Last workflow run's summed step time over its wall time, by workflow"
     );
+    describe_counter!(WORKFLOW_RUNS, "Workflow runs, by workflow and outcome");
+    describe_histogram!(
+        WORKFLOW_STEP_DURATION,
+        metrics::Unit::Seconds,
+        "Workflow step durations, by workflow and step"
+    );
     si_router::metrics::describe();
 }
 
@@ -155,8 +163,17 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/auth/login" => "/v1/auth/login",
         "/v1/auth/refresh" => "/v1/auth/refresh",
         "/v1/auth/logout" => "/v1/auth/logout",
+        "/v1/workflows" => "/v1/workflows",
+        p if workflow_name(p).is_some() => "/v1/workflows/{name}/runs",
         _ => "other",
     }
+}
+
+/// `NAME` of `/v1/workflows/NAME/runs`.
+pub(crate) fn workflow_name(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/workflows/")?
+        .strip_suffix("/runs")
+        .filter(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// The method label: a standard method, or `other` (clients may invent methods).
@@ -255,6 +272,23 @@ pub(crate) fn gpu_gauges(readings: &[si_gpu::GpuReading], source: &'static str) 
             gauge!(GPU_TEMPERATURE, &labels).set(f64::from(celsius));
         }
     }
+}
+
+/// A workflow run ended. Workflow and step names come from the configuration.
+pub(crate) fn workflow_run(report: &si_router::workflow::RunReport) {
+    let status = match report.status {
+        si_router::workflow::RunStatus::Succeeded => "succeeded",
+        si_router::workflow::RunStatus::Failed => "failed",
+        si_router::workflow::RunStatus::TimedOut => "timed_out",
+    };
+    counter!(WORKFLOW_RUNS, "workflow" => report.workflow.clone(), "status" => status).increment(1);
+    gauge!(WORKFLOW_EFFICIENCY, "workflow" => report.workflow.clone()).set(report.efficiency);
+}
+
+/// A workflow step ended after `seconds`.
+pub(crate) fn workflow_step(workflow: &str, step: &str, seconds: f64) {
+    histogram!(WORKFLOW_STEP_DURATION, "workflow" => workflow.to_owned(), "step" => step.to_owned())
+        .record(seconds);
 }
 
 /// The exposition text, or `None` without a recorder.

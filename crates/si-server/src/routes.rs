@@ -123,6 +123,13 @@ async fn dispatch(
         ("/v1/auth/refresh", &Method::POST) => handlers::login::refresh(gateway, request).await,
         ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, request).await,
         ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
+        ("/v1/workflows", &Method::GET) => handlers::workflows::list(gateway, &request),
+        (p, &Method::POST) if crate::metrics::workflow_name(p).is_some() => {
+            let name = crate::metrics::workflow_name(p)
+                .unwrap_or_default()
+                .to_owned();
+            handlers::workflows::run(gateway, request, &name).await
+        }
         ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
         ("/metrics", &Method::GET) if gateway.config().gateway.metrics_on_main => {
             handlers::health::metrics(gateway)
@@ -136,7 +143,8 @@ fn unrouted(path: &str, method: &Method) -> ApiError {
         "/v1/chat/completions" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/auth/logout" => {
             Some("POST")
         }
-        "/v1/models" | "/healthz" => Some("GET"),
+        "/v1/models" | "/healthz" | "/v1/workflows" => Some("GET"),
+        p if crate::metrics::workflow_name(p).is_some() => Some("POST"),
         _ => None,
     };
     // Paths are echoed in messages: keep them short.

@@ -19,6 +19,7 @@ pub(super) fn check(config: &Config, source: &str) -> Result<(), ConfigError> {
     check_agents(config, source)?;
     check_insecure_dev(config, source)?;
     super::gpus::check(config, source)?;
+    super::workflows::check(config, source)?;
     check_token_lifetimes(config, source)
 }
 

@@ -43,6 +43,8 @@ pub(super) struct RawConfig {
     gpu: RawGpu,
     #[serde(default)]
     gpus: Vec<RawDeclaredGpu>,
+    #[serde(default)]
+    workflows: Vec<super::workflows::RawWorkflow>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,6 +223,7 @@ impl RawConfig {
             rate_limits: self.rate_limits.validate(source)?,
             failover: self.failover.validate(source)?,
             gpu: self.gpu.validate(self.gpus, source)?,
+            workflows: super::workflows::validate(self.workflows, source)?,
         };
         config.check(source)?;
         config.roles = validate_roles(self.roles, &config.agents, source)?;

@@ -138,7 +138,7 @@ async fn pass_through(
         None => AuditedBody::new(body, is_stream, parts.status.as_u16(), None),
     };
     let mut response = if is_stream {
-        Response::new(Either::Right(body))
+        Response::new(crate::body::audited(body))
     } else {
         match read_whole(body, &backend.name).await {
             Ok(whole) => Response::new(Either::Left(whole)),
