@@ -86,7 +86,7 @@ async fn the_discharge_summary_runs_its_three_views_in_parallel() {
         .await;
     assert_eq!(status, 200, "{run}");
     assert_eq!(run["status"], "succeeded", "{run}");
-    assert!(run["run_id"].as_str().unwrap().starts_with("run-"));
+    assert_eq!(run["run_id"].as_str().unwrap().len(), 16, "{run}");
     // Three 200 ms steps at once, then the summary: about 400 ms, where one after
     // another would take 800 ms.
     let wall = run["wall_ms"].as_f64().unwrap();
@@ -118,13 +118,14 @@ async fn the_discharge_summary_runs_its_three_views_in_parallel() {
     }
     assert!(asked.contains("answer from 8080") || asked.contains("answer from 8083"));
 
-    // Each step is audited like a chat request, under the run's id, without text.
+    // Each step is audited like a chat request, under the run's id (the run
+    // request's own id), without text; the run request has its own record.
     let records = crate::audit::records(&h);
-    let steps: Vec<_> = records
+    let (steps, run_records): (Vec<_>, Vec<_>) = records
         .iter()
         .filter(|r| r.request_id == run["run_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(steps.len(), 4, "{records:?}");
+        .partition(|r| r.step.is_some());
+    assert_eq!((steps.len(), run_records.len()), (4, 1), "{records:?}");
     assert!(steps.iter().all(|r| r.status == 200 && r.step.is_some()));
     assert!(steps.iter().all(|r| r.user.as_deref() == Some("admin1")));
     h.shutdown().await;
@@ -352,6 +353,48 @@ async fn a_client_that_leaves_a_streamed_run_stops_its_steps() {
         crate::reliability::eventually(|| async { gated.signals.closed.load(Ordering::SeqCst) })
             .await,
         "the step kept its backend"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_step_dropped_mid_way_is_still_audited() {
+    use std::sync::atomic::Ordering;
+
+    use crate::raw_backend::Behaviour;
+    let (h, gated) =
+        crate::reliability::with_gated(8085, Behaviour::HangBeforeHeaders, Vec::new()).await;
+    let token = h.login("admin1").await;
+    let body =
+        json!({"inputs": {"patient_summary": "s", "requested_service": "MRI", "payer": "p"}});
+    // The client gives up while the Clinical step waits for its backend.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        h.post_json("/v1/workflows/prior_authorization/runs", Some(&token), body),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    assert_eq!(gated.signals.chats.load(Ordering::SeqCst), 1);
+    assert!(
+        crate::reliability::eventually(|| async {
+            crate::audit::records(&h)
+                .iter()
+                .any(|r| r.step.as_deref() == Some("clinical_justification") && r.status == 499)
+        })
+        .await,
+        "{:?}",
+        crate::audit::records(&h)
+    );
+    // The step's record and the run's request share the run's id.
+    let records = crate::audit::records(&h);
+    let step = records
+        .iter()
+        .find(|r| r.step.as_deref() == Some("clinical_justification"))
+        .unwrap();
+    assert!(
+        records.iter().any(|r| r.step.is_none()
+            && r.request_id == step.request_id
+            && r.path.ends_with("/runs"))
     );
     h.shutdown().await;
 }

@@ -116,8 +116,8 @@ pub struct RunReport {
     pub workflow: String,
     /// How it ended.
     pub status: RunStatus,
-    /// The answer of the last step (the one no other step depends on), if exactly
-    /// one such step succeeded.
+    /// The answer of the last step (the one no other step depends on), if there is
+    /// exactly one such step and it answered.
     pub output: Option<String>,
     /// Every step, in configuration order.
     pub steps: Vec<StepReport>,
@@ -245,9 +245,9 @@ pub async fn run<R: StepRunner>(
                         {
                             Ok(answer) => answer,
                             Err(_) => Err(format!(
-                                "step `{}` did not finish within {} s (timeout_ms)",
+                                "step `{}` did not finish within {} ms (timeout_ms)",
                                 step.id,
-                                step.timeout.as_secs()
+                                step.timeout.as_millis()
                             )),
                         };
                         (i, answer)
@@ -260,6 +260,8 @@ pub async fn run<R: StepRunner>(
             break;
         }
         let finished = tokio::select! {
+            // An answer ready at the deadline still counts.
+            biased;
             finished = running.next() => finished,
             () = &mut deadline => {
                 timed_out = true;

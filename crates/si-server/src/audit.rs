@@ -25,37 +25,66 @@ const CLIENT_CLOSED: u16 = 499;
 pub(crate) struct AuditDraft {
     record: Arc<Mutex<AuditRecord>>,
     started: Instant,
-    /// Counts the request in progress until the last copy of the draft is gone,
-    /// however the request ends (even abandoned mid-way).
-    _in_progress: Arc<InProgress>,
+    /// Lives until the last copy of the draft is gone, however the request ends.
+    in_progress: Arc<InProgress>,
 }
 
-struct InProgress;
-
-impl InProgress {
-    fn start() -> Self {
-        crate::metrics::request_started();
-        InProgress
-    }
+/// Counts the request in progress, and records it as abandoned (499) if it is
+/// dropped unfinished: a client that left before its answer's headers (a long
+/// workflow run, a backend slow to start) still leaves a record.
+struct InProgress {
+    record: Arc<Mutex<AuditRecord>>,
+    started: Instant,
+    log: Arc<AuditLog>,
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for InProgress {
     fn drop(&mut self) {
         crate::metrics::request_gone();
+        if self.finished.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut record = self
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        record.status = CLIENT_CLOSED;
+        record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        crate::metrics::request_finished(&record);
+        self.log.append_detached(record);
     }
 }
 
 impl AuditDraft {
-    pub(crate) fn new(record: AuditRecord) -> Self {
+    pub(crate) fn new(record: AuditRecord, log: Arc<AuditLog>) -> Self {
+        crate::metrics::request_started();
+        let record = Arc::new(Mutex::new(record));
+        let started = Instant::now();
         AuditDraft {
-            record: Arc::new(Mutex::new(record)),
-            started: Instant::now(),
-            _in_progress: Arc::new(InProgress::start()),
+            in_progress: Arc::new(InProgress {
+                record: record.clone(),
+                started,
+                log,
+                finished: std::sync::atomic::AtomicBool::new(false),
+            }),
+            record,
+            started,
         }
     }
 
     fn edit(&self, change: impl FnOnce(&mut AuditRecord)) {
         change(&mut self.record.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The request's id.
+    pub(crate) fn request_id(&self) -> String {
+        self.record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .request_id
+            .clone()
     }
 
     /// The client's address, as recorded.
@@ -112,6 +141,9 @@ impl AuditDraft {
 
     /// The finished record.
     pub(crate) fn finish(&self, status: u16, tokens: Option<(u64, u64)>) -> AuditRecord {
+        self.in_progress
+            .finished
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut record = self
             .record
             .lock()

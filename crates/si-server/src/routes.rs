@@ -47,14 +47,17 @@ pub(crate) async fn handle(
     // not audited.
     let scrape = path == "/metrics" && gateway.config().gateway.metrics_on_main;
     let draft = (path != "/healthz" && !scrape).then(|| {
-        AuditDraft::new(AuditRecord {
-            at: now_rfc3339(),
-            request_id: request_id.clone(),
-            client_ip: client.to_string(),
-            method: method.to_string(),
-            path: path.chars().take(200).collect(),
-            ..AuditRecord::default()
-        })
+        AuditDraft::new(
+            AuditRecord {
+                at: now_rfc3339(),
+                request_id: request_id.clone(),
+                client_ip: client.to_string(),
+                method: method.to_string(),
+                path: path.chars().take(200).collect(),
+                ..AuditRecord::default()
+            },
+            gateway.inner.audit.clone(),
+        )
     });
     if let Some(draft) = &draft {
         request.extensions_mut().insert(draft.clone());

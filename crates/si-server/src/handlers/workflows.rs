@@ -86,6 +86,12 @@ pub(crate) async fn run(
         .as_ref()
         .map(AuditDraft::client_ip)
         .unwrap_or_default();
+    // The run's id is its request's: the request's own audit record, its
+    // `x-request-id` and its steps' records share it.
+    let run_id = draft
+        .as_ref()
+        .map(AuditDraft::request_id)
+        .unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
     let body = read_limited(request.into_body(), gateway.config().gateway.max_body_bytes).await?;
     let Some(workflow) = gateway.config().workflow(name).cloned() else {
         let known: Vec<&str> = gateway
@@ -112,7 +118,7 @@ pub(crate) async fn run(
     let runner = GatewayRunner {
         gateway: gateway.clone(),
         caller,
-        run_id: format!("run-{:016x}", rand::random::<u64>()),
+        run_id,
         path: format!("/v1/workflows/{}/runs", workflow.name),
         client_ip,
     };
@@ -169,25 +175,30 @@ fn stream(
     inputs: BTreeMap<String, String>,
 ) -> Response<GatewayBody> {
     let (events, received) = mpsc::unbounded_channel::<Bytes>();
-    let task = tokio::spawn(async move {
-        let progress = |event: Progress| {
-            let name = match &event {
-                Progress::StepStarted { .. } => "step_started",
-                Progress::StepFinished { .. } => "step_finished",
-                Progress::StepFailed { .. } => "step_failed",
-                Progress::StepSkipped { .. } => "step_skipped",
+    let span = tracing::Span::current();
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let progress = |event: Progress| {
+                let name = match &event {
+                    Progress::StepStarted { .. } => "step_started",
+                    Progress::StepFinished { .. } => "step_finished",
+                    Progress::StepFailed { .. } => "step_failed",
+                    Progress::StepSkipped { .. } => "step_skipped",
+                };
+                let data = serde_json::to_string(&event).unwrap_or_default();
+                let _ = events.send(Bytes::from(format!("event: {name}\ndata: {data}\n\n")));
             };
-            let data = serde_json::to_string(&event).unwrap_or_default();
-            let _ = events.send(Bytes::from(format!("event: {name}\ndata: {data}\n\n")));
-        };
-        let report = workflow::run(&workflow, &inputs, &runner, progress).await;
-        crate::metrics::workflow_run(&report);
-        let data = result(&runner.run_id, &report);
-        let _ = events.send(Bytes::from(format!("event: result\ndata: {data}\n\n")));
-    });
+            let report = workflow::run(&workflow, &inputs, &runner, progress).await;
+            crate::metrics::workflow_run(&report);
+            let data = result(&runner.run_id, &report);
+            let _ = events.send(Bytes::from(format!("event: result\ndata: {data}\n\n")));
+        },
+        span,
+    ));
     let body = EventBody {
         received,
         task: task.abort_handle(),
+        keep_alive: tokio::time::interval_at(tokio::time::Instant::now() + KEEP_ALIVE, KEEP_ALIVE),
     };
     let mut response = Response::new(crate::body::events(body));
     let headers = response.headers_mut();
@@ -203,11 +214,16 @@ fn stream(
     response
 }
 
+/// A comment line goes out this long after the last event, so that proxies with
+/// idle timeouts (nginx: 60 s) keep a run with slow steps open.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The events of a streamed run. Dropping it (the client went away) stops the run,
 /// which drops its steps' backend requests.
 pub(crate) struct EventBody {
     received: mpsc::UnboundedReceiver<Bytes>,
     task: tokio::task::AbortHandle,
+    keep_alive: tokio::time::Interval,
 }
 
 impl Drop for EventBody {
@@ -224,9 +240,16 @@ impl Body for EventBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.received
-            .poll_recv(cx)
-            .map(|event| event.map(|data| Ok(Frame::data(data))))
+        if let Poll::Ready(event) = self.received.poll_recv(cx) {
+            self.keep_alive.reset();
+            return Poll::Ready(event.map(|data| Ok(Frame::data(data))));
+        }
+        match self.keep_alive.poll_tick(cx) {
+            Poll::Ready(_) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                b": keep-alive\n\n",
+            ))))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -267,6 +290,7 @@ impl GatewayRunner {
             .agents()
             .by_name(&step.agent)
             .ok_or_else(|| ApiError::Internal(format!("agent `{}` is gone", step.agent)))?;
+        record.agent = Some(agent.name.clone());
         let mut messages = Vec::new();
         if let Some(system) = &step.system {
             messages.push(json!({"role": "system", "content": system}));
@@ -327,10 +351,18 @@ impl GatewayRunner {
 
 impl StepRunner for GatewayRunner {
     async fn run(&self, step: &StepConfig, prompt: String) -> Result<StepAnswer, String> {
-        let started = Instant::now();
-        let mut record = self.record(step);
-        let answer = self.ask(step, prompt, &mut record).await;
-        record.latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let mut pending = PendingRecord {
+            record: Some(self.record(step)),
+            runner: self,
+            step,
+            started: Instant::now(),
+        };
+        // The record stays with the guard while the step asks its agent.
+        let answer = match pending.record.as_mut() {
+            Some(record) => self.ask(step, prompt, record).await,
+            None => Err(ApiError::Internal("step record missing".into())),
+        };
+        let mut record = pending.record.take().unwrap_or_default();
         match &answer {
             Ok(answer) => {
                 record.status = 200;
@@ -339,12 +371,58 @@ impl StepRunner for GatewayRunner {
             }
             Err(e) => record.status = e.status().as_u16(),
         }
-        let workflow = self.path.split('/').nth(3).unwrap_or_default().to_owned();
-        crate::metrics::workflow_step(&workflow, &step.id, started.elapsed().as_secs_f64());
+        let record = pending.finish(record);
         // No record, no answer, as for a chat request.
         if self.gateway.inner.audit.append(record).await.is_err() {
             return Err(ApiError::AuditUnavailable.to_string());
         }
         answer.map_err(|e| e.to_string())
+    }
+}
+
+/// A step's audit record until it is written: a step dropped before it ends (its
+/// time limit, the run's, or the client gone) is still recorded, as 504 past its
+/// own limit and 499 otherwise, like a chat request whose client left.
+struct PendingRecord<'a> {
+    record: Option<AuditRecord>,
+    runner: &'a GatewayRunner,
+    step: &'a StepConfig,
+    started: Instant,
+}
+
+impl PendingRecord<'_> {
+    /// The finished record, with its latency, for the caller to write.
+    fn finish(&mut self, mut record: AuditRecord) -> AuditRecord {
+        record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.measure();
+        record
+    }
+
+    fn measure(&self) {
+        let workflow = self.runner.path.split('/').nth(3).unwrap_or_default();
+        crate::metrics::workflow_step(
+            workflow,
+            &self.step.id,
+            self.started.elapsed().as_secs_f64(),
+        );
+    }
+}
+
+impl Drop for PendingRecord<'_> {
+    fn drop(&mut self) {
+        // Taken by `run` once the agent answered; still here if the step was
+        // dropped while asking.
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let elapsed = self.started.elapsed();
+        record.status = if elapsed >= self.step.timeout {
+            504
+        } else {
+            499
+        };
+        record.latency_ms = elapsed.as_secs_f64() * 1000.0;
+        self.measure();
+        self.runner.gateway.inner.audit.append_detached(record);
     }
 }
