@@ -1,6 +1,7 @@
 //! One module per command group.
 
 pub mod audit;
+pub mod deploy;
 pub mod gpu;
 pub mod health;
 pub mod jwt;

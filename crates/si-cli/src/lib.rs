@@ -6,6 +6,7 @@
 //! - [`commands::users`]: `users add` and `users list`.
 //! - [`commands::health`]: `health`, a table of the gateway's view of each backend.
 //! - [`commands::gpu`]: `gpu estimate`, `gpu status` and `gpu plan`.
+//! - [`commands::deploy`]: `deploy`, the PM2, systemd, nginx and Prometheus files.
 
 pub mod commands;
 

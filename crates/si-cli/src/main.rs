@@ -42,6 +42,47 @@ enum Command {
     /// GPU memory: estimate one server, show the GPUs, plan the placement.
     #[command(subcommand)]
     Gpu(GpuCommand),
+    /// Render, from this configuration, the files other tools run the platform with:
+    /// PM2 ecosystem.config.js, systemd units, an nginx site, prometheus.yml.
+    Deploy {
+        /// Where the files go.
+        #[arg(long, value_name = "DIR", default_value = "rendered")]
+        out: PathBuf,
+        /// The directory the platform runs in on the host (configuration,
+        /// .api_keys.env, models/, logs/); default: the current one.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+        /// The si-server executable on the host.
+        #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/si-server")]
+        si_server: PathBuf,
+        /// The llama-server executable on the host.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/usr/local/bin/llama-server"
+        )]
+        llama_server: PathBuf,
+        /// The user the services run as.
+        #[arg(long, default_value = "si")]
+        user: String,
+        /// The site's host name.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// TLS certificate for nginx.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/etc/ssl/certs/synthetic-intelligence.crt"
+        )]
+        tls_cert: PathBuf,
+        /// TLS key for nginx.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/etc/ssl/private/synthetic-intelligence.key"
+        )]
+        tls_key: PathBuf,
+    },
     /// Show the gateway's and each backend's health; exit 1 if any is not ok.
     Health {
         /// The gateway's base URL (default: http:// + `gateway.listen`).
@@ -185,6 +226,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let config_path = args.config.clone();
+    if let Command::Deploy { .. } = &args.command {
+        return match run_deploy(args.command, &config, config_path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("si-cli: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args.command, &config) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -233,6 +284,7 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
             );
         }
         Command::Gpu(command) => return run_gpu(command, config),
+        Command::Deploy { .. } => {}
         Command::Health { gateway } => {
             let gateway = gateway.unwrap_or_else(|| format!("http://{}", config.gateway.listen));
             return runtime()?.block_on(health::check(&gateway, &mut std::io::stdout().lock()));
@@ -246,6 +298,50 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_deploy(
+    command: Command,
+    config: &Config,
+    config_path: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let Command::Deploy {
+        out,
+        root,
+        si_server,
+        llama_server,
+        user,
+        server_name,
+        tls_cert,
+        tls_key,
+    } = command
+    else {
+        return Ok(());
+    };
+    let here = std::env::current_dir()
+        .map_err(|e| CliError::Message(format!("cannot read the current directory: {e}")))?;
+    let root = root.unwrap_or(here.clone());
+    let config_file = match config_path {
+        Some(path) if path.is_absolute() => path,
+        Some(path) => here.join(path),
+        None => root.join("si.toml"),
+    };
+    let layout = si_cli::commands::deploy::Layout {
+        root,
+        si_server,
+        llama_server,
+        config: config_file,
+        user,
+        server_name,
+        tls_certificate: tls_cert,
+        tls_key,
+    };
+    let files = si_cli::commands::deploy::render(config, &layout);
+    si_cli::commands::deploy::write(&out, &files)?;
+    for (name, _) in &files {
+        println!("wrote {}", out.join(name).display());
+    }
+    Ok(())
 }
 
 fn run_gpu(command: GpuCommand, config: &Config) -> Result<bool, CliError> {
