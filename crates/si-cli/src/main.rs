@@ -83,6 +83,16 @@ enum Command {
         )]
         tls_key: PathBuf,
     },
+    /// Write a tiny random-weight llama model (a few hundred KB) that llama-server
+    /// loads and answers with in milliseconds: for tests and trying the stack
+    /// without downloading a model. Its answers are random letters.
+    TinyModel {
+        /// Where to write it.
+        path: PathBuf,
+        /// The weights' seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Show the gateway's and each backend's health; exit 1 if any is not ok.
     Health {
         /// The gateway's base URL (default: http:// + `gateway.listen`).
@@ -285,6 +295,12 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
         }
         Command::Gpu(command) => return run_gpu(command, config),
         Command::Deploy { .. } => {}
+        Command::TinyModel { path, seed } => {
+            let bytes = si_gpu::gguf::write::tiny_llama(seed);
+            std::fs::write(&path, &bytes)
+                .map_err(|e| CliError::Message(format!("cannot write {}: {e}", path.display())))?;
+            println!("wrote {} ({} bytes)", path.display(), bytes.len());
+        }
         Command::Health { gateway } => {
             let gateway = gateway.unwrap_or_else(|| format!("http://{}", config.gateway.listen));
             return runtime()?.block_on(health::check(&gateway, &mut std::io::stdout().lock()));

@@ -249,3 +249,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_tiny_model_is_a_complete_small_llama() {
+    let bytes = write::tiny_llama(7);
+    assert_eq!(bytes, write::tiny_llama(7), "not reproducible");
+    assert!(
+        (100_000..1_000_000).contains(&bytes.len()),
+        "{}",
+        bytes.len()
+    );
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let profile = crate::profile::ModelProfile::from_gguf(&gguf).unwrap();
+    assert_eq!(
+        (profile.layers, profile.embedding, profile.heads),
+        (2, 64, 4)
+    );
+    // Every tensor's data is in the file, after the aligned header.
+    let data_start =
+        bytes.len() as u64 - gguf.tensors.iter().map(|t| t.bytes().unwrap()).sum::<u64>();
+    assert_eq!(data_start % 32, 0);
+    let last = gguf.tensors.iter().max_by_key(|t| t.offset).unwrap();
+    assert!(data_start + last.offset + last.bytes().unwrap() <= bytes.len() as u64);
+    let Some(Value::Array { len, .. }) = gguf.get("tokenizer.ggml.tokens") else {
+        panic!("no vocabulary");
+    };
+    assert_eq!(*len, 256 + 6 + 3);
+    assert!(
+        matches!(gguf.get("tokenizer.chat_template"), Some(Value::String(t)) if t.contains("<|im_start|>"))
+    );
+}
