@@ -86,7 +86,7 @@ pub(super) struct RawLimitOverrides {
     pub(super) total_timeout_ms: Option<u64>,
 }
 
-fn millis(source: &str, key: String, value: u64) -> Result<Duration, ConfigError> {
+pub(super) fn millis(source: &str, key: String, value: u64) -> Result<Duration, ConfigError> {
     if (1..=86_400_000).contains(&value) {
         Ok(Duration::from_millis(value))
     } else {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::reliability::millis;
 use super::{Config, ConfigError};
 use crate::template::{self, Piece, Placeholder};
 
@@ -152,18 +153,6 @@ pub(super) fn validate(
             })
         })
         .collect()
-}
-
-fn millis(source: &str, key: String, value: u64) -> Result<Duration, ConfigError> {
-    if (1..=86_400_000).contains(&value) {
-        Ok(Duration::from_millis(value))
-    } else {
-        Err(ConfigError::new(
-            source,
-            key,
-            format!("expected 1 to 86400000 milliseconds, got {value}"),
-        ))
-    }
 }
 
 /// Names are usable and unique; every step's agent exists (names ignore case);
