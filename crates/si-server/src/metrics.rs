@@ -164,16 +164,9 @@ fn endpoint(path: &str) -> &'static str {
         "/v1/auth/refresh" => "/v1/auth/refresh",
         "/v1/auth/logout" => "/v1/auth/logout",
         "/v1/workflows" => "/v1/workflows",
-        p if workflow_name(p).is_some() => "/v1/workflows/{name}/runs",
+        p if crate::handlers::workflows::name_in_path(p).is_some() => "/v1/workflows/{name}/runs",
         _ => "other",
     }
-}
-
-/// `NAME` of `/v1/workflows/NAME/runs`.
-pub(crate) fn workflow_name(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/workflows/")?
-        .strip_suffix("/runs")
-        .filter(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// The method label: a standard method, or `other` (clients may invent methods).

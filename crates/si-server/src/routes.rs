@@ -120,6 +120,11 @@ async fn dispatch(
     method: &Method,
     path: &str,
 ) -> Result<Response<GatewayBody>, ApiError> {
+    if method == Method::POST
+        && let Some(name) = handlers::workflows::name_in_path(path)
+    {
+        return handlers::workflows::run(gateway, request, name).await;
+    }
     match (path, method) {
         ("/v1/chat/completions", &Method::POST) => handlers::chat::handle(gateway, request).await,
         ("/v1/auth/login", &Method::POST) => handlers::login::handle(gateway, request).await,
@@ -127,12 +132,6 @@ async fn dispatch(
         ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, request).await,
         ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
         ("/v1/workflows", &Method::GET) => handlers::workflows::list(gateway, &request),
-        (p, &Method::POST) if crate::metrics::workflow_name(p).is_some() => {
-            let name = crate::metrics::workflow_name(p)
-                .unwrap_or_default()
-                .to_owned();
-            handlers::workflows::run(gateway, request, &name).await
-        }
         ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
         ("/metrics", &Method::GET) if gateway.config().gateway.metrics_on_main => {
             handlers::health::metrics(gateway)
@@ -147,7 +146,7 @@ fn unrouted(path: &str, method: &Method) -> ApiError {
             Some("POST")
         }
         "/v1/models" | "/healthz" | "/v1/workflows" => Some("GET"),
-        p if crate::metrics::workflow_name(p).is_some() => Some("POST"),
+        p if handlers::workflows::name_in_path(p).is_some() => Some("POST"),
         _ => None,
     };
     // Paths are echoed in messages: keep them short.

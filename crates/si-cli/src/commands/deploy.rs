@@ -44,7 +44,10 @@ pub type Rendered = (String, String);
 pub fn render(config: &Config, layout: &Layout) -> Vec<Rendered> {
     let mut files = vec![
         ("ecosystem.config.js".to_owned(), pm2(config, layout)),
-        ("si-gateway.service".to_owned(), gateway_unit(layout)),
+        (
+            "si-gateway.service".to_owned(),
+            gateway_unit(config, layout),
+        ),
         (
             "synthetic-intelligence.nginx.conf".to_owned(),
             nginx(config, layout),
@@ -227,8 +230,7 @@ fn pm2(config: &Config, layout: &Layout) -> String {
         root = js_string(&root),
         out = js_string(&format!("{root}/logs/gateway-out.log")),
         err = js_string(&format!("{root}/logs/gateway-error.log")),
-        // Time to drain: the notice, then the grace period, plus a margin.
-        kill = (config.gateway.drain_notice + config.gateway.shutdown_grace).as_millis() + 5000,
+        kill = stop_timeout(config).as_millis(),
     ));
     format!(
         "// Rendered by `si-cli deploy` from the platform's configuration; edit that and
@@ -260,7 +262,13 @@ SystemCallArchitectures=native
 UMask=0077
 ";
 
-fn gateway_unit(layout: &Layout) -> String {
+/// How long the gateway may take to stop: the drain notice, then the grace for
+/// in-flight requests, plus a margin.
+fn stop_timeout(config: &Config) -> std::time::Duration {
+    config.gateway.drain_notice + config.gateway.shutdown_grace + std::time::Duration::from_secs(5)
+}
+
+fn gateway_unit(config: &Config, layout: &Layout) -> String {
     let root = layout.root.display();
     format!(
         "# Rendered by `si-cli deploy`. The gateway; its model servers are si-llama-*.
@@ -280,7 +288,7 @@ Restart=on-failure
 RestartSec=5
 # SIGTERM drains: /healthz reports it, then in-flight requests get their grace.
 KillSignal=SIGTERM
-TimeoutStopSec=45
+TimeoutStopSec={stop}
 ReadWritePaths={root}
 PrivateDevices=yes
 {HARDENING}
@@ -290,6 +298,7 @@ WantedBy=multi-user.target
         user = layout.user,
         server = layout.si_server.display(),
         config = layout.config.display(),
+        stop = stop_timeout(config).as_secs(),
     )
 }
 
@@ -299,9 +308,7 @@ fn llama_unit(backend: &BackendConfig, layout: &Layout) -> String {
         .iter()
         .map(|(k, v)| format!("Environment={k}={v}\n"))
         .collect();
-    let mut unit = String::new();
-    let _ = write!(
-        unit,
+    format!(
         "# Rendered by `si-cli deploy`. llama-server `{name}`: its key comes from the
 # key file into LLAMA_API_KEY, never onto the command line.
 [Unit]
@@ -330,8 +337,7 @@ WantedBy=multi-user.target
         // `$$` is systemd's literal `$`: the shell, not systemd, reads the key
         // variable, so its value never reaches a command line.
         command = shell_quote(&llama_shell(backend, layout)).replace('$', "$$"),
-    );
-    unit
+    )
 }
 
 /// The nginx site in front of the gateway: TLS, streaming passed through as it

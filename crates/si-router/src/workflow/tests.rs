@@ -24,6 +24,12 @@ impl StepRunner for Echo {
     }
 }
 
+fn echo(millis: u64) -> Echo {
+    Echo {
+        delay: Duration::from_millis(millis),
+    }
+}
+
 fn step(id: &str, prompt: &str, required: bool) -> StepConfig {
     let prompt = template::parse(prompt).unwrap();
     let mut depends_on: Vec<String> = prompt
@@ -70,15 +76,7 @@ async fn independent_steps_run_together_and_feed_the_last() {
         step("d", "D {{steps.a}} {{steps.b}} {{steps.c}}", true),
     ]);
     let mut events = Vec::new();
-    let report = run(
-        &w,
-        &inputs("n"),
-        &Echo {
-            delay: Duration::from_millis(200),
-        },
-        |e| events.push(e),
-    )
-    .await;
+    let report = run(&w, &inputs("n"), &echo(200), |e| events.push(e)).await;
     assert_eq!(report.status, RunStatus::Succeeded);
     // Three steps at once, then one: 400 ms on tokio's clock, not 800.
     assert!((report.wall_ms - 400.0).abs() < 5.0, "{}", report.wall_ms);
@@ -105,15 +103,7 @@ async fn a_failed_required_step_skips_its_dependents_only() {
         step("c", "C {{steps.a}}", true),
         step("d", "D {{steps.c}}", true),
     ]);
-    let report = run(
-        &w,
-        &inputs("fail"),
-        &Echo {
-            delay: Duration::from_millis(10),
-        },
-        |_| {},
-    )
-    .await;
+    let report = run(&w, &inputs("fail"), &echo(10), |_| {}).await;
     assert_eq!(report.status, RunStatus::Failed);
     let status: Vec<StepStatus> = report.steps.iter().map(|s| s.status).collect();
     assert_eq!(
@@ -135,15 +125,7 @@ async fn an_optional_step_may_fail_without_stopping_the_run() {
         step("codes", "{{input.note}}", false),
         step("summary", "S {{steps.codes}}", true),
     ]);
-    let report = run(
-        &w,
-        &inputs("fail"),
-        &Echo {
-            delay: Duration::from_millis(10),
-        },
-        |_| {},
-    )
-    .await;
+    let report = run(&w, &inputs("fail"), &echo(10), |_| {}).await;
     assert_eq!(report.status, RunStatus::Succeeded);
     assert_eq!(report.steps[0].status, StepStatus::Failed);
     assert_eq!(
@@ -157,15 +139,7 @@ async fn the_time_limit_cancels_what_is_still_running() {
     let mut w = workflow(vec![step("a", "A", true), step("b", "B {{steps.a}}", true)]);
     w.timeout = Duration::from_millis(150);
     w.steps[0].timeout = Duration::from_secs(60);
-    let report = run(
-        &w,
-        &inputs("n"),
-        &Echo {
-            delay: Duration::from_secs(1),
-        },
-        |_| {},
-    )
-    .await;
+    let report = run(&w, &inputs("n"), &echo(1000), |_| {}).await;
     assert_eq!(report.status, RunStatus::TimedOut);
     assert_eq!(report.steps[0].status, StepStatus::Cancelled);
     assert!(
@@ -189,15 +163,7 @@ async fn the_time_limit_cancels_what_is_still_running() {
 async fn a_slow_step_hits_its_own_limit() {
     let mut w = workflow(vec![step("a", "A", true)]);
     w.steps[0].timeout = Duration::from_millis(50);
-    let report = run(
-        &w,
-        &inputs("n"),
-        &Echo {
-            delay: Duration::from_secs(1),
-        },
-        |_| {},
-    )
-    .await;
+    let report = run(&w, &inputs("n"), &echo(1000), |_| {}).await;
     assert_eq!(report.status, RunStatus::Failed);
     assert!(
         report.steps[0]

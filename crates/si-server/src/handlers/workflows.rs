@@ -28,6 +28,13 @@ use crate::body::{GatewayBody, json as json_response, read_limited};
 use crate::error::ApiError;
 use crate::handlers::{authenticate, authorize};
 
+/// `NAME` of `/v1/workflows/NAME/runs`.
+pub(crate) fn name_in_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/workflows/")?
+        .strip_suffix("/runs")
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+}
+
 /// The largest answer a step may give.
 const MAX_STEP_ANSWER_BYTES: usize = 4 << 20;
 
@@ -120,6 +127,7 @@ pub(crate) async fn run(
         caller,
         run_id,
         path: format!("/v1/workflows/{}/runs", workflow.name),
+        workflow: workflow.name.clone(),
         client_ip,
     };
     if asked.stream {
@@ -259,6 +267,7 @@ struct GatewayRunner {
     caller: Option<Claims>,
     run_id: String,
     path: String,
+    workflow: String,
     client_ip: String,
 }
 
@@ -399,9 +408,8 @@ impl PendingRecord<'_> {
     }
 
     fn measure(&self) {
-        let workflow = self.runner.path.split('/').nth(3).unwrap_or_default();
         crate::metrics::workflow_step(
-            workflow,
+            &self.runner.workflow,
             &self.step.id,
             self.started.elapsed().as_secs_f64(),
         );
