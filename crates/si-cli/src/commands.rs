@@ -8,4 +8,5 @@ pub mod jwt;
 pub mod keys;
 pub mod ports;
 pub mod probe;
+pub mod up;
 pub mod users;

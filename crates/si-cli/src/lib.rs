@@ -7,6 +7,7 @@
 //! - [`commands::health`]: `health`, a table of the gateway's view of each backend.
 //! - [`commands::gpu`]: `gpu estimate`, `gpu status` and `gpu plan`.
 //! - [`commands::deploy`]: `deploy`, the PM2, systemd, nginx and Prometheus files.
+//! - [`commands::up`]: `up`, `status` and `stop`, the supervisor of the whole platform.
 
 pub mod commands;
 

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 use si_cli::CliError;
-use si_cli::commands::{audit, gpu, health, jwt, keys, probe, users};
+use si_cli::commands::{audit, gpu, health, jwt, keys, probe, up, users};
 use si_core::{BackendConfig, Config, Environment, Role};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The backends' API keys, in the working directory.
 const KEY_FILE: &str = ".api_keys.env";
@@ -92,6 +95,37 @@ enum Command {
         /// The weights' seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Run the whole platform from this configuration: every llama-server, then
+    /// the gateway, each restarted with back-off if it exits, logs under
+    /// `supervisor.logs_dir`. Stop it with `si-cli stop`, SIGTERM or Ctrl-C (the
+    /// gateway drains first, then the model servers stop).
+    Up {
+        /// Start with the GPU plan's changes (`si-cli gpu plan`) when the configured
+        /// placement does not fit the GPUs.
+        #[arg(long)]
+        apply_plan: bool,
+        /// Run in the background: return once everything is ready, the
+        /// supervisor's own log in `supervisor.logs_dir`/supervisor.log.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Each supervised process: pid, state, uptime, restarts, health, port, GPU.
+    /// Exit 1 unless every one is ready and healthy.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop what `si-cli up` runs: the gateway first (it drains its requests),
+    /// then the model servers.
+    Stop,
+    /// Run the gateway itself, exactly as `si-server` does (what `si-cli up`
+    /// supervises).
+    Serve {
+        /// Address to listen on, overriding `gateway.listen`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
     },
     /// Show the gateway's and each backend's health; exit 1 if any is not ok.
     Health {
@@ -227,6 +261,16 @@ enum UsersCommand {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Command::Serve { listen } = &args.command {
+        let mut serve_args: Vec<std::ffi::OsString> = vec!["si-cli serve".into()];
+        if let Some(path) = &args.config {
+            serve_args.extend(["--config".into(), path.clone().into_os_string()]);
+        }
+        if let Some(listen) = listen {
+            serve_args.extend(["--listen".into(), listen.into()]);
+        }
+        return si_server::command::main(serve_args);
+    }
     // `keys generate` must work even when the key file it replaces is broken.
     let read_key_file = !matches!(args.command, Command::Keys(_));
     let config = match load_config(args.config.as_deref(), read_key_file) {
@@ -237,6 +281,20 @@ fn main() -> ExitCode {
         }
     };
     let config_path = args.config.clone();
+    if let Command::Up { apply_plan, detach } = args.command {
+        let options = up::UpOptions {
+            config_path,
+            apply_plan,
+        };
+        return match run_up(config, &options, detach) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("si-cli: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Deploy { .. } = &args.command {
         return match run_deploy(args.command, &config, config_path) {
             Ok(()) => ExitCode::SUCCESS,
@@ -294,7 +352,15 @@ fn run(command: Command, config: &Config) -> Result<bool, CliError> {
             );
         }
         Command::Gpu(command) => return run_gpu(command, config),
-        Command::Deploy { .. } => {}
+        Command::Deploy { .. } | Command::Up { .. } | Command::Serve { .. } => {}
+        Command::Status { json } => {
+            let out = &mut std::io::stdout().lock();
+            return runtime()?.block_on(up::status(config, json, out));
+        }
+        Command::Stop => {
+            let out = &mut std::io::stdout().lock();
+            runtime()?.block_on(up::stop(config, out))?;
+        }
         Command::TinyModel { path, seed } => {
             let bytes = si_gpu::gguf::write::tiny_llama(seed);
             std::fs::write(&path, &bytes)
@@ -314,6 +380,94 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))
+}
+
+fn run_up(mut config: Config, options: &up::UpOptions, detach: bool) -> Result<bool, CliError> {
+    let here = std::env::current_dir()
+        .map_err(|e| CliError::Message(format!("cannot read the current directory: {e}")))?;
+    let me = std::env::current_exe()
+        .map_err(|e| CliError::Message(format!("cannot find this program's path: {e}")))?;
+    let specs = up::prepare(&mut config, options, &here, &me)?;
+    if detach {
+        return detach_up(&config, options, &me);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(up::run(&config, specs))
+}
+
+/// Starts `si-cli up` again in the background, in its own process group, with its
+/// output in `supervisor.log`; returns once it reports every process settled.
+fn detach_up(config: &Config, options: &up::UpOptions, me: &Path) -> Result<bool, CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::process::CommandExt;
+    let message = |e: String| CliError::Message(e);
+    let logs = &config.supervisor.logs_dir;
+    up::create_dir(logs, 0o750).map_err(message)?;
+    let log_path = logs.join("supervisor.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(&log_path)
+        .map_err(|e| message(format!("cannot open {}: {e}", log_path.display())))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| message(format!("cannot open {}: {e}", log_path.display())))?;
+    let mut command = std::process::Command::new(me);
+    if let Some(path) = &options.config_path {
+        command.arg("--config").arg(path);
+    }
+    command.arg("up");
+    if options.apply_plan {
+        command.arg("--apply-plan");
+    }
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| message(format!("cannot start the supervisor: {e}")))?;
+    let runtime = runtime()?;
+    let socket = up::control::socket_path(&config.gateway.data_dir);
+    let deadline = std::time::Instant::now()
+        + config.supervisor.ready_timeout.saturating_mul(2)
+        + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(message(format!(
+                "the supervisor exited ({status}); see {}",
+                log_path.display()
+            )));
+        }
+        if let Ok(reply) = runtime.block_on(up::control::status(&socket))
+            && reply
+                .processes
+                .iter()
+                .any(|p| p.kind == up::Kind::Gateway && p.state != up::State::Starting)
+        {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(message(format!(
+                "the supervisor (pid {}) is still starting; see {} and `si-cli status`",
+                child.id(),
+                log_path.display()
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!(
+        "supervisor running in the background (pid {}), its log in {}",
+        child.id(),
+        log_path.display()
+    );
+    let out = &mut std::io::stdout().lock();
+    runtime.block_on(up::status(config, false, out))
 }
 
 fn run_deploy(

@@ -12,6 +12,7 @@ mod overrides;
 mod rate_limits;
 mod raw;
 mod reliability;
+mod supervisor;
 mod workflows;
 
 use std::collections::BTreeMap;
@@ -56,6 +57,8 @@ pub struct Config {
     pub gpu: GpuConfig,
     /// Multi-step workflows.
     pub workflows: Vec<WorkflowConfig>,
+    /// How `si-cli up` runs the processes.
+    pub supervisor: SupervisorConfig,
 }
 
 /// Request rate limits, in requests per minute; `0` turns a limit off.
@@ -327,6 +330,7 @@ pub use gpus::{DeclaredGpu, GpuConfig, GpuSource};
 pub use launch::{CACHE_TYPES, FlashAttn, LaunchConfig};
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
 pub use reliability::{BackendLimits, FailoverConfig};
+pub use supervisor::SupervisorConfig;
 pub use workflows::{StepConfig, WorkflowConfig};
 
 #[cfg(test)]

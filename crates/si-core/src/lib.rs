@@ -20,7 +20,7 @@ pub mod template;
 pub use config::{
     AgentConfig, AuthConfig, BackendConfig, BackendLimits, Config, ConfigError, DeclaredGpu,
     FailoverConfig, FlashAttn, GatewayConfig, GpuConfig, GpuSource, LaunchConfig, StepConfig,
-    WorkflowConfig,
+    SupervisorConfig, WorkflowConfig,
 };
 pub use env::Environment;
 pub use role::{AgentGrant, Role, RolePolicy};

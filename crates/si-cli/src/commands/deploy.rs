@@ -85,17 +85,12 @@ fn key_variable(backend: &BackendConfig) -> Option<&str> {
     }
 }
 
-/// llama-server's arguments (never the key).
-fn llama_args(backend: &BackendConfig, layout: &Layout) -> Vec<String> {
+/// llama-server's arguments (never the key), model files relative to `root`.
+pub fn llama_args(backend: &BackendConfig, root: &Path) -> Vec<String> {
     let launch = &backend.launch;
     let model = launch.model_file.as_ref().map_or_else(
-        || {
-            layout
-                .root
-                .join("models")
-                .join(format!("{}.gguf", backend.model))
-        },
-        |m| layout.root.join(m),
+        || root.join("models").join(format!("{}.gguf", backend.model)),
+        |m| root.join(m),
     );
     let mut args = vec![
         "-m".to_owned(),
@@ -124,13 +119,21 @@ fn llama_args(backend: &BackendConfig, layout: &Layout) -> Vec<String> {
     if launch.flash_attn != FlashAttn::Auto {
         args.extend(["--flash-attn".into(), launch.flash_attn.as_str().into()]);
     }
+    if let Some(threads) = launch.threads {
+        args.extend(["-t".into(), threads.to_string()]);
+        args.extend(["-tb".into(), threads.to_string()]);
+    }
+    if let Some(parallel) = launch.parallel {
+        args.extend(["-np".into(), parallel.to_string()]);
+    }
+    args.extend(launch.extra_args.iter().cloned());
     args
 }
 
 /// A shell command that reads the key file, puts the backend's key (alone) into
 /// `LLAMA_API_KEY`, and runs llama-server.
 fn llama_shell(backend: &BackendConfig, layout: &Layout) -> String {
-    let args: Vec<String> = llama_args(backend, layout)
+    let args: Vec<String> = llama_args(backend, &layout.root)
         .iter()
         .map(|a| shell_quote(a))
         .collect();
@@ -169,7 +172,8 @@ fn js_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
-fn gpu_env(backend: &BackendConfig) -> Vec<(&'static str, String)> {
+/// `CUDA_DEVICE_ORDER`, and `CUDA_VISIBLE_DEVICES` when the backend names a GPU.
+pub fn gpu_env(backend: &BackendConfig) -> Vec<(&'static str, String)> {
     let mut env = vec![("CUDA_DEVICE_ORDER", "PCI_BUS_ID".to_owned())];
     if let Some(gpu) = backend.gpu {
         env.push(("CUDA_VISIBLE_DEVICES", gpu.to_string()));

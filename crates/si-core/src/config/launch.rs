@@ -51,6 +51,14 @@ pub struct LaunchConfig {
     pub flash_attn: FlashAttn,
     /// The planner must keep it on its `gpu`.
     pub gpu_pinned: bool,
+    /// `-t` and `-tb`: CPU threads for generation and prompt processing; unset:
+    /// llama-server's default (every core).
+    pub threads: Option<u32>,
+    /// `-np`: request slots; unset: llama-server's default.
+    pub parallel: Option<u32>,
+    /// Further llama-server arguments, passed as given (never an API key: those
+    /// are refused).
+    pub extra_args: Vec<String>,
 }
 
 /// The raw keys, on each `[[backends]]` table.
@@ -63,7 +71,25 @@ pub(super) struct RawLaunch {
     pub(super) cache_type_v: Option<String>,
     pub(super) flash_attn: Option<String>,
     pub(super) gpu_pinned: Option<bool>,
+    pub(super) threads: Option<u32>,
+    pub(super) parallel: Option<u32>,
+    pub(super) extra_args: Vec<String>,
 }
+
+/// Arguments that would put a key where `ps` shows it, or fight the supervisor
+/// over what it sets itself.
+const REFUSED_ARGS: [&str; 10] = [
+    "--api-key",
+    "--api-key-file",
+    "-m",
+    "--model",
+    "--host",
+    "--port",
+    "--alias",
+    "-a",
+    "-hf",
+    "--hf-token",
+];
 
 impl RawLaunch {
     pub(super) fn validate(self, prefix: &str, source: &str) -> Result<LaunchConfig, ConfigError> {
@@ -88,6 +114,30 @@ impl RawLaunch {
                     source,
                     key(field),
                     format!("expected one of {}", CACHE_TYPES.join(", ")),
+                ));
+            }
+        }
+        for (field, value) in [("threads", self.threads), ("parallel", self.parallel)] {
+            if let Some(value) = value
+                && !(1..=1024).contains(&value)
+            {
+                return Err(ConfigError::new(
+                    source,
+                    key(field),
+                    format!("expected 1 to 1024, got {value}"),
+                ));
+            }
+        }
+        for arg in &self.extra_args {
+            let flag = arg.split('=').next().unwrap_or(arg);
+            if REFUSED_ARGS.contains(&flag) {
+                return Err(ConfigError::new(
+                    source,
+                    key("extra_args"),
+                    format!(
+                        "`{flag}` is set by the supervisor from the backend's own keys \
+                         (an API key goes in api_key, never on a command line)"
+                    ),
                 ));
             }
         }
@@ -122,6 +172,9 @@ impl RawLaunch {
             cache_type_v: self.cache_type_v,
             flash_attn,
             gpu_pinned: self.gpu_pinned.unwrap_or(false),
+            threads: self.threads,
+            parallel: self.parallel,
+            extra_args: self.extra_args,
         })
     }
 }

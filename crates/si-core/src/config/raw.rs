@@ -45,6 +45,8 @@ pub(super) struct RawConfig {
     gpus: Vec<RawDeclaredGpu>,
     #[serde(default)]
     workflows: Vec<super::workflows::RawWorkflow>,
+    #[serde(default)]
+    supervisor: super::supervisor::RawSupervisor,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +137,10 @@ struct RawBackend {
     cache_type_v: Option<String>,
     flash_attn: Option<String>,
     gpu_pinned: Option<bool>,
+    threads: Option<u32>,
+    parallel: Option<u32>,
+    #[serde(default)]
+    extra_args: Vec<String>,
 }
 
 impl RawBackend {
@@ -147,6 +153,9 @@ impl RawBackend {
             cache_type_v: self.cache_type_v.take(),
             flash_attn: self.flash_attn.take(),
             gpu_pinned: self.gpu_pinned,
+            threads: self.threads,
+            parallel: self.parallel,
+            extra_args: std::mem::take(&mut self.extra_args),
         }
     }
 
@@ -224,6 +233,7 @@ impl RawConfig {
             failover: self.failover.validate(source)?,
             gpu: self.gpu.validate(self.gpus, source)?,
             workflows: super::workflows::validate(self.workflows, source)?,
+            supervisor: self.supervisor.validate(source)?,
         };
         config.check(source)?;
         config.roles = validate_roles(self.roles, &config.agents, source)?;

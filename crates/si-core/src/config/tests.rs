@@ -175,6 +175,47 @@ fn bad_values_name_their_key() {
         ),
         ("index = 1", "index = 0", "gpus[1].index"),
         (
+            "log_max_mib = 10",
+            "log_max_mib = 0",
+            "supervisor.log_max_mib",
+        ),
+        ("log_files = 5", "log_files = 1000", "supervisor.log_files"),
+        (
+            "restart_max_delay_ms = 30000",
+            "restart_max_delay_ms = 10",
+            "supervisor.restart_max_delay_ms",
+        ),
+        (
+            "max_fast_failures = 5",
+            "max_fast_failures = 0",
+            "supervisor.max_fast_failures",
+        ),
+        (
+            "ready_timeout_ms = 300000",
+            "ready_timeout_ms = 0",
+            "supervisor.ready_timeout_ms",
+        ),
+        (
+            "llama_server = \"llama-server\"",
+            "llama_server = \"\"",
+            "supervisor.llama_server",
+        ),
+        (
+            "ctx_size = 2048",
+            "ctx_size = 2048\nthreads = 0",
+            "backends[0].threads",
+        ),
+        (
+            "ctx_size = 2048",
+            "ctx_size = 2048\nextra_args = [\"--api-key=sk-1\"]",
+            "backends[0].extra_args",
+        ),
+        (
+            "ctx_size = 2048",
+            "ctx_size = 2048\nextra_args = [\"--port\", \"9000\"]",
+            "backends[0].extra_args",
+        ),
+        (
             "model = \"openinsurance-8b\"\napi_key = \"env::API_KEY_OPENINSURANCE_8084\"\ngpu = 1",
             "model = \"openinsurance-8b\"\napi_key = \"env::API_KEY_OPENINSURANCE_8084\"\ngpu = 2",
             "backends[4].gpu",
@@ -214,6 +255,35 @@ fn backends_say_how_their_server_starts() {
         (launch.flash_attn, launch.gpu_pinned),
         (FlashAttn::On, true)
     );
+    let text = BUILTIN_TOML.replacen(
+        "ctx_size = 2048",
+        "ctx_size = 2048\nthreads = 4\nparallel = 2\nextra_args = [\"--mlock\", \"-b\", \"512\"]",
+        1,
+    );
+    let launch = Config::parse(&text, "si.toml").map(|c| c.backends[0].launch.clone());
+    let launch = launch.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((launch.threads, launch.parallel), (Some(4), Some(2)));
+    assert_eq!(launch.extra_args, ["--mlock", "-b", "512"]);
+}
+
+#[test]
+fn the_supervisor_has_working_defaults() {
+    let supervisor = builtin().supervisor;
+    assert_eq!(
+        supervisor.llama_server,
+        std::path::Path::new("llama-server")
+    );
+    assert_eq!(supervisor.logs_dir, std::path::Path::new("logs"));
+    assert_eq!(supervisor.log_max_bytes, 10 << 20);
+    assert_eq!(supervisor.restart_delay, Duration::from_secs(1));
+    assert_eq!(supervisor.restart_max_delay, Duration::from_secs(30));
+    assert_eq!(supervisor.max_fast_failures, 5);
+    // The table is optional: a configuration without it gets the same.
+    let from = BUILTIN_TOML.find("[supervisor]").unwrap_or(0);
+    let to = from + BUILTIN_TOML[from..].find("\n[[gpus]]").unwrap_or(0);
+    let bare = format!("{}{}", &BUILTIN_TOML[..from], &BUILTIN_TOML[to..]);
+    let config = Config::parse(&bare, "si.toml").map(|c| c.supervisor);
+    assert_eq!(config.ok(), Some(supervisor));
 }
 
 #[test]

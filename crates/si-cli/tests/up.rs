@@ -1,0 +1,289 @@
+//! `si-cli up`, `status` and `stop` with the real executable. A stand-in
+//! llama-server (a shell script that records what it was given, then fails) shows
+//! the preflight checks, the arguments and environment a model server gets,
+//! per-process logs, back-off and crash-loop detection, and a SIGTERM stopping the
+//! gateway before the model servers. `tests/llama.rs` runs the same against real
+//! llama-server processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn si_cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_si-cli"))
+        .current_dir(dir)
+        .env_remove("SI_DATA_DIR")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A supervisor that is stopped when the test ends, however it ends.
+struct Supervisor(Child);
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn config(backend_port: u16, gateway_port: u16, llama_server: &str) -> String {
+    format!(
+        r#"[gateway]
+listen = "127.0.0.1:{gateway_port}"
+metrics_listen = ""
+data_dir = "data"
+health_interval_ms = 200
+drain_notice_ms = 0
+shutdown_grace_ms = 1000
+
+[supervisor]
+llama_server = "{llama_server}"
+restart_delay_ms = 20
+min_uptime_ms = 5000
+max_fast_failures = 3
+
+[[backends]]
+name = "tiny-a"
+url = "http://127.0.0.1:{backend_port}"
+model = "tiny"
+api_key = "env::KEY_A"
+model_file = "models/tiny.gguf"
+ctx_size = 256
+threads = 1
+
+[[agents]]
+name = "Chat"
+model = "tiny"
+tier = "fast"
+"#
+    )
+}
+
+#[test]
+fn preflight_names_everything_missing_and_starts_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, gateway) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("si.toml"),
+        config(port, gateway, "bin/llama-server"),
+    )
+    .unwrap();
+    let out = si_cli(dir.path(), &["--config", "si.toml", "up"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("nothing was started"), "{err}");
+    assert!(
+        err.contains("llama-server not found") && err.contains("supervisor.llama_server"),
+        "{err}"
+    );
+    assert!(
+        err.contains("models/tiny.gguf does not exist") && err.contains("si-cli tiny-model"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`tiny-a` has no API key") && err.contains("si-cli keys generate"),
+        "{err}"
+    );
+    assert!(!dir.path().join("logs").exists());
+    assert!(!dir.path().join("data").exists());
+
+    // A file that is not GGUF is named as such, and a taken port too.
+    std::fs::create_dir(dir.path().join("models")).unwrap();
+    std::fs::write(
+        dir.path().join("models/tiny.gguf"),
+        "<html>not found</html>",
+    )
+    .unwrap();
+    let _taken = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let out = si_cli(dir.path(), &["--config", "si.toml", "up"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("is not a usable GGUF file"), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[test]
+fn status_and_stop_without_a_supervisor_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = si_cli(dir.path(), &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("no supervisor is running here"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = si_cli(dir.path(), &["stop"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("no supervisor is running here"));
+}
+
+fn status(dir: &Path) -> Value {
+    let out = si_cli(dir, &["--config", "si.toml", "status", "--json"]);
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn wait_for(dir: &Path, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = status(dir);
+        if check(&status) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "never {what}: {status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (port, gateway) = (free_port(), free_port());
+    std::fs::create_dir(root.join("models")).unwrap();
+    std::fs::write(
+        root.join("models/tiny.gguf"),
+        si_gpu::gguf::write::tiny_llama(1),
+    )
+    .unwrap();
+    // It shows what it was given, then fails at once.
+    let script = root.join("fake-llama-server");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n\
+         echo \"args: $*\"\n\
+         echo \"key length: ${#LLAMA_API_KEY}\"\n\
+         echo \"leaked: ${SI_TEST_SECRET}${LLAMA_ARG_API_KEY}${KEY_A}\"\n\
+         echo \"cuda order: ${CUDA_DEVICE_ORDER}\"\n\
+         echo 'model failed to load' >&2\n\
+         exit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        root.join("si.toml"),
+        config(port, gateway, script.to_str().unwrap()),
+    )
+    .unwrap();
+    let key = "k".repeat(40);
+    std::fs::write(root.join(".api_keys.env"), format!("KEY_A={key}\n")).unwrap();
+    std::fs::set_permissions(
+        root.join(".api_keys.env"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+
+    let up = Command::new(env!("CARGO_BIN_EXE_si-cli"))
+        .current_dir(root)
+        .env_remove("SI_DATA_DIR")
+        .env("SI_TEST_SECRET", "gateway-only")
+        .env("LLAMA_ARG_API_KEY", "from-the-environment")
+        .args(["--config", "si.toml", "up"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = Supervisor(up);
+
+    wait_for(root, "gave up on tiny-a", |s| {
+        s["processes"][0]["state"] == "crash-loop" && s["processes"][1]["state"] == "ready"
+    });
+    // The gateway runs, and knows it has no backend for its agent.
+    let status = wait_for(root, "saw tiny-a down", |s| {
+        s["processes"][1]["health"] == "not ready"
+    });
+    let backend = &status["processes"][0];
+    assert_eq!(backend["restarts"], 2, "{status:#}");
+    assert_eq!(backend["last_exit"], "exited with status 3");
+    assert_eq!(backend["pid"], Value::Null);
+    assert_eq!(backend["port"], port);
+    let gateway_status = &status["processes"][1];
+    assert_eq!(gateway_status["name"], "gateway");
+    assert!(gateway_status["pid"].as_u64().unwrap() > 0);
+    assert_eq!(gateway_status["port"], gateway);
+
+    // Its output went to its own logs, one run after another.
+    let out = std::fs::read_to_string(root.join(format!("logs/llama-{port}-out.log"))).unwrap();
+    let err = std::fs::read_to_string(root.join(format!("logs/llama-{port}-error.log"))).unwrap();
+    assert_eq!(err.matches("model failed to load").count(), 3, "{err}");
+    let models = root.join("models/tiny.gguf");
+    let expected = format!(
+        "args: -m {} --host 127.0.0.1 --port {port} --alias tiny --metrics -ngl 999 -c 256 -t 1 \
+         -tb 1\n",
+        models.display()
+    );
+    assert!(out.starts_with(&expected), "{out}");
+    // Its own key in its environment, nothing of anyone else's.
+    assert!(out.contains("key length: 40\n"), "{out}");
+    assert!(out.contains("leaked: \n"), "{out}");
+    assert!(out.contains("cuda order: PCI_BUS_ID\n"), "{out}");
+    assert!(!out.contains(&key));
+    let mode = std::fs::metadata(root.join("data/supervisor.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A second supervisor on the same configuration is refused before it starts.
+    let again = si_cli(root, &["--config", "si.toml", "up"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("something already listens there"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    // SIGTERM: the gateway stops first, then the model servers, and a stop asked
+    // for is a clean exit.
+    let pid = rustix::process::Pid::from_raw(i32::try_from(up.0.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let child = std::mem::replace(&mut up.0, Command::new("true").spawn().unwrap());
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let log = text(&output.stderr);
+    let order = [
+        "tiny-a: exited with status 3 after",
+        "restarting in 0.0 s",
+        "restarting in 0.0 s",
+        "3 fast failures in a row, giving up",
+        "gateway: ready",
+        "SIGTERM: stopping",
+        "stopping: the gateway first",
+        "gateway: stopping (SIGTERM)",
+        "gateway: stopped",
+        "stopping the model servers",
+        "stopped",
+    ];
+    let mut at = 0;
+    for line in order {
+        let found = log[at..]
+            .find(line)
+            .unwrap_or_else(|| panic!("`{line}` missing or out of order in:\n{log}"));
+        at += found + line.len();
+    }
+    assert!(!log.contains(&key));
+    assert!(!root.join("data/supervisor.sock").exists());
+}
