@@ -105,8 +105,9 @@ enum Command {
         /// placement does not fit the GPUs.
         #[arg(long)]
         apply_plan: bool,
-        /// Run in the background: return once everything is ready, the
-        /// supervisor's own log in `supervisor.logs_dir`/supervisor.log.
+        /// Run in the background: return once the gateway has started (exit 1
+        /// unless every process is then ready), the supervisor's own log in
+        /// `supervisor.logs_dir`/supervisor.log.
         #[arg(long)]
         detach: bool,
     },
@@ -387,6 +388,13 @@ fn run_up(mut config: Config, options: &up::UpOptions, detach: bool) -> Result<b
         .map_err(|e| CliError::Message(format!("cannot read the current directory: {e}")))?;
     let me = std::env::current_exe()
         .map_err(|e| CliError::Message(format!("cannot find this program's path: {e}")))?;
+    let reaped = runtime()?.block_on(up::reap_orphans(&config));
+    if !reaped.is_empty() {
+        eprintln!(
+            "si-cli: stopped what a supervisor that died left running: {}",
+            reaped.join(", ")
+        );
+    }
     let specs = up::prepare(&mut config, options, &here, &me)?;
     if detach {
         return detach_up(&config, options, &me);
@@ -400,7 +408,8 @@ fn run_up(mut config: Config, options: &up::UpOptions, detach: bool) -> Result<b
 }
 
 /// Starts `si-cli up` again in the background, in its own process group, with its
-/// output in `supervisor.log`; returns once it reports every process settled.
+/// output in `supervisor.log`; returns once the gateway has started (or failed to),
+/// with `status`'s verdict.
 fn detach_up(config: &Config, options: &up::UpOptions, me: &Path) -> Result<bool, CliError> {
     use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;

@@ -42,10 +42,21 @@ struct Supervisor(Child);
 impl Drop for Supervisor {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
+            // SIGTERM first, so that it stops what it started.
+            signal(self.0.id(), rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
     }
+}
+
+fn signal(pid: u32, signal: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    let _ = rustix::process::kill_process(pid, signal);
 }
 
 fn config(backend_port: u16, gateway_port: u16, llama_server: &str) -> String {
@@ -60,7 +71,7 @@ shutdown_grace_ms = 1000
 
 [supervisor]
 llama_server = "{llama_server}"
-restart_delay_ms = 20
+restart_delay_ms = 200
 min_uptime_ms = 5000
 max_fast_failures = 3
 
@@ -176,7 +187,7 @@ fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
         "#!/bin/sh\n\
          echo \"args: $*\"\n\
          echo \"key length: ${#LLAMA_API_KEY}\"\n\
-         echo \"leaked: ${SI_TEST_SECRET}${LLAMA_ARG_API_KEY}${KEY_A}\"\n\
+         echo \"leaked: ${SI_TEST_SECRET}${JWT_SECRET}${LLAMA_ARG_API_KEY}${KEY_A}\"\n\
          echo \"cuda order: ${CUDA_DEVICE_ORDER}\"\n\
          echo 'model failed to load' >&2\n\
          exit 3\n",
@@ -200,6 +211,7 @@ fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
         .current_dir(root)
         .env_remove("SI_DATA_DIR")
         .env("SI_TEST_SECRET", "gateway-only")
+        .env("JWT_SECRET", "j".repeat(48))
         .env("LLAMA_ARG_API_KEY", "from-the-environment")
         .args(["--config", "si.toml", "up"])
         .stdout(Stdio::piped())
@@ -258,16 +270,15 @@ fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
 
     // SIGTERM: the gateway stops first, then the model servers, and a stop asked
     // for is a clean exit.
-    let pid = rustix::process::Pid::from_raw(i32::try_from(up.0.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    signal(up.0.id(), rustix::process::Signal::TERM);
     let child = std::mem::replace(&mut up.0, Command::new("true").spawn().unwrap());
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", text(&output.stderr));
     let log = text(&output.stderr);
     let order = [
         "tiny-a: exited with status 3 after",
-        "restarting in 0.0 s",
-        "restarting in 0.0 s",
+        "restarting in 0.2 s",
+        "restarting in 0.4 s",
         "3 fast failures in a row, giving up",
         "gateway: ready",
         "SIGTERM: stopping",
@@ -286,4 +297,72 @@ fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
     }
     assert!(!log.contains(&key));
     assert!(!root.join("data/supervisor.sock").exists());
+}
+
+#[test]
+fn what_a_killed_supervisor_left_running_is_stopped_by_the_next_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (port, gateway) = (free_port(), free_port());
+    std::fs::create_dir(root.join("models")).unwrap();
+    std::fs::write(
+        root.join("models/tiny.gguf"),
+        si_gpu::gguf::write::tiny_llama(1),
+    )
+    .unwrap();
+    // A model server that takes its time to load.
+    let script = root.join("slow-llama-server");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 300\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        root.join("si.toml"),
+        config(port, gateway, script.to_str().unwrap()),
+    )
+    .unwrap();
+    let keys = root.join(".api_keys.env");
+    std::fs::write(&keys, format!("KEY_A={}\n", "k".repeat(40))).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let up = Command::new(env!("CARGO_BIN_EXE_si-cli"))
+        .current_dir(root)
+        .env_remove("SI_DATA_DIR")
+        .args(["--config", "si.toml", "up"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = Supervisor(up);
+    let status = wait_for(root, "started tiny-a", |s| {
+        s["processes"][0]["pid"].as_u64().is_some()
+    });
+    let pid = status["processes"][0]["pid"].as_u64().unwrap();
+    let running = |pid: u64| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .starts_with('Z')
+        })
+    };
+    assert!(running(pid));
+
+    // The supervisor dies without a chance to stop anything.
+    up.0.kill().unwrap();
+    up.0.wait().unwrap();
+    assert!(running(pid), "the model server went with its supervisor");
+    let out = si_cli(root, &["--config", "si.toml", "stop"]);
+    assert!(out.status.success());
+    let said = text(&out.stdout);
+    assert!(said.contains("no supervisor is running here"), "{said}");
+    assert!(
+        said.contains("stopped what a supervisor that died left running: tiny-a"),
+        "{said}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while running(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!running(pid), "process {pid} still runs");
+    assert!(!root.join("data/supervisor.pids").exists());
 }

@@ -9,16 +9,20 @@
 //!   an API key, a port already taken, models that do not fit the GPUs.
 //! - Each llama-server gets its arguments from the backend's settings (or the
 //!   GPU plan, with `--apply-plan`), its API key in `LLAMA_API_KEY` (never on the
-//!   command line, where `ps` shows it, and no other backend's key), and
-//!   `CUDA_VISIBLE_DEVICES` for its GPU.
+//!   command line, where `ps` shows it), `CUDA_VISIBLE_DEVICES` for its GPU, and
+//!   of the supervisor's environment only what it needs to run: no other
+//!   backend's key and no secret of the gateway's.
 //! - A process is ready once its health endpoint answers: the gateway starts once
-//!   every model server is ready (or given up on), and routes to a model server
-//!   only while that server's `/health` is ok.
+//!   every model server is ready, given up on, or out of time to get ready, and
+//!   routes to a model server only while that server's `/health` is ok.
+//! - The running processes are recorded in `supervisor.pids`, so that what a
+//!   killed supervisor left running is stopped by the next `up` or `stop`.
 //! - Stopping (`si-cli stop`, SIGTERM or Ctrl-C) stops the gateway first, which
 //!   drains its requests, then the model servers.
 
 pub mod control;
 pub mod logs;
+pub mod pids;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -33,7 +37,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use si_core::secret::SecretRef;
 use si_core::{BackendConfig, Config, SupervisorConfig};
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
@@ -74,8 +77,8 @@ pub struct ProcessSpec {
     pub args: Vec<OsString>,
     /// Variables set for it.
     pub env: Vec<(String, String)>,
-    /// Variables taken out of the inherited environment.
-    pub env_remove: Vec<OsString>,
+    /// The only inherited variables it gets (`None`: all of them).
+    pub env_pass: Option<Vec<(OsString, OsString)>>,
     /// Its API key, given as `LLAMA_API_KEY`.
     pub key: Option<SecretString>,
     /// Where its health endpoint answers.
@@ -159,15 +162,23 @@ pub type Snapshot = Vec<ProcessStatus>;
 struct Slot {
     status: ProcessStatus,
     started: Option<Instant>,
+    /// When its health endpoint first answered, in this run.
+    ready_at: Option<Instant>,
+    /// Its start time in clock ticks, for `supervisor.pids`.
+    start_ticks: Option<u64>,
 }
 
 /// The supervisor's view of its processes, shared with the control socket.
 #[derive(Clone, Debug, Default)]
-pub struct Shared(Arc<Mutex<Vec<Slot>>>);
+pub struct Shared {
+    slots: Arc<Mutex<Vec<Slot>>>,
+    /// Where the running processes are recorded (`supervisor.pids`).
+    pids_file: Option<Arc<PathBuf>>,
+}
 
 impl Shared {
     fn add(&self, spec: &ProcessSpec, logs_dir: &Path) -> usize {
-        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots.push(Slot {
             status: ProcessStatus {
                 name: spec.name.clone(),
@@ -184,25 +195,56 @@ impl Shared {
                 health: None,
             },
             started: None,
+            ready_at: None,
+            start_ticks: None,
         });
         slots.len() - 1
     }
 
+    /// Records every running process in `supervisor.pids`.
+    fn save_pids(&self) {
+        let Some(file) = &self.pids_file else {
+            return;
+        };
+        let entries: Vec<pids::Entry> = {
+            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            slots
+                .iter()
+                .filter_map(|slot| {
+                    Some(pids::Entry {
+                        name: slot.status.name.clone(),
+                        pid: slot.status.pid?,
+                        start: slot.start_ticks?,
+                    })
+                })
+                .collect()
+        };
+        if let Err(e) = pids::save(file, &entries) {
+            say(&format!("cannot write {}: {e}", file.display()));
+        }
+    }
+
+    /// How long the process has been ready in its current run, if it got there.
+    fn ready_for(&self, index: usize) -> Option<Duration> {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.get(index)?.ready_at.map(|t| t.elapsed())
+    }
+
     fn update(&self, index: usize, change: impl FnOnce(&mut Slot)) {
-        let mut slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(slot) = slots.get_mut(index) {
             change(slot);
         }
     }
 
     fn state(&self, index: usize) -> Option<State> {
-        let slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots.get(index).map(|s| s.status.state)
     }
 
     /// Every process's status now.
     pub fn snapshot(&self) -> Snapshot {
-        let slots = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots
             .iter()
             .map(|slot| {
@@ -440,26 +482,11 @@ fn specs(
     llama_server: &Path,
     gateway_program: &Path,
 ) -> Vec<ProcessSpec> {
-    // Nothing meant for the gateway or another backend reaches a model server:
-    // not the gateway's secrets, not another backend's key, and no LLAMA_ARG_*
-    // variable that would change its flags behind the configuration's back.
-    let key_vars: HashSet<&str> = config
-        .backends
-        .iter()
-        .filter_map(|b| match &b.api_key_ref {
-            SecretRef::Env(name) => Some(name.as_str()),
-            SecretRef::Path(_) => None,
-        })
-        .collect();
-    let env_remove: Vec<OsString> = std::env::vars_os()
-        .map(|(name, _)| name)
-        .filter(|name| {
-            let text = name.to_string_lossy();
-            text == "LLAMA_API_KEY"
-                || text.starts_with("LLAMA_ARG_")
-                || text.starts_with("SI_")
-                || key_vars.contains(text.as_ref())
-        })
+    // A model server inherits only what it needs to run and find its GPU: no
+    // secret of the gateway's (JWT_SECRET, SI_*), no other backend's key, and no
+    // LLAMA_* variable that would change its flags behind the configuration's back.
+    let env_pass: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(name, _)| passed_to_model_servers(&name.to_string_lossy()))
         .collect();
     let mut specs: Vec<ProcessSpec> = config
         .backends
@@ -480,7 +507,7 @@ fn specs(
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
-                env_remove: env_remove.clone(),
+                env_pass: Some(env_pass.clone()),
                 key: backend.api_key.clone(),
                 health,
                 health_path: "/health",
@@ -507,7 +534,7 @@ fn specs(
         program: gateway_program.to_owned(),
         args,
         env: Vec::new(),
-        env_remove: Vec::new(),
+        env_pass: None,
         key: None,
         health,
         health_path: "/healthz",
@@ -516,6 +543,24 @@ fn specs(
         stop_timeout: gateway.drain_notice + gateway.shutdown_grace + Duration::from_secs(5),
     });
     specs
+}
+
+/// Whether a variable of the supervisor's environment reaches the model servers.
+fn passed_to_model_servers(name: &str) -> bool {
+    const NAMES: [&str; 8] = [
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "LD_LIBRARY_PATH",
+    ];
+    const PREFIXES: [&str; 9] = [
+        "LC_", "CUDA_", "NVIDIA_", "GGML_", "HIP_", "ROCR_", "HSA_", "OMP_", "VK_",
+    ];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -540,12 +585,19 @@ pub async fn probe(address: SocketAddr, path: &str) -> Result<u16, String> {
 pub async fn run(config: &Config, specs: Vec<ProcessSpec>) -> Result<bool, CliError> {
     let settings = config.supervisor.clone();
     let message = CliError::Message;
+    let stop = CancellationToken::new();
+    let hurry = CancellationToken::new();
+    // Before anything starts: a SIGTERM from here on stops what was started.
+    let signals = Signals::new().map_err(message)?;
+    tokio::spawn(signals.watch(stop.clone(), hurry.clone()));
     create_dir(&settings.logs_dir, 0o750).map_err(message)?;
     create_dir(&config.gateway.data_dir, 0o700).map_err(message)?;
     let socket = control::socket_path(&config.gateway.data_dir);
     let listener = control::bind(&socket).await.map_err(message)?;
-    let shared = Shared::default();
-    let stop = CancellationToken::new();
+    let shared = Shared {
+        slots: Arc::default(),
+        pids_file: Some(Arc::new(pids::path(&config.gateway.data_dir))),
+    };
     let finished = CancellationToken::new();
     let control = tokio::spawn(control::serve(
         listener,
@@ -553,7 +605,6 @@ pub async fn run(config: &Config, specs: Vec<ProcessSpec>) -> Result<bool, CliEr
         stop.clone(),
         finished.clone(),
     ));
-    tokio::spawn(stop_on_signals(stop.clone()));
     let (gateway_specs, llama_specs): (Vec<_>, Vec<_>) =
         specs.into_iter().partition(|s| s.kind == Kind::Gateway);
     say(&format!(
@@ -571,13 +622,19 @@ pub async fn run(config: &Config, specs: Vec<ProcessSpec>) -> Result<bool, CliEr
             shared.clone(),
             settings.clone(),
             token.clone(),
+            hurry.clone(),
         ));
         (index, token, task)
     };
     let llama: Vec<_> = llama_specs.into_iter().map(start).collect();
     let indexes: Vec<usize> = llama.iter().map(|(i, _, _)| *i).collect();
     settle(&shared, &indexes, settings.ready_timeout, &stop).await;
-    let gateway: Vec<_> = gateway_specs.into_iter().map(start).collect();
+    // A stop asked for while the model servers were starting starts no gateway.
+    let gateway: Vec<_> = if stop.is_cancelled() {
+        Vec::new()
+    } else {
+        gateway_specs.into_iter().map(start).collect()
+    };
     let indexes: Vec<usize> = gateway.iter().map(|(i, _, _)| *i).collect();
     settle(&shared, &indexes, settings.ready_timeout, &stop).await;
     if !stop.is_cancelled() {
@@ -610,6 +667,7 @@ pub async fn run(config: &Config, specs: Vec<ProcessSpec>) -> Result<bool, CliEr
         let _ = task.await;
     }
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(pids::path(&config.gateway.data_dir));
     say("stopped");
     finished.cancel();
     let _ = control.await;
@@ -664,20 +722,39 @@ async fn given_up(shared: &Shared, indexes: &[usize]) {
     }
 }
 
-async fn stop_on_signals(stop: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        say("cannot listen for SIGTERM/SIGINT; stop with `si-cli stop`");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => say("SIGTERM: stopping"),
-        _ = int.recv() => say("interrupted: stopping"),
+/// SIGTERM and SIGINT, caught from before the first process starts.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let catch = |kind| signal(kind).map_err(|e| format!("cannot catch signals: {e}"));
+        Ok(Signals {
+            term: catch(SignalKind::terminate())?,
+            int: catch(SignalKind::interrupt())?,
+        })
     }
-    stop.cancel();
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "interrupted",
+        }
+    }
+
+    /// The first signal stops everything in order; a second one kills what is
+    /// still running without waiting.
+    async fn watch(mut self, stop: CancellationToken, hurry: CancellationToken) {
+        let first = self.next().await;
+        say(&format!("{first}: stopping (again to kill at once)"));
+        stop.cancel();
+        let second = self.next().await;
+        say(&format!("{second} again: killing what still runs"));
+        hurry.cancel();
+    }
 }
 
 /// How one run of a process ended.
@@ -698,12 +775,13 @@ async fn supervise(
     shared: Shared,
     settings: SupervisorConfig,
     stop: CancellationToken,
+    hurry: CancellationToken,
 ) {
     let mut starts: u32 = 0;
     let mut fast_failures: u32 = 0;
     loop {
         let started = Instant::now();
-        let ended = run_once(&spec, index, &shared, &settings, &stop, starts).await;
+        let ended = run_once(&spec, index, &shared, &settings, &stop, &hurry, starts).await;
         starts = starts.saturating_add(1);
         let (how, fast) = match ended {
             Ended::Exited(how) => (how, false),
@@ -711,7 +789,10 @@ async fn supervise(
             Ended::Stopped => break,
         };
         let ran = started.elapsed();
-        if fast || ran < settings.min_uptime {
+        // Load time does not count: a server that dies soon after becoming ready,
+        // or never became ready, failed fast however long its model took to load.
+        let served = shared.ready_for(index);
+        if fast || served.is_none_or(|served| served < settings.min_uptime) {
             fast_failures = fast_failures.saturating_add(1);
         } else {
             fast_failures = 0;
@@ -719,7 +800,9 @@ async fn supervise(
         shared.update(index, |slot| {
             slot.status.pid = None;
             slot.status.last_exit = Some(how.clone());
+            slot.start_ticks = None;
         });
+        shared.save_pids();
         if fast_failures >= settings.max_fast_failures {
             say(&format!(
                 "{}: {how} after {:.1} s; {fast_failures} fast failures in a row, giving up \
@@ -766,13 +849,15 @@ async fn run_once(
     shared: &Shared,
     settings: &SupervisorConfig,
     stop: &CancellationToken,
+    hurry: &CancellationToken,
     starts: u32,
 ) -> Ended {
     if stop.is_cancelled() {
         return Ended::Stopped;
     }
-    let mut child = match spawn(spec, settings) {
-        Ok(child) => child,
+    shared.update(index, |slot| slot.ready_at = None);
+    let (mut child, pumps) = match spawn(spec, settings) {
+        Ok(started) => started,
         Err(e) => return Ended::Exited(e),
     };
     let pid = child.id();
@@ -787,15 +872,17 @@ async fn run_once(
         slot.status.state = State::Starting;
         slot.status.restarts = starts;
         slot.started = Some(Instant::now());
+        slot.start_ticks = pid.and_then(pids::start_time);
     });
+    shared.save_pids();
     let ready = wait_ready(spec, index, shared, settings.ready_timeout);
-    tokio::select! {
+    let ended = tokio::select! {
         status = child.wait() => Ended::Exited(match status {
             Ok(status) => describe(status),
             Err(e) => format!("cannot be waited for: {e}"),
         }),
         () = ready => {
-            terminate(&mut child, spec).await;
+            terminate(&mut child, spec, hurry).await;
             Ended::NotReady(format!(
                 "not ready within {} s (supervisor.ready_timeout_ms)",
                 settings.ready_timeout.as_secs()
@@ -804,11 +891,16 @@ async fn run_once(
         () = stop.cancelled() => {
             shared.update(index, |slot| slot.status.state = State::Stopping);
             say(&format!("{}: stopping (SIGTERM)", spec.name));
-            terminate(&mut child, spec).await;
+            terminate(&mut child, spec, hurry).await;
             say(&format!("{}: stopped", spec.name));
             Ended::Stopped
         }
+    };
+    // Its last lines reach its logs before it counts as gone.
+    for pump in pumps {
+        let _ = tokio::time::timeout(Duration::from_secs(2), pump).await;
     }
+    ended
 }
 
 /// Polls the health endpoint until it answers (then marks the process ready and
@@ -824,7 +916,10 @@ async fn wait_ready(spec: &ProcessSpec, index: usize, shared: &Shared, timeout: 
             Err(_) => false,
         };
         if ready {
-            shared.update(index, |slot| slot.status.state = State::Ready);
+            shared.update(index, |slot| {
+                slot.status.state = State::Ready;
+                slot.ready_at = Some(Instant::now());
+            });
             say(&format!(
                 "{}: ready in {:.1} s",
                 spec.name,
@@ -845,7 +940,9 @@ fn describe(status: std::process::ExitStatus) -> String {
     }
 }
 
-fn spawn(spec: &ProcessSpec, settings: &SupervisorConfig) -> Result<Child, String> {
+type Pumps = Vec<tokio::task::JoinHandle<()>>;
+
+fn spawn(spec: &ProcessSpec, settings: &SupervisorConfig) -> Result<(Child, Pumps), String> {
     let log = |suffix: &str| {
         let path = settings
             .logs_dir
@@ -864,8 +961,8 @@ fn spawn(spec: &ProcessSpec, settings: &SupervisorConfig) -> Result<Child, Strin
         // Its own process group: a Ctrl-C meant for the supervisor reaches it only
         // through the supervisor, in the right order.
         .process_group(0);
-    for name in &spec.env_remove {
-        command.env_remove(name);
+    if let Some(pass) = &spec.env_pass {
+        command.env_clear().envs(pass.iter().map(|(k, v)| (k, v)));
     }
     for (name, value) in &spec.env {
         command.env(name, value);
@@ -876,13 +973,14 @@ fn spawn(spec: &ProcessSpec, settings: &SupervisorConfig) -> Result<Child, Strin
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", spec.program.display()))?;
+    let mut pumps = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(pump(stdout, out));
+        pumps.push(tokio::spawn(pump(stdout, out)));
     }
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(pump(stderr, err));
+        pumps.push(tokio::spawn(pump(stderr, err)));
     }
-    Ok(child)
+    Ok((child, pumps))
 }
 
 /// Copies a process's output into its log until the process closes it. A log that
@@ -906,8 +1004,9 @@ async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, mut log: RotatingLog)
     }
 }
 
-/// SIGTERM, then SIGKILL if it has not exited within its stop timeout.
-async fn terminate(child: &mut Child, spec: &ProcessSpec) {
+/// SIGTERM, then SIGKILL if it has not exited within its stop timeout (at once
+/// once `hurry` is cancelled).
+async fn terminate(child: &mut Child, spec: &ProcessSpec, hurry: &CancellationToken) {
     let pid = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
@@ -915,14 +1014,14 @@ async fn terminate(child: &mut Child, spec: &ProcessSpec) {
     if let Some(pid) = pid {
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
     }
-    if tokio::time::timeout(spec.stop_timeout, child.wait())
-        .await
-        .is_err()
-    {
+    let exited = tokio::select! {
+        waited = tokio::time::timeout(spec.stop_timeout, child.wait()) => waited.is_ok(),
+        () = hurry.cancelled() => false,
+    };
+    if !exited {
         say(&format!(
-            "{}: still running {} s after SIGTERM; killing it",
-            spec.name,
-            spec.stop_timeout.as_secs()
+            "{}: still running after SIGTERM; killing it",
+            spec.name
         ));
         let _ = child.kill().await;
     }
@@ -1064,8 +1163,21 @@ async fn gateway_ready(address: SocketAddr) -> Result<bool, String> {
         .map_err(|_| "no answer within 1 s".to_owned())?
 }
 
+/// Ends the processes a supervisor that died left running (see [`pids`]), unless
+/// a supervisor answers here; returns their names.
+pub async fn reap_orphans(config: &Config) -> Vec<String> {
+    let data_dir = &config.gateway.data_dir;
+    match control::status(&control::socket_path(data_dir)).await {
+        Err(control::ClientError::NotRunning) => {
+            pids::reap(&pids::path(data_dir), config.supervisor.stop_timeout).await
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// `si-cli stop`: asks the supervisor to stop everything (gateway first) and waits
-/// until it has. Returns `false` if none was running.
+/// until it has. With none running, ends what a supervisor that died left running.
+/// Returns `false` if none was running (the command still exits 0: nothing runs).
 pub async fn stop(config: &Config, out: &mut impl std::io::Write) -> Result<bool, CliError> {
     let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
     let socket = control::socket_path(&config.gateway.data_dir);
@@ -1091,6 +1203,15 @@ pub async fn stop(config: &Config, out: &mut impl std::io::Write) -> Result<bool
                 socket.display()
             )
             .map_err(io)?;
+            let reaped = reap_orphans(config).await;
+            if !reaped.is_empty() {
+                writeln!(
+                    out,
+                    "stopped what a supervisor that died left running: {}",
+                    reaped.join(", ")
+                )
+                .map_err(io)?;
+            }
             Ok(false)
         }
         Err(control::ClientError::Failed(e)) => Err(CliError::Message(e)),

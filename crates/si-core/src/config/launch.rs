@@ -78,17 +78,26 @@ pub(super) struct RawLaunch {
 
 /// Arguments that would put a key where `ps` shows it, or fight the supervisor
 /// over what it sets itself.
-const REFUSED_ARGS: [&str; 10] = [
+const REFUSED_ARGS: [&str; 19] = [
     "--api-key",
     "--api-key-file",
     "-m",
     "--model",
+    "-mu",
+    "--model-url",
     "--host",
     "--port",
     "--alias",
     "-a",
     "-hf",
+    "-hfr",
+    "--hf-repo",
+    "-hff",
+    "--hf-file",
+    "-hft",
     "--hf-token",
+    "-hfv",
+    "--hf-repo-v",
 ];
 
 impl RawLaunch {

@@ -76,10 +76,21 @@ pub async fn serve(
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
-                Err(_) => continue,
+                Err(_) => {
+                    // Out of descriptors, say: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             },
             () = finished.cancelled() => break,
         };
+        // The socket is 0600, but only from just after it was bound: check who
+        // is asking, too.
+        let own = rustix::process::getuid().as_raw();
+        match stream.peer_cred() {
+            Ok(peer) if peer.uid() == own || peer.uid() == 0 => {}
+            _ => continue,
+        }
         let (shared, stop, finished) = (shared.clone(), stop.clone(), finished.clone());
         answers.spawn(async move {
             let (read, mut write) = stream.into_split();
@@ -167,5 +178,51 @@ pub async fn stop(path: &Path, timeout: Duration) -> Result<(), ClientError> {
         other => Err(ClientError::Failed(format!(
             "unexpected answer from the supervisor: {other}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_supervisor_is_refused_and_a_stale_socket_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path());
+        let first = bind(&path).await.unwrap();
+        let error = bind(&path).await.unwrap_err();
+        assert!(error.contains("already running here"), "{error}");
+        drop(first);
+        // The file outlives its listener, as after a SIGKILL: it is replaced.
+        assert!(path.exists());
+        let _second = bind(&path).await.unwrap();
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn status_and_unknown_requests_are_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path());
+        let listener = bind(&path).await.unwrap();
+        let (stop, finished) = (CancellationToken::new(), CancellationToken::new());
+        let server = tokio::spawn(serve(
+            listener,
+            Shared::default(),
+            stop.clone(),
+            finished.clone(),
+        ));
+        let reply = status(&path).await.unwrap();
+        assert_eq!(reply.pid, std::process::id());
+        assert!(reply.processes.is_empty());
+        let answer = request(&path, "restart", Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(answer.starts_with("unknown request"), "{answer}");
+        assert!(!stop.is_cancelled());
+        finished.cancel();
+        server.await.unwrap();
     }
 }
