@@ -46,7 +46,8 @@ enum Command {
     #[command(subcommand)]
     Gpu(GpuCommand),
     /// Render, from this configuration, the files other tools run the platform with:
-    /// PM2 ecosystem.config.js, systemd units, an nginx site, prometheus.yml.
+    /// PM2 ecosystem.config.js, systemd units (one per process, or
+    /// si-platform.service running `si-cli up`), an nginx site, prometheus.yml.
     Deploy {
         /// Where the files go.
         #[arg(long, value_name = "DIR", default_value = "rendered")]
@@ -58,6 +59,9 @@ enum Command {
         /// The si-server executable on the host.
         #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/si-server")]
         si_server: PathBuf,
+        /// The si-cli executable on the host (for si-platform.service).
+        #[arg(long, value_name = "PATH", default_value = "/usr/local/bin/si-cli")]
+        si_cli: PathBuf,
         /// The llama-server executable on the host.
         #[arg(
             long,
@@ -488,6 +492,7 @@ fn run_deploy(
         out,
         root,
         si_server,
+        si_cli,
         llama_server,
         user,
         server_name,
@@ -508,6 +513,7 @@ fn run_deploy(
     let layout = si_cli::commands::deploy::Layout {
         root,
         si_server,
+        si_cli,
         llama_server,
         config: config_file,
         user,

@@ -35,7 +35,7 @@ fn shown(out: &Output) -> String {
 fn render(dir: &Path) -> std::path::PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for exe in ["si-server", "llama-server"] {
+    for exe in ["si-server", "si-cli", "llama-server"] {
         std::fs::write(bin.join(exe), "#!/bin/sh\nexit 0\n").unwrap();
         Command::new("chmod")
             .arg("755")
@@ -77,6 +77,7 @@ fn render(dir: &Path) -> std::path::PathBuf {
             "/srv/si",
         ])
         .args(["--si-server", bin.join("si-server").to_str().unwrap()])
+        .args(["--si-cli", bin.join("si-cli").to_str().unwrap()])
         .args(["--llama-server", bin.join("llama-server").to_str().unwrap()])
         .args([
             "--tls-cert",
@@ -98,7 +99,7 @@ fn every_rendered_file_passes_its_tools_check_and_holds_no_key() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 4 + 6, "{names:?}");
+    assert_eq!(names.len(), 5 + 6, "{names:?}");
     for name in &names {
         let text = std::fs::read_to_string(out.join(name)).unwrap();
         assert!(!text.contains(KEY), "{name} holds an API key");
@@ -170,7 +171,24 @@ fn systemd_units_verify_where_systemd_analyze_exists() {
         .map(|e| e.unwrap().path().display().to_string())
         .filter(|p| p.ends_with(".service"))
         .collect();
-    assert_eq!(units.len(), 7);
+    assert_eq!(units.len(), 8);
+    // The whole platform under `si-cli up`: SIGTERM to the supervisor alone, which
+    // stops the gateway before the model servers, with time for both.
+    let platform = std::fs::read_to_string(out.join("si-platform.service")).unwrap();
+    let si_cli = dir.path().join("bin/si-cli");
+    assert!(
+        platform.contains(&format!("ExecStart={} --config ", si_cli.display())),
+        "{platform}"
+    );
+    assert!(platform.ends_with("WantedBy=multi-user.target\n"));
+    for line in [
+        "KillMode=mixed",
+        "TimeoutStopSec=57",
+        "Conflicts=si-gateway.service si-llama-tiny-llama-1b-8080.service",
+        "NoNewPrivileges=yes",
+    ] {
+        assert!(platform.contains(line), "{line}: {platform}");
+    }
     let gateway = std::fs::read_to_string(out.join("si-gateway.service")).unwrap();
     for hardening in [
         "NoNewPrivileges=yes",

@@ -2,8 +2,8 @@
 //! replicas of the project's tiny model and a second model) and the gateway; a
 //! user logs in and chats, streaming and not, through it; the model servers
 //! refuse requests without their key; a replica killed with SIGKILL is restarted
-//! while requests keep succeeding on the other; `si-cli stop` stops the gateway
-//! first. It needs a llama-server binary, which `.ci/run` builds
+//! while requests keep succeeding on the other, and a hung one (SIGSTOP) is
+//! replaced; `si-cli stop` stops the gateway first. It needs a llama-server binary, which `.ci/run` builds
 //! (`.ci/llama-server`) and passes in `SI_LLAMA_SERVER`; run it with
 //! `cargo test -p si-cli --test llama -- --ignored`.
 
@@ -127,13 +127,14 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
         format!(
             "[[backends]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n\
              model = \"{model}\"\napi_key = \"env::{key}\"\nmodel_file = \"models/{file}\"\n\
-             ctx_size = 256\nthreads = 1\nparallel = 2\n\n"
+             ctx_size = 256\nthreads = 1\nparallel = 2\nheaders_timeout_ms = 3000\n\n"
         )
     };
     let toml = format!(
         "[gateway]\nlisten = \"127.0.0.1:{gateway}\"\nmetrics_listen = \"\"\n\
          data_dir = \"data\"\nhealth_interval_ms = 200\n\n\
-         [supervisor]\nllama_server = \"{binary}\"\nrestart_delay_ms = 200\n\n\
+         [supervisor]\nllama_server = \"{binary}\"\nrestart_delay_ms = 200\n\
+         unhealthy_restart_ms = 2000\nstop_timeout_ms = 1000\n\n\
          {}{}{}\
          [[agents]]\nname = \"Chat\"\nmodel = \"tiny\"\ntier = \"fast\"\n\n\
          [[agents]]\nname = \"MedicalQA\"\nmodel = \"other\"\ntier = \"fast\"\n\n\
@@ -286,6 +287,63 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
     assert_eq!(process(&back, "tiny-b")["restarts"], 0);
     let (code, _) = request("POST", &direct, Some(&key_of("KEY_TINY_A")), Some(chat)).await;
     assert_eq!(code, 200);
+
+    // A replica hangs (SIGSTOP: it neither answers nor exits). Once the gateway's
+    // health check has taken it out, requests succeed on the other; the
+    // supervisor replaces it once its health check has failed for
+    // supervisor.unhealthy_restart_ms.
+    let hung_pid = process(&back, "tiny-b")["pid"].as_u64().unwrap();
+    let pid = rustix::process::Pid::from_raw(i32::try_from(hung_pid).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    let hung = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = request("GET", &format!("{base}/healthz"), None, None).await;
+        let health: Value = serde_json::from_slice(&body).unwrap();
+        let tiny_b = health["backends"]
+            .as_array()
+            .and_then(|all| all.iter().find(|b| b["name"] == "tiny-b"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if tiny_b["state"] != "ok" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never took tiny-b out"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..6 {
+        let (code, body) = request("POST", &url, Some(&token), Some(ask("Chat"))).await;
+        assert_eq!(code, 200, "request {i}: {}", String::from_utf8_lossy(&body));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let back = loop {
+        let now = status(root);
+        let tiny_b = process(&now, "tiny-b");
+        if tiny_b["state"] == "ready" && tiny_b["pid"].as_u64().is_some_and(|p| p != hung_pid) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tiny-b was never replaced: {now:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "hung tiny-b was replaced {:.2} s after SIGSTOP",
+        hung.elapsed().as_secs_f64()
+    );
+    let tiny_b = process(&back, "tiny-b");
+    assert_eq!(tiny_b["restarts"], 1, "{back:#}");
+    assert!(
+        tiny_b["last_exit"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("was unhealthy for 2 s")),
+        "{back:#}"
+    );
+    assert!(!Path::new(&format!("/proc/{hung_pid}")).exists());
 
     // Stop: the gateway first, then the model servers; nothing is left running.
     let pids: Vec<u64> = back["processes"]

@@ -9,6 +9,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use si_core::secret::SecretRef;
 use si_core::{BackendConfig, Config, FlashAttn};
@@ -23,6 +24,8 @@ pub struct Layout {
     pub root: PathBuf,
     /// `si-server`.
     pub si_server: PathBuf,
+    /// `si-cli`, for the unit that runs the whole platform under `si-cli up`.
+    pub si_cli: PathBuf,
     /// `llama-server`.
     pub llama_server: PathBuf,
     /// The configuration file, as `si-server --config` takes it.
@@ -53,6 +56,10 @@ pub fn render(config: &Config, layout: &Layout) -> Vec<Rendered> {
             nginx(config, layout),
         ),
         ("prometheus.yml".to_owned(), prometheus(config)),
+        (
+            "si-platform.service".to_owned(),
+            platform_unit(config, layout),
+        ),
     ];
     for backend in &config.backends {
         files.push((unit_name(backend), llama_unit(backend, layout)));
@@ -268,8 +275,8 @@ UMask=0077
 
 /// How long the gateway may take to stop: the drain notice, then the grace for
 /// in-flight requests, plus a margin.
-fn stop_timeout(config: &Config) -> std::time::Duration {
-    config.gateway.drain_notice + config.gateway.shutdown_grace + std::time::Duration::from_secs(5)
+fn stop_timeout(config: &Config) -> Duration {
+    config.gateway.drain_notice + config.gateway.shutdown_grace + Duration::from_secs(5)
 }
 
 fn gateway_unit(config: &Config, layout: &Layout) -> String {
@@ -303,6 +310,52 @@ WantedBy=multi-user.target
         server = layout.si_server.display(),
         config = layout.config.display(),
         stop = stop_timeout(config).as_secs(),
+    )
+}
+
+/// The whole platform as one unit: `si-cli up` starts and watches every
+/// llama-server and the gateway. An alternative to the per-process units.
+fn platform_unit(config: &Config, layout: &Layout) -> String {
+    let root = layout.root.display();
+    let conflicts: Vec<String> = std::iter::once("si-gateway.service".to_owned())
+        .chain(config.backends.iter().map(unit_name))
+        .collect();
+    // The supervisor stops the gateway (which drains), then the model servers.
+    let stop = stop_timeout(config) + config.supervisor.stop_timeout + Duration::from_secs(10);
+    format!(
+        "# Rendered by `si-cli deploy`. The whole platform under `si-cli up`: every
+# llama-server, then the gateway, restarted with back-off. Use it instead of
+# si-gateway.service and the si-llama-* units, never beside them.
+[Unit]
+Description=Synthetic Intelligence platform (si-cli up)
+After=network-online.target
+Wants=network-online.target
+Conflicts={conflicts}
+StartLimitIntervalSec=300
+StartLimitBurst=5
+
+[Service]
+Type=simple
+User={user}
+WorkingDirectory={root}
+ExecStart={si_cli} --config {config_file} up
+Restart=on-failure
+RestartSec=5
+# SIGTERM goes to si-cli alone, which stops the gateway first so that it drains,
+# then the model servers; whatever still runs after TimeoutStopSec is killed.
+KillMode=mixed
+KillSignal=SIGTERM
+TimeoutStopSec={stop}
+ReadWritePaths={root}
+{HARDENING}
+[Install]
+WantedBy=multi-user.target
+",
+        conflicts = conflicts.join(" "),
+        user = layout.user,
+        si_cli = layout.si_cli.display(),
+        config_file = layout.config.display(),
+        stop = stop.as_secs(),
     )
 }
 

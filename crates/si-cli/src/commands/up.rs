@@ -101,6 +101,8 @@ pub enum State {
     Starting,
     /// Its health endpoint answered.
     Ready,
+    /// It was ready, and its health check fails now.
+    Unhealthy,
     /// It exited and is waiting to be restarted.
     Backoff,
     /// It failed fast too many times in a row; the supervisor gave up on it.
@@ -117,6 +119,7 @@ impl State {
         match self {
             State::Starting => "starting",
             State::Ready => "ready",
+            State::Unhealthy => "unhealthy",
             State::Backoff => "backoff",
             State::CrashLoop => "crash-loop",
             State::Stopping => "stopping",
@@ -722,10 +725,12 @@ async fn given_up(shared: &Shared, indexes: &[usize]) {
     }
 }
 
-/// SIGTERM and SIGINT, caught from before the first process starts.
+/// SIGTERM and SIGINT, caught from before the first process starts; SIGHUP is
+/// ignored, so that a closed terminal does not end a detached supervisor.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -735,13 +740,17 @@ impl Signals {
         Ok(Signals {
             term: catch(SignalKind::terminate())?,
             int: catch(SignalKind::interrupt())?,
+            hup: catch(SignalKind::hangup())?,
         })
     }
 
     async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.term.recv() => "SIGTERM",
-            _ = self.int.recv() => "interrupted",
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return "SIGTERM",
+                _ = self.int.recv() => return "interrupted",
+                _ = self.hup.recv() => say("SIGHUP ignored: stop with `si-cli stop` or SIGTERM"),
+            }
         }
     }
 
@@ -875,18 +884,15 @@ async fn run_once(
         slot.start_ticks = pid.and_then(pids::start_time);
     });
     shared.save_pids();
-    let ready = wait_ready(spec, index, shared, settings.ready_timeout);
+    let watch = watch_health(spec, index, shared, settings);
     let ended = tokio::select! {
         status = child.wait() => Ended::Exited(match status {
             Ok(status) => describe(status),
             Err(e) => format!("cannot be waited for: {e}"),
         }),
-        () = ready => {
+        ended = watch => {
             terminate(&mut child, spec, hurry).await;
-            Ended::NotReady(format!(
-                "not ready within {} s (supervisor.ready_timeout_ms)",
-                settings.ready_timeout.as_secs()
-            ))
+            ended
         }
         () = stop.cancelled() => {
             shared.update(index, |slot| slot.status.state = State::Stopping);
@@ -903,29 +909,72 @@ async fn run_once(
     ended
 }
 
-/// Polls the health endpoint until it answers (then marks the process ready and
-/// never returns), or returns once `timeout` has passed without an answer.
-async fn wait_ready(spec: &ProcessSpec, index: usize, shared: &Shared, timeout: Duration) {
+/// Whether the process's health endpoint says it serves.
+async fn healthy(spec: &ProcessSpec) -> bool {
+    match probe(spec.health, spec.health_path).await {
+        Ok(200) => true,
+        // The gateway answers 503 while no backend is up: it is running.
+        Ok(_) => spec.kind == Kind::Gateway,
+        Err(_) => false,
+    }
+}
+
+/// Watches the process's health: polls until it is ready (marking it so), then
+/// keeps checking. Returns only to have the process stopped: it was not ready
+/// within `ready_timeout`, or its health check has failed for
+/// `unhealthy_restart` since (a hung process does not exit by itself).
+async fn watch_health(
+    spec: &ProcessSpec,
+    index: usize,
+    shared: &Shared,
+    settings: &SupervisorConfig,
+) -> Ended {
     let started = Instant::now();
-    while started.elapsed() < timeout {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let ready = match probe(spec.health, spec.health_path).await {
-            Ok(200) => true,
-            // The gateway answers 503 while no backend is up: it is running.
-            Ok(_) => spec.kind == Kind::Gateway,
-            Err(_) => false,
-        };
-        if ready {
-            shared.update(index, |slot| {
-                slot.status.state = State::Ready;
-                slot.ready_at = Some(Instant::now());
-            });
-            say(&format!(
-                "{}: ready in {:.1} s",
-                spec.name,
-                started.elapsed().as_secs_f64()
+    loop {
+        if started.elapsed() >= settings.ready_timeout {
+            return Ended::NotReady(format!(
+                "not ready within {} s (supervisor.ready_timeout_ms)",
+                settings.ready_timeout.as_secs()
             ));
-            return std::future::pending().await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if healthy(spec).await {
+            break;
+        }
+    }
+    shared.update(index, |slot| {
+        slot.status.state = State::Ready;
+        slot.ready_at = Some(Instant::now());
+    });
+    say(&format!(
+        "{}: ready in {:.1} s",
+        spec.name,
+        started.elapsed().as_secs_f64()
+    ));
+    let Some(window) = settings.unhealthy_restart else {
+        return std::future::pending().await;
+    };
+    let interval = (window / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut failing_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(interval).await;
+        if healthy(spec).await {
+            if failing_since.take().is_some() {
+                say(&format!("{}: healthy again", spec.name));
+                shared.update(index, |slot| slot.status.state = State::Ready);
+            }
+            continue;
+        }
+        let since = *failing_since.get_or_insert_with(|| {
+            say(&format!("{}: its health check fails", spec.name));
+            shared.update(index, |slot| slot.status.state = State::Unhealthy);
+            Instant::now()
+        });
+        if since.elapsed() >= window {
+            return Ended::Exited(format!(
+                "was unhealthy for {} s (supervisor.unhealthy_restart_ms), stopped",
+                window.as_secs()
+            ));
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct SupervisorConfig {
     pub ready_timeout: Duration,
     /// How long a llama-server may take to exit after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+    /// A ready process whose health check fails this long is restarted (a hung
+    /// process does not exit by itself); `None`: never.
+    pub unhealthy_restart: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +50,7 @@ pub(super) struct RawSupervisor {
     max_fast_failures: u32,
     ready_timeout_ms: u64,
     stop_timeout_ms: u64,
+    unhealthy_restart_ms: u64,
 }
 
 impl Default for RawSupervisor {
@@ -62,6 +66,7 @@ impl Default for RawSupervisor {
             max_fast_failures: 5,
             ready_timeout_ms: 300_000,
             stop_timeout_ms: 10_000,
+            unhealthy_restart_ms: 60_000,
         }
     }
 }
@@ -126,6 +131,10 @@ impl RawSupervisor {
             max_fast_failures: self.max_fast_failures,
             ready_timeout: millis("supervisor.ready_timeout_ms", self.ready_timeout_ms, 1)?,
             stop_timeout: millis("supervisor.stop_timeout_ms", self.stop_timeout_ms, 1)?,
+            unhealthy_restart: match self.unhealthy_restart_ms {
+                0 => None,
+                ms => Some(millis("supervisor.unhealthy_restart_ms", ms, 1_000)?),
+            },
         })
     }
 }

@@ -179,6 +179,11 @@ fn bad_values_name_their_key() {
             "log_max_mib = 0",
             "supervisor.log_max_mib",
         ),
+        (
+            "unhealthy_restart_ms = 60000",
+            "unhealthy_restart_ms = 10",
+            "supervisor.unhealthy_restart_ms",
+        ),
         ("log_files = 5", "log_files = 1000", "supervisor.log_files"),
         (
             "restart_max_delay_ms = 30000",
@@ -278,6 +283,14 @@ fn the_supervisor_has_working_defaults() {
     assert_eq!(supervisor.restart_delay, Duration::from_secs(1));
     assert_eq!(supervisor.restart_max_delay, Duration::from_secs(30));
     assert_eq!(supervisor.max_fast_failures, 5);
+    assert_eq!(supervisor.unhealthy_restart, Some(Duration::from_secs(60)));
+    let off = BUILTIN_TOML.replacen(
+        "unhealthy_restart_ms = 60000",
+        "unhealthy_restart_ms = 0",
+        1,
+    );
+    let off = Config::parse(&off, "si.toml").map(|c| c.supervisor.unhealthy_restart);
+    assert_eq!(off.ok(), Some(None));
     // The table is optional: a configuration without it gets the same.
     let from = BUILTIN_TOML.find("[supervisor]").unwrap_or(0);
     let to = from + BUILTIN_TOML[from..].find("\n[[gpus]]").unwrap_or(0);
