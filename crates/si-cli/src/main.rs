@@ -457,7 +457,10 @@ fn detach_up(config: &Config, options: &up::UpOptions, me: &Path) -> Result<bool
                 log_path.display()
             )));
         }
+        // Only its own answer counts: another supervisor on the same data
+        // directory answers on the same socket until this one gives up.
         if let Ok(reply) = runtime.block_on(up::control::status(&socket))
+            && reply.pid == child.id()
             && reply
                 .processes
                 .iter()

@@ -2,35 +2,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn si_cli(dir: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_si-cli"))
-        .current_dir(dir)
-        .env_remove("SI_DATA_DIR")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        // A child that exits without reading all of it shows why in its output,
-        // which the caller checks.
-        if let Err(e) = input.write_all(text.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-        }
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
+use common::si_cli_with_stdin;
 
 #[test]
 fn keys_generate_writes_the_six_variables_once() {
     let dir = tempfile::tempdir().unwrap();
-    let out = si_cli(dir.path(), &["keys", "generate"], None);
+    let out = si_cli_with_stdin(dir.path(), &["keys", "generate"], None);
     assert!(
         out.status.success(),
         "{}",
@@ -66,7 +45,7 @@ fn keys_generate_writes_the_six_variables_once() {
         ".api_keys.env\n"
     );
 
-    let again = si_cli(dir.path(), &["keys", "generate"], None);
+    let again = si_cli_with_stdin(dir.path(), &["keys", "generate"], None);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
     assert_eq!(
@@ -74,7 +53,7 @@ fn keys_generate_writes_the_six_variables_once() {
         keys
     );
     assert!(
-        si_cli(dir.path(), &["keys", "generate", "--force"], None)
+        si_cli_with_stdin(dir.path(), &["keys", "generate", "--force"], None)
             .status
             .success()
     );
@@ -97,23 +76,23 @@ fn users_add_reads_the_password_from_stdin_and_list_shows_them() {
         "hospital-01",
         "--password-stdin",
     ];
-    let out = si_cli(dir.path(), &add, Some("a long enough password\n"));
+    let out = si_cli_with_stdin(dir.path(), &add, Some("a long enough password\n"));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = si_cli(dir.path(), &add, Some("a long enough password\n"));
+    let out = si_cli_with_stdin(dir.path(), &add, Some("a long enough password\n"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 
-    let out = si_cli(dir.path(), &["users", "list"], None);
+    let out = si_cli_with_stdin(dir.path(), &["users", "list"], None);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("doctor1") && table.contains("clinician") && table.contains("hospital-01"),
         "{table}"
     );
 
-    let bad_role = si_cli(
+    let bad_role = si_cli_with_stdin(
         dir.path(),
         &[
             "users",
@@ -129,13 +108,13 @@ fn users_add_reads_the_password_from_stdin_and_list_shows_them() {
     );
     assert_eq!(bad_role.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("admin, clinician, billing"));
-    let no_stdin_flag = si_cli(
+    let no_stdin_flag = si_cli_with_stdin(
         dir.path(),
         &["users", "add", "x", "--role", "admin", "--location", "h"],
         None,
     );
     assert_eq!(no_stdin_flag.status.code(), Some(2));
-    let short = si_cli(
+    let short = si_cli_with_stdin(
         dir.path(),
         &[
             "users",
@@ -160,7 +139,7 @@ fn health_exits_1_when_the_gateway_is_unreachable() {
         .local_addr()
         .unwrap()
         .port();
-    let out = si_cli(
+    let out = si_cli_with_stdin(
         dir.path(),
         &["health", "--gateway", &format!("http://127.0.0.1:{port}")],
         None,
@@ -187,22 +166,23 @@ fn users_disable_enable_and_passwd() {
         "--password-stdin",
     ];
     assert!(
-        si_cli(dir.path(), &add, Some("first long password\n"))
+        si_cli_with_stdin(dir.path(), &add, Some("first long password\n"))
             .status
             .success()
     );
     let status = |dir: &std::path::Path| {
-        String::from_utf8_lossy(&si_cli(dir, &["users", "list"], None).stdout).into_owned()
+        String::from_utf8_lossy(&si_cli_with_stdin(dir, &["users", "list"], None).stdout)
+            .into_owned()
     };
 
     assert!(
-        si_cli(dir.path(), &["users", "disable", "nurse"], None)
+        si_cli_with_stdin(dir.path(), &["users", "disable", "nurse"], None)
             .status
             .success()
     );
     assert!(status(dir.path()).contains("disabled"));
     assert!(
-        si_cli(dir.path(), &["users", "enable", "nurse"], None)
+        si_cli_with_stdin(dir.path(), &["users", "enable", "nurse"], None)
             .status
             .success()
     );
@@ -210,7 +190,7 @@ fn users_disable_enable_and_passwd() {
 
     let passwd = ["users", "passwd", "nurse", "--password-stdin"];
     assert!(
-        si_cli(dir.path(), &passwd, Some("second long password\n"))
+        si_cli_with_stdin(dir.path(), &passwd, Some("second long password\n"))
             .status
             .success()
     );
@@ -226,7 +206,7 @@ fn users_disable_enable_and_passwd() {
             .is_err()
     );
 
-    let unknown = si_cli(dir.path(), &["users", "disable", "nobody"], None);
+    let unknown = si_cli_with_stdin(dir.path(), &["users", "disable", "nobody"], None);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no user named `nobody`"));
 }
@@ -235,14 +215,14 @@ fn users_disable_enable_and_passwd() {
 fn jwt_rotate_keeps_the_previous_secret() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let first = si_cli(dir.path(), &["jwt", "rotate"], None);
+    let first = si_cli_with_stdin(dir.path(), &["jwt", "rotate"], None);
     assert!(
         first.status.success(),
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
     let current = std::fs::read_to_string(data.join("jwt_secret")).unwrap();
-    let second = si_cli(dir.path(), &["jwt", "rotate"], None);
+    let second = si_cli_with_stdin(dir.path(), &["jwt", "rotate"], None);
     assert!(second.status.success());
     assert_eq!(
         std::fs::read_to_string(data.join("jwt_secret.previous")).unwrap(),
@@ -282,23 +262,23 @@ fn audit_verify_finds_an_edited_record_and_export_filters_by_time() {
         });
     }
     drop(log);
-    let ok = si_cli(dir.path(), &["audit", "verify"], None);
+    let ok = si_cli_with_stdin(dir.path(), &["audit", "verify"], None);
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("intact: 5 records"));
 
-    let all = si_cli(
+    let all = si_cli_with_stdin(
         dir.path(),
         &["audit", "export", "--since", "2000-01-01"],
         None,
     );
     assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 5);
-    let none = si_cli(
+    let none = si_cli_with_stdin(
         dir.path(),
         &["audit", "export", "--until", "2000-01-01"],
         None,
     );
     assert_eq!(String::from_utf8_lossy(&none.stdout).lines().count(), 0);
-    let bad = si_cli(
+    let bad = si_cli_with_stdin(
         dir.path(),
         &["audit", "export", "--since", "last week"],
         None,
@@ -308,7 +288,7 @@ fn audit_verify_finds_an_edited_record_and_export_filters_by_time() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute(r#"UPDATE audit SET record = replace(record, '"status":200', '"status":500') WHERE seq = 4"#, []).unwrap();
     drop(conn);
-    let broken = si_cli(dir.path(), &["audit", "verify"], None);
+    let broken = si_cli_with_stdin(dir.path(), &["audit", "verify"], None);
     assert_eq!(broken.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&broken.stdout).contains("BROKEN at record 4"),

@@ -3,20 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Output;
+
+use common::si_cli;
 use serde_json::Value;
 use si_gpu::gguf::write::{llama_header, shapes};
-
-fn si_cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_si-cli"))
-        .current_dir(dir)
-        .env_remove("SI_DATA_DIR")
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 /// A directory holding the original's model headers under `models/` and the
 /// built-in configuration with declared GPUs only.

@@ -9,35 +9,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-use std::io::Write;
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{free_port, si_cli_with_stdin};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-
-fn si_cli(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_si-cli"))
-        .current_dir(dir)
-        .env_remove("SI_DATA_DIR")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        input.write_all(text.as_bytes()).unwrap();
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
 
 fn ok(out: Output) -> String {
     assert!(
@@ -49,20 +32,12 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Stops the platform when the test ends, however it ends.
 struct Platform<'a>(&'a Path);
 
 impl Drop for Platform<'_> {
     fn drop(&mut self) {
-        let _ = si_cli(self.0, &["--config", "si.toml", "stop"], None);
+        let _ = si_cli_with_stdin(self.0, &["--config", "si.toml", "stop"], None);
     }
 }
 
@@ -93,7 +68,7 @@ async fn request(
 }
 
 fn status(dir: &Path) -> Value {
-    let out = si_cli(dir, &["--config", "si.toml", "status", "--json"], None);
+    let out = si_cli_with_stdin(dir, &["--config", "si.toml", "status", "--json"], None);
     serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
 }
 
@@ -116,8 +91,12 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir(root.join("models")).unwrap();
-    ok(si_cli(root, &["tiny-model", "models/tiny.gguf"], None));
-    ok(si_cli(
+    ok(si_cli_with_stdin(
+        root,
+        &["tiny-model", "models/tiny.gguf"],
+        None,
+    ));
+    ok(si_cli_with_stdin(
         root,
         &["tiny-model", "models/other.gguf", "--seed", "2"],
         None,
@@ -145,12 +124,12 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
     );
     std::fs::write(root.join("si.toml"), toml).unwrap();
     let config = ["--config", "si.toml"];
-    ok(si_cli(
+    ok(si_cli_with_stdin(
         root,
         &[&config[..], &["keys", "generate"]].concat(),
         None,
     ));
-    ok(si_cli(
+    ok(si_cli_with_stdin(
         root,
         &[
             &config[..],
@@ -163,7 +142,7 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
 
     let started = Instant::now();
     let _platform = Platform(root);
-    let up = ok(si_cli(
+    let up = ok(si_cli_with_stdin(
         root,
         &[&config[..], &["up", "--detach"]].concat(),
         None,
@@ -353,7 +332,11 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
         .filter_map(|p| p["pid"].as_u64())
         .collect();
     assert_eq!(pids.len(), 4);
-    let out = ok(si_cli(root, &[&config[..], &["stop"]].concat(), None));
+    let out = ok(si_cli_with_stdin(
+        root,
+        &[&config[..], &["stop"]].concat(),
+        None,
+    ));
     assert!(out.contains("stopped"), "{out}");
     for pid in pids {
         assert!(

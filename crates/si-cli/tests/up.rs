@@ -7,33 +7,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod common;
+
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{free_port, si_cli};
 use serde_json::Value;
-
-fn si_cli(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_si-cli"))
-        .current_dir(dir)
-        .env_remove("SI_DATA_DIR")
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A supervisor that is stopped when the test ends, however it ends.
@@ -90,6 +76,33 @@ model = "tiny"
 tier = "fast"
 "#
     )
+}
+
+/// The backend's key in the tests' `.api_keys.env`.
+const KEY: &str = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk";
+
+/// Writes into `root` the tiny model, `script` as the llama-server, the
+/// configuration and the key file; returns the backend's and the gateway's ports.
+fn platform(root: &Path, script: &str) -> (u16, u16) {
+    let (port, gateway) = (free_port(), free_port());
+    std::fs::create_dir(root.join("models")).unwrap();
+    std::fs::write(
+        root.join("models/tiny.gguf"),
+        si_gpu::gguf::write::tiny_llama(1),
+    )
+    .unwrap();
+    let program = root.join("fake-llama-server");
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        root.join("si.toml"),
+        config(port, gateway, program.to_str().unwrap()),
+    )
+    .unwrap();
+    let keys = root.join(".api_keys.env");
+    std::fs::write(&keys, format!("KEY_A={KEY}\n")).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    (port, gateway)
 }
 
 #[test]
@@ -173,45 +186,25 @@ fn wait_for(dir: &Path, what: &str, check: impl Fn(&Value) -> bool) -> Value {
 fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (port, gateway) = (free_port(), free_port());
-    std::fs::create_dir(root.join("models")).unwrap();
-    std::fs::write(
-        root.join("models/tiny.gguf"),
-        si_gpu::gguf::write::tiny_llama(1),
-    )
-    .unwrap();
     // It shows what it was given, then fails at once.
-    let script = root.join("fake-llama-server");
-    std::fs::write(
-        &script,
+    let (port, gateway) = platform(
+        root,
         "#!/bin/sh\n\
          echo \"args: $*\"\n\
          echo \"key length: ${#LLAMA_API_KEY}\"\n\
-         echo \"leaked: ${SI_TEST_SECRET}${JWT_SECRET}${LLAMA_ARG_API_KEY}${KEY_A}\"\n\
+         echo \"leaked: ${SI_TEST_SECRET}${JWT_SECRET}${LLAMA_ARG_API_KEY}${API_KEY_OTHER}\"\n\
          echo \"cuda order: ${CUDA_DEVICE_ORDER}\"\n\
          echo 'model failed to load' >&2\n\
          exit 3\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        root.join("si.toml"),
-        config(port, gateway, script.to_str().unwrap()),
-    )
-    .unwrap();
-    let key = "k".repeat(40);
-    std::fs::write(root.join(".api_keys.env"), format!("KEY_A={key}\n")).unwrap();
-    std::fs::set_permissions(
-        root.join(".api_keys.env"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    );
+    let key = KEY;
 
     let up = Command::new(env!("CARGO_BIN_EXE_si-cli"))
         .current_dir(root)
         .env_remove("SI_DATA_DIR")
         .env("SI_TEST_SECRET", "gateway-only")
         .env("JWT_SECRET", "j".repeat(48))
+        .env("API_KEY_OTHER", "another backend's key")
         .env("LLAMA_ARG_API_KEY", "from-the-environment")
         .args(["--config", "si.toml", "up"])
         .stdout(Stdio::piped())
@@ -252,7 +245,7 @@ fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
     assert!(out.contains("key length: 40\n"), "{out}");
     assert!(out.contains("leaked: \n"), "{out}");
     assert!(out.contains("cuda order: PCI_BUS_ID\n"), "{out}");
-    assert!(!out.contains(&key));
+    assert!(!out.contains(key));
     let mode = std::fs::metadata(root.join("data/supervisor.sock"))
         .unwrap()
         .permissions()
@@ -295,7 +288,7 @@ fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
             .unwrap_or_else(|| panic!("`{line}` missing or out of order in:\n{log}"));
         at += found + line.len();
     }
-    assert!(!log.contains(&key));
+    assert!(!log.contains(key));
     assert!(!root.join("data/supervisor.sock").exists());
 }
 
@@ -303,25 +296,8 @@ fn a_failing_model_server_is_restarted_with_back_off_then_given_up_on() {
 fn what_a_killed_supervisor_left_running_is_stopped_by_the_next_stop() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let (port, gateway) = (free_port(), free_port());
-    std::fs::create_dir(root.join("models")).unwrap();
-    std::fs::write(
-        root.join("models/tiny.gguf"),
-        si_gpu::gguf::write::tiny_llama(1),
-    )
-    .unwrap();
     // A model server that takes its time to load.
-    let script = root.join("slow-llama-server");
-    std::fs::write(&script, "#!/bin/sh\nexec sleep 300\n").unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::write(
-        root.join("si.toml"),
-        config(port, gateway, script.to_str().unwrap()),
-    )
-    .unwrap();
-    let keys = root.join(".api_keys.env");
-    std::fs::write(&keys, format!("KEY_A={}\n", "k".repeat(40))).unwrap();
-    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    platform(root, "#!/bin/sh\nexec sleep 300\n");
     let up = Command::new(env!("CARGO_BIN_EXE_si-cli"))
         .current_dir(root)
         .env_remove("SI_DATA_DIR")
@@ -335,6 +311,14 @@ fn what_a_killed_supervisor_left_running_is_stopped_by_the_next_stop() {
         s["processes"][0]["pid"].as_u64().is_some()
     });
     let pid = status["processes"][0]["pid"].as_u64().unwrap();
+    // Recorded for whoever comes after a supervisor that dies.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(root.join("data/supervisor.pids"))
+        .is_ok_and(|pids| pids.contains(&format!("\"pid\":{pid},")))
+    {
+        assert!(Instant::now() < deadline, "pid {pid} never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let running = |pid: u64| {
         std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
             !stat

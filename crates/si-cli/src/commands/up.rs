@@ -13,8 +13,8 @@
 //!   of the supervisor's environment only what it needs to run: no other
 //!   backend's key and no secret of the gateway's.
 //! - A process is ready once its health endpoint answers: the gateway starts once
-//!   every model server is ready, given up on, or out of time to get ready, and
-//!   routes to a model server only while that server's `/health` is ok.
+//!   every model server is ready, given up on, or out of time to get ready; it
+//!   then routes to a model server until that server's `/health` fails.
 //! - The running processes are recorded in `supervisor.pids`, so that what a
 //!   killed supervisor left running is stopped by the next `up` or `stop`.
 //! - Stopping (`si-cli stop`, SIGTERM or Ctrl-C) stops the gateway first, which
@@ -167,6 +167,8 @@ struct Slot {
     started: Option<Instant>,
     /// When its health endpoint first answered, in this run.
     ready_at: Option<Instant>,
+    /// Since when its health check has failed, if it does now.
+    unhealthy_at: Option<Instant>,
     /// Its start time in clock ticks, for `supervisor.pids`.
     start_ticks: Option<u64>,
 }
@@ -199,6 +201,7 @@ impl Shared {
             },
             started: None,
             ready_at: None,
+            unhealthy_at: None,
             start_ticks: None,
         });
         slots.len() - 1
@@ -209,28 +212,32 @@ impl Shared {
         let Some(file) = &self.pids_file else {
             return;
         };
-        let entries: Vec<pids::Entry> = {
-            let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            slots
-                .iter()
-                .filter_map(|slot| {
-                    Some(pids::Entry {
-                        name: slot.status.name.clone(),
-                        pid: slot.status.pid?,
-                        start: slot.start_ticks?,
-                    })
+        // Written under the lock, so that the last write holds the latest state.
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries: Vec<pids::Entry> = slots
+            .iter()
+            .filter_map(|slot| {
+                Some(pids::Entry {
+                    name: slot.status.name.clone(),
+                    pid: slot.status.pid?,
+                    start: slot.start_ticks?,
                 })
-                .collect()
-        };
+            })
+            .collect();
         if let Err(e) = pids::save(file, &entries) {
             say(&format!("cannot write {}: {e}", file.display()));
         }
     }
 
-    /// How long the process has been ready in its current run, if it got there.
-    fn ready_for(&self, index: usize) -> Option<Duration> {
+    /// How long the process served in its current run: from becoming ready to
+    /// now, or to when its health check started failing; `None` if it never got
+    /// ready.
+    fn served_for(&self, index: usize) -> Option<Duration> {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.get(index)?.ready_at.map(|t| t.elapsed())
+        let slot = slots.get(index)?;
+        let ready = slot.ready_at?;
+        let end = slot.unhealthy_at.unwrap_or_else(Instant::now);
+        Some(end.saturating_duration_since(ready))
     }
 
     fn update(&self, index: usize, change: impl FnOnce(&mut Slot)) {
@@ -266,10 +273,13 @@ impl Shared {
 /// timestamp. Never a key and never a request's text: only names, ports, pids
 /// and exit statuses.
 fn say(message: &str) {
+    use std::io::Write;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    eprintln!(
+    // A closed terminal or a full disk must not take the supervisor down.
+    let _ = writeln!(
+        std::io::stderr().lock(),
         "{} si-cli up: {message}",
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(now.as_secs()))
     );
@@ -800,7 +810,7 @@ async fn supervise(
         let ran = started.elapsed();
         // Load time does not count: a server that dies soon after becoming ready,
         // or never became ready, failed fast however long its model took to load.
-        let served = shared.ready_for(index);
+        let served = shared.served_for(index);
         if fast || served.is_none_or(|served| served < settings.min_uptime) {
             fast_failures = fast_failures.saturating_add(1);
         } else {
@@ -864,7 +874,10 @@ async fn run_once(
     if stop.is_cancelled() {
         return Ended::Stopped;
     }
-    shared.update(index, |slot| slot.ready_at = None);
+    shared.update(index, |slot| {
+        slot.ready_at = None;
+        slot.unhealthy_at = None;
+    });
     let (mut child, pumps) = match spawn(spec, settings) {
         Ok(started) => started,
         Err(e) => return Ended::Exited(e),
@@ -913,7 +926,8 @@ async fn run_once(
 async fn healthy(spec: &ProcessSpec) -> bool {
     match probe(spec.health, spec.health_path).await {
         Ok(200) => true,
-        // The gateway answers 503 while no backend is up: it is running.
+        // Any answer from the gateway means it serves (it answers 503 while it
+        // drains).
         Ok(_) => spec.kind == Kind::Gateway,
         Err(_) => false,
     }
@@ -961,14 +975,21 @@ async fn watch_health(
         if healthy(spec).await {
             if failing_since.take().is_some() {
                 say(&format!("{}: healthy again", spec.name));
-                shared.update(index, |slot| slot.status.state = State::Ready);
+                shared.update(index, |slot| {
+                    slot.status.state = State::Ready;
+                    slot.unhealthy_at = None;
+                });
             }
             continue;
         }
         let since = *failing_since.get_or_insert_with(|| {
             say(&format!("{}: its health check fails", spec.name));
-            shared.update(index, |slot| slot.status.state = State::Unhealthy);
-            Instant::now()
+            let now = Instant::now();
+            shared.update(index, |slot| {
+                slot.status.state = State::Unhealthy;
+                slot.unhealthy_at = Some(now);
+            });
+            now
         });
         if since.elapsed() >= window {
             return Ended::Exited(format!(

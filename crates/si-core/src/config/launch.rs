@@ -76,6 +76,19 @@ pub(super) struct RawLaunch {
     pub(super) extra_args: Vec<String>,
 }
 
+/// Arguments that would have llama-server keep prompts and answers: verbose
+/// logging, its own log file, saved slots.
+const PATIENT_TEXT_ARGS: [&str; 8] = [
+    "-v",
+    "--verbose",
+    "-lv",
+    "--verbosity",
+    "--log-verbosity",
+    "--log-verbose",
+    "--log-file",
+    "--slot-save-path",
+];
+
 /// Arguments that would put a key where `ps` shows it, or fight the supervisor
 /// over what it sets itself.
 const REFUSED_ARGS: [&str; 19] = [
@@ -139,6 +152,16 @@ impl RawLaunch {
         }
         for arg in &self.extra_args {
             let flag = arg.split('=').next().unwrap_or(arg);
+            if PATIENT_TEXT_ARGS.contains(&flag) {
+                return Err(ConfigError::new(
+                    source,
+                    key("extra_args"),
+                    format!(
+                        "`{flag}` would have llama-server write prompts and answers to its \
+                         logs or to disk; patient text must not be kept there"
+                    ),
+                ));
+            }
             if REFUSED_ARGS.contains(&flag) {
                 return Err(ConfigError::new(
                     source,

@@ -241,6 +241,24 @@ impl RawConfig {
     }
 }
 
+/// A duration of `min` milliseconds to an hour.
+pub(super) fn up_to_an_hour(
+    source: &str,
+    key: &str,
+    value: u64,
+    min: u64,
+) -> Result<Duration, ConfigError> {
+    if (min..=3_600_000).contains(&value) {
+        Ok(Duration::from_millis(value))
+    } else {
+        Err(ConfigError::new(
+            source,
+            key,
+            format!("expected {min} to 3600000 milliseconds, got {value}"),
+        ))
+    }
+}
+
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -263,16 +281,7 @@ impl RawGateway {
                 "expected 1 to 67108864 bytes",
             ));
         }
-        let millis = |key: &str, value: u64, min: u64| {
-            if (min..=3_600_000).contains(&value) {
-                Ok(Duration::from_millis(value))
-            } else {
-                Err(err(
-                    key,
-                    &format!("expected {min} to 3600000 milliseconds, got {value}"),
-                ))
-            }
-        };
+        let millis = |key: &str, value: u64, min: u64| up_to_an_hour(source, key, value, min);
         Ok(GatewayConfig {
             listen,
             data_dir: self.data_dir,

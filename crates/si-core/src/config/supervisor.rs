@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
+use super::raw::up_to_an_hour;
 
 /// Supervisor settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,16 +75,7 @@ impl Default for RawSupervisor {
 impl RawSupervisor {
     pub(super) fn validate(self, source: &str) -> Result<SupervisorConfig, ConfigError> {
         let err = |key: &str, problem: String| ConfigError::new(source, key, problem);
-        let millis = |key: &str, value: u64, min: u64| {
-            if (min..=3_600_000).contains(&value) {
-                Ok(Duration::from_millis(value))
-            } else {
-                Err(err(
-                    key,
-                    format!("expected {min} to 3600000 milliseconds, got {value}"),
-                ))
-            }
-        };
+        let millis = |key: &str, value: u64, min: u64| up_to_an_hour(source, key, value, min);
         if self.llama_server.as_os_str().is_empty() {
             return Err(err(
                 "supervisor.llama_server",

@@ -221,6 +221,11 @@ fn bad_values_name_their_key() {
             "backends[0].extra_args",
         ),
         (
+            "ctx_size = 2048",
+            "ctx_size = 2048\nextra_args = [\"--verbose\"]",
+            "backends[0].extra_args",
+        ),
+        (
             "model = \"openinsurance-8b\"\napi_key = \"env::API_KEY_OPENINSURANCE_8084\"\ngpu = 1",
             "model = \"openinsurance-8b\"\napi_key = \"env::API_KEY_OPENINSURANCE_8084\"\ngpu = 2",
             "backends[4].gpu",

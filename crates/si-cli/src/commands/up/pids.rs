@@ -83,6 +83,11 @@ pub async fn reap(file: &Path, grace: Duration) -> Vec<String> {
     for entry in running.iter().filter(|e| alive(e)) {
         signal(entry.pid, rustix::process::Signal::KILL);
     }
+    // Gone, with their ports and GPU memory, before a new start looks for them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while running.iter().any(alive) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let _ = std::fs::remove_file(file);
     running.into_iter().map(|e| e.name).collect()
 }
