@@ -291,7 +291,7 @@ fn main() -> ExitCode {
             config_path,
             apply_plan,
         };
-        return match run_up(config, &options, detach) {
+        return match up::start(config, &options, detach) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::FAILURE,
             Err(e) => {
@@ -385,105 +385,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .enable_all()
         .build()
         .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))
-}
-
-fn run_up(mut config: Config, options: &up::UpOptions, detach: bool) -> Result<bool, CliError> {
-    let here = std::env::current_dir()
-        .map_err(|e| CliError::Message(format!("cannot read the current directory: {e}")))?;
-    let me = std::env::current_exe()
-        .map_err(|e| CliError::Message(format!("cannot find this program's path: {e}")))?;
-    let reaped = runtime()?.block_on(up::reap_orphans(&config));
-    if !reaped.is_empty() {
-        eprintln!(
-            "si-cli: stopped what a supervisor that died left running: {}",
-            reaped.join(", ")
-        );
-    }
-    let specs = up::prepare(&mut config, options, &here, &me)?;
-    if detach {
-        return detach_up(&config, options, &me);
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(up::run(&config, specs))
-}
-
-/// Starts `si-cli up` again in the background, in its own process group, with its
-/// output in `supervisor.log`; returns once the gateway has started (or failed to),
-/// with `status`'s verdict.
-fn detach_up(config: &Config, options: &up::UpOptions, me: &Path) -> Result<bool, CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    use std::os::unix::process::CommandExt;
-    let message = |e: String| CliError::Message(e);
-    let logs = &config.supervisor.logs_dir;
-    up::create_dir(logs, 0o750).map_err(message)?;
-    let log_path = logs.join("supervisor.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(&log_path)
-        .map_err(|e| message(format!("cannot open {}: {e}", log_path.display())))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| message(format!("cannot open {}: {e}", log_path.display())))?;
-    let mut command = std::process::Command::new(me);
-    if let Some(path) = &options.config_path {
-        command.arg("--config").arg(path);
-    }
-    command.arg("up");
-    if options.apply_plan {
-        command.arg("--apply-plan");
-    }
-    let mut child = command
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .process_group(0)
-        .spawn()
-        .map_err(|e| message(format!("cannot start the supervisor: {e}")))?;
-    let runtime = runtime()?;
-    let socket = up::control::socket_path(&config.gateway.data_dir);
-    let deadline = std::time::Instant::now()
-        + config.supervisor.ready_timeout.saturating_mul(2)
-        + std::time::Duration::from_secs(30);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(message(format!(
-                "the supervisor exited ({status}); see {}",
-                log_path.display()
-            )));
-        }
-        // Only its own answer counts: another supervisor on the same data
-        // directory answers on the same socket until this one gives up.
-        if let Ok(reply) = runtime.block_on(up::control::status(&socket))
-            && reply.pid == child.id()
-            && reply
-                .processes
-                .iter()
-                .any(|p| p.kind == up::Kind::Gateway && p.state != up::State::Starting)
-        {
-            break;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(message(format!(
-                "the supervisor (pid {}) is still starting; see {} and `si-cli status`",
-                child.id(),
-                log_path.display()
-            )));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    println!(
-        "supervisor running in the background (pid {}), its log in {}",
-        child.id(),
-        log_path.display()
-    );
-    let out = &mut std::io::stdout().lock();
-    runtime.block_on(up::status(config, false, out))
 }
 
 fn run_deploy(

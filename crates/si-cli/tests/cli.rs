@@ -2,9 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+#[path = "support/si_cli.rs"]
+mod support;
 
-use common::si_cli_with_stdin;
+use support::si_cli_with_stdin;
 
 #[test]
 fn keys_generate_writes_the_six_variables_once() {

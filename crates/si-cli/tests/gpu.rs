@@ -3,13 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+#[path = "support/si_cli.rs"]
+mod support;
 
 use std::process::Output;
 
-use common::si_cli;
 use serde_json::Value;
 use si_gpu::gguf::write::{llama_header, shapes};
+use support::si_cli;
 
 /// A directory holding the original's model headers under `models/` and the
 /// built-in configuration with declared GPUs only.

@@ -9,18 +9,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+#[path = "support/si_cli.rs"]
+mod support;
 
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{free_port, si_cli_with_stdin};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+use support::{free_port, si_cli_with_stdin};
 
 fn ok(out: Output) -> String {
     assert!(

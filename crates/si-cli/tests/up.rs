@@ -7,7 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-mod common;
+#[path = "support/si_cli.rs"]
+mod support;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -15,8 +16,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, si_cli};
 use serde_json::Value;
+use support::{free_port, si_cli};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
