@@ -48,6 +48,7 @@ enum Command {
     /// Render, from this configuration, the files other tools run the platform with:
     /// PM2 ecosystem.config.js, systemd units (one per process, or
     /// si-platform.service running `si-cli up`), an nginx site, prometheus.yml.
+    #[command(alias = "render")]
     Deploy {
         /// Where the files go.
         #[arg(long, value_name = "DIR", default_value = "rendered")]
