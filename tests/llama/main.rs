@@ -26,12 +26,14 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Two different free ports: both are held until both are chosen.
+fn free_ports() -> (u16, u16) {
+    let a = StdListener::bind("127.0.0.1:0").unwrap();
+    let b = StdListener::bind("127.0.0.1:0").unwrap();
+    (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    )
 }
 
 /// A llama-server on `port` with `key` in its environment (never its arguments).
@@ -98,7 +100,7 @@ async fn chat_streams_and_fails_over_across_real_llama_servers() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny.gguf");
     std::fs::write(&model, si::si_gpu::gguf::write::tiny_llama(1)).unwrap();
-    let (a, b) = (free_port(), free_port());
+    let (a, b) = free_ports();
     let (key_a, key_b) = ("key-a-0123456789abcdef", "key-b-0123456789abcdef");
     let first = llama_server(&binary, &model, a, key_a);
     let _second = llama_server(&binary, &model, b, key_b);

@@ -35,10 +35,24 @@ impl Drop for Process {
 
 /// A port free on loopback now.
 pub fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| format!("no free port on loopback: {e}"))
+    Ok(free_ports::<1>()?[0])
+}
+
+/// `N` different ports free on loopback now: all are held until every one is
+/// chosen, so that the kernel cannot hand out one twice.
+pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let mut ports = [0; N];
+    let mut held = Vec::with_capacity(N);
+    for port in &mut ports {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("no free port on loopback: {e}"))?;
+        *port = listener
+            .local_addr()
+            .map_err(|e| format!("no free port on loopback: {e}"))?
+            .port();
+        held.push(listener);
+    }
+    Ok(ports)
 }
 
 /// The mock's three listeners.
@@ -106,8 +120,7 @@ const PASSWORD: &str = "benchmark password 0123456789";
 /// (high enough never to trigger), metrics and audit on, as in production; adds a
 /// user; starts `exe gateway`; waits until it answers; logs in.
 pub async fn start_gateway(exe: &Path, mock: &Mock, dir: &Path) -> Result<Gateway, String> {
-    let port = free_port()?;
-    let metrics_port = free_port()?;
+    let [port, metrics_port] = free_ports()?;
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
     let config = gateway_config(port, metrics_port, &data, mock);

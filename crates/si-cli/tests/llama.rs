@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use support::{free_port, si_cli_with_stdin};
+use support::{free_ports, si_cli_with_stdin};
 
 fn ok(out: Output) -> String {
     assert!(
@@ -102,7 +102,7 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
         &["tiny-model", "models/other.gguf", "--seed", "2"],
         None,
     ));
-    let (a, b, c, gateway) = (free_port(), free_port(), free_port(), free_port());
+    let [a, b, c, gateway] = free_ports();
     let backend = |name: &str, port: u16, model: &str, file: &str, key: &str| {
         format!(
             "[[backends]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n\

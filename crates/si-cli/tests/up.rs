@@ -17,7 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{free_port, si_cli};
+use support::{free_ports, si_cli};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -85,7 +85,7 @@ const KEY: &str = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk";
 /// Writes into `root` the tiny model, `script` as the llama-server, the
 /// configuration and the key file; returns the backend's and the gateway's ports.
 fn platform(root: &Path, script: &str) -> (u16, u16) {
-    let (port, gateway) = (free_port(), free_port());
+    let [port, gateway] = free_ports();
     std::fs::create_dir(root.join("models")).unwrap();
     std::fs::write(
         root.join("models/tiny.gguf"),
@@ -109,7 +109,7 @@ fn platform(root: &Path, script: &str) -> (u16, u16) {
 #[test]
 fn preflight_names_everything_missing_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, gateway) = (free_port(), free_port());
+    let [port, gateway] = free_ports();
     std::fs::write(
         dir.path().join("si.toml"),
         config(port, gateway, "bin/llama-server"),
