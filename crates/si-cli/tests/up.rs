@@ -351,3 +351,105 @@ fn what_a_killed_supervisor_left_running_is_stopped_by_the_next_stop() {
     assert!(!running(pid), "process {pid} still runs");
     assert!(!root.join("data/supervisor.pids").exists());
 }
+
+#[test]
+fn apply_plan_starts_each_model_server_where_the_gpu_plan_puts_it() {
+    use si_gpu::gguf::write::{llama_header, shapes};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // The original deployment, with header-only stand-ins of its models and its
+    // two declared GPUs, which it does not fit as configured.
+    std::fs::create_dir(root.join("models")).unwrap();
+    for (file, shape) in shapes::original_deployment() {
+        std::fs::write(root.join("models").join(file), llama_header(&shape)).unwrap();
+    }
+    let script = root.join("fake-llama-server");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"gpu ${CUDA_VISIBLE_DEVICES} args $*\"\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ports: [u16; 7] = free_ports();
+    let mut config = si_core::config::BUILTIN_TOML
+        .replace("source = \"auto\"", "source = \"declared\"")
+        .replace(
+            "llama_server = \"llama-server\"",
+            &format!("llama_server = \"{}\"", script.display()),
+        )
+        .replace("max_fast_failures = 5", "max_fast_failures = 1")
+        .replace(
+            "metrics_listen = \"127.0.0.1:9464\"",
+            "metrics_listen = \"\"",
+        )
+        .replace(
+            "listen = \"127.0.0.1:8000\"",
+            &format!("listen = \"127.0.0.1:{}\"", ports[6]),
+        );
+    for (i, port) in (8080..=8085).enumerate() {
+        config = config.replace(
+            &format!("\"http://127.0.0.1:{port}\""),
+            &format!("\"http://127.0.0.1:{}\"", ports[i]),
+        );
+    }
+    std::fs::write(root.join("si.toml"), config).unwrap();
+    let out = si_cli(root, &["--config", "si.toml", "keys", "generate"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let refused = si_cli(root, &["--config", "si.toml", "up"]);
+    assert!(!refused.status.success());
+    let said = text(&refused.stderr);
+    assert!(
+        said.contains("do not fit the GPUs") && said.contains("si-cli up --apply-plan"),
+        "{said}"
+    );
+    assert!(!root.join("logs").exists(), "something started: {said}");
+
+    let plan = si_cli(root, &["--config", "si.toml", "gpu", "plan", "--json"]);
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["verdict"], "fits_with_changes");
+    let up = Command::new(env!("CARGO_BIN_EXE_si-cli"))
+        .current_dir(root)
+        .env_remove("SI_DATA_DIR")
+        .args(["--config", "si.toml", "up", "--apply-plan"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = Supervisor(up);
+    wait_for(root, "ran every model server once", |s| {
+        s["processes"].as_array().is_some_and(|all| {
+            all.len() == 7
+                && all
+                    .iter()
+                    .all(|p| p["state"] == "crash-loop" || p["name"] == "gateway")
+        })
+    });
+    signal(up.0.id(), rustix::process::Signal::TERM);
+    let child = std::mem::replace(&mut up.0, Command::new("true").spawn().unwrap());
+    let output = child.wait_with_output().unwrap();
+    let log = text(&output.stderr);
+    let remedies = plan["remedies"].as_array().unwrap().len();
+    assert_eq!(log.matches("GPU plan: ").count(), remedies, "{log}");
+
+    // Each server ran on the planned GPU with the planned context and caches.
+    for placement in plan["placements"].as_array().unwrap() {
+        let name = placement["server"].as_str().unwrap();
+        let original: u16 = name.rsplit('-').next().unwrap().parse().unwrap();
+        let port = ports[usize::from(original - 8080)];
+        let ran = std::fs::read_to_string(root.join(format!("logs/llama-{port}-out.log")))
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{log}"));
+        let expected = [
+            format!("gpu {} args ", placement["gpu"]),
+            format!("-c {} ", placement["context"]),
+            format!(
+                "--cache-type-k {} --cache-type-v {}",
+                placement["cache_type_k"].as_str().unwrap(),
+                placement["cache_type_v"].as_str().unwrap()
+            ),
+        ];
+        for part in expected {
+            assert!(ran.contains(&part), "{name}: `{part}` not in {ran}");
+        }
+    }
+}

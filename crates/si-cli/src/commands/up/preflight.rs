@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use si_core::{BackendConfig, Config};
+use si_core::{BackendConfig, Config, GpuSource};
 
 use super::{Kind, ProcessSpec, UpOptions, loopback, say};
 use crate::CliError;
@@ -157,9 +157,10 @@ fn check_port(address: &str, what: &str, problems: &mut Vec<String>) {
     }
 }
 
-/// Checks the configured placement against the GPUs the driver reports, and with
-/// `apply` takes the plan's changes. Skipped without live readings: without the
-/// NVIDIA driver, llama-server cannot use a GPU either.
+/// Checks the configured placement against the GPUs the driver reports (or the
+/// `[[gpus]]` tables, when `gpu.source = "declared"` says to trust them), and with
+/// `apply` takes the plan's changes. Skipped when `auto` finds no driver: without
+/// it, llama-server cannot use a GPU either.
 fn check_gpus(config: &mut Config, apply: bool, root: &Path, problems: &mut Vec<String>) {
     if config
         .backends
@@ -171,8 +172,9 @@ fn check_gpus(config: &mut Config, apply: bool, root: &Path, problems: &mut Vec<
     let Ok((inventory, _)) = si_gpu::inventory::open(&config.gpu) else {
         return;
     };
+    let trusted = inventory.source() == "nvml" || config.gpu.source == GpuSource::Declared;
     let readings = match inventory.read() {
-        Ok(readings) if inventory.source() == "nvml" && !readings.is_empty() => readings,
+        Ok(readings) if trusted && !readings.is_empty() => readings,
         _ => return,
     };
     let servers = match si_gpu::deployment::servers(config, root) {
