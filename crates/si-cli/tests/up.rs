@@ -453,3 +453,78 @@ fn apply_plan_starts_each_model_server_where_the_gpu_plan_puts_it() {
         }
     }
 }
+
+#[test]
+fn sighup_is_ignored_and_a_second_sigterm_kills_what_ignores_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // A model server that ignores SIGTERM, with an hour to stop: only a second
+    // signal to the supervisor ends it within this test.
+    platform(root, "#!/bin/sh\ntrap '' TERM\nexec sleep 300\n");
+    let config = std::fs::read_to_string(root.join("si.toml")).unwrap();
+    let config = config.replace(
+        "max_fast_failures = 3",
+        "max_fast_failures = 3\nstop_timeout_ms = 3600000",
+    );
+    std::fs::write(root.join("si.toml"), config).unwrap();
+    let up = Command::new(env!("CARGO_BIN_EXE_si-cli"))
+        .current_dir(root)
+        .env_remove("SI_DATA_DIR")
+        .args(["--config", "si.toml", "up"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut up = Supervisor(up);
+    let status = wait_for(root, "started tiny-a", |s| {
+        s["processes"][0]["pid"].as_u64().is_some()
+    });
+    let pid = status["processes"][0]["pid"].as_u64().unwrap();
+
+    signal(up.0.id(), rustix::process::Signal::HUP);
+    wait_for(root, "answered after SIGHUP", |s| {
+        s["processes"][0]["state"] == "starting"
+    });
+    assert!(matches!(up.0.try_wait(), Ok(None)), "SIGHUP ended it");
+
+    signal(up.0.id(), rustix::process::Signal::TERM);
+    wait_for(root, "stopping tiny-a", |s| {
+        s["processes"][0]["state"] == "stopping"
+    });
+    signal(up.0.id(), rustix::process::Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exited = loop {
+        if let Some(status) = up.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a second SIGTERM did not end it");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exited.success());
+    let child = std::mem::replace(&mut up.0, Command::new("true").spawn().unwrap());
+    let log = text(&child.wait_with_output().unwrap().stderr);
+    let mut at = 0;
+    for line in [
+        "SIGHUP ignored",
+        "SIGTERM: stopping",
+        "tiny-a: stopping (SIGTERM)",
+        "SIGTERM again: killing what still runs",
+        "tiny-a: still running after SIGTERM; killing it",
+        "stopped",
+    ] {
+        let found = log[at..]
+            .find(line)
+            .unwrap_or_else(|| panic!("`{line}` missing or out of order in:\n{log}"));
+        at += found + line.len();
+    }
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists() || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .starts_with('Z')
+        }
+    );
+}

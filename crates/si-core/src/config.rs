@@ -263,6 +263,15 @@ impl ConfigError {
     }
 }
 
+impl GatewayConfig {
+    /// How long the gateway may take to stop after SIGTERM: the drain notice, then
+    /// the grace for requests in flight, plus a margin. Service managers wait this
+    /// long before killing it.
+    pub fn stop_timeout(&self) -> Duration {
+        self.drain_notice + self.shutdown_grace + Duration::from_secs(5)
+    }
+}
+
 impl Config {
     /// Parses and validates TOML text; `source_name` is used in errors. Secrets are not
     /// resolved and the environment is not consulted: see [`Config::apply_env`].

@@ -241,7 +241,7 @@ fn pm2(config: &Config, layout: &Layout) -> String {
         root = js_string(&root),
         out = js_string(&format!("{root}/logs/gateway-out.log")),
         err = js_string(&format!("{root}/logs/gateway-error.log")),
-        kill = stop_timeout(config).as_millis(),
+        kill = config.gateway.stop_timeout().as_millis(),
     ));
     format!(
         "// Rendered by `si-cli deploy` from the platform's configuration; edit that and
@@ -273,12 +273,6 @@ SystemCallArchitectures=native
 UMask=0077
 ";
 
-/// How long the gateway may take to stop: the drain notice, then the grace for
-/// in-flight requests, plus a margin.
-fn stop_timeout(config: &Config) -> Duration {
-    config.gateway.drain_notice + config.gateway.shutdown_grace + Duration::from_secs(5)
-}
-
 fn gateway_unit(config: &Config, layout: &Layout) -> String {
     let root = layout.root.display();
     format!(
@@ -309,7 +303,7 @@ WantedBy=multi-user.target
         user = layout.user,
         server = layout.si_server.display(),
         config = layout.config.display(),
-        stop = stop_timeout(config).as_secs(),
+        stop = config.gateway.stop_timeout().as_secs(),
     )
 }
 
@@ -321,7 +315,8 @@ fn platform_unit(config: &Config, layout: &Layout) -> String {
         .chain(config.backends.iter().map(unit_name))
         .collect();
     // The supervisor stops the gateway (which drains), then the model servers.
-    let stop = stop_timeout(config) + config.supervisor.stop_timeout + Duration::from_secs(10);
+    let stop =
+        config.gateway.stop_timeout() + config.supervisor.stop_timeout + Duration::from_secs(10);
     format!(
         "# Rendered by `si-cli deploy`. The whole platform under `si-cli up`: every
 # llama-server, then the gateway, restarted with back-off. Use it instead of

@@ -63,6 +63,16 @@ pub enum Kind {
     Gateway,
 }
 
+impl Kind {
+    /// Its health endpoint: llama-server's `/health`, the gateway's `/healthz`.
+    pub fn health_path(self) -> &'static str {
+        match self {
+            Kind::LlamaServer => "/health",
+            Kind::Gateway => "/healthz",
+        }
+    }
+}
+
 /// One process to supervise.
 #[derive(Debug)]
 pub struct ProcessSpec {
@@ -82,8 +92,6 @@ pub struct ProcessSpec {
     pub key: Option<SecretString>,
     /// Where its health endpoint answers.
     pub health: SocketAddr,
-    /// The health path: `/health` for llama-server, `/healthz` for the gateway.
-    pub health_path: &'static str,
     /// The GPU it runs on.
     pub gpu: Option<u32>,
     /// `logs/<stem>-out.log` and `logs/<stem>-error.log`.

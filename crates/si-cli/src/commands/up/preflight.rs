@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use si_core::{BackendConfig, Config, GpuSource};
 
@@ -254,7 +253,6 @@ fn specs(
                 env_pass: Some(env_pass.clone()),
                 key: backend.api_key.clone(),
                 health,
-                health_path: "/health",
                 gpu: backend.gpu,
                 log_stem: format!("llama-{}", backend.url.port),
                 stop_timeout: config.supervisor.stop_timeout,
@@ -271,7 +269,6 @@ fn specs(
     if let Some(path) = &options.config_path {
         args.extend([OsString::from("--config"), root.join(path).into_os_string()]);
     }
-    let gateway = &config.gateway;
     specs.push(ProcessSpec {
         name: "gateway".into(),
         kind: Kind::Gateway,
@@ -281,10 +278,9 @@ fn specs(
         env_pass: None,
         key: None,
         health,
-        health_path: "/healthz",
         gpu: None,
         log_stem: "gateway".into(),
-        stop_timeout: gateway.drain_notice + gateway.shutdown_grace + Duration::from_secs(5),
+        stop_timeout: config.gateway.stop_timeout(),
     });
     specs
 }

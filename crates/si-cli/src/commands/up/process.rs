@@ -160,7 +160,7 @@ async fn run_once(
 
 /// Whether the process's health endpoint says it serves.
 async fn healthy(spec: &ProcessSpec) -> bool {
-    match probe(spec.health, spec.health_path).await {
+    match probe(spec.health, spec.kind.health_path()).await {
         Ok(200) => true,
         // Any answer from the gateway means it serves (it answers 503 while it
         // drains).

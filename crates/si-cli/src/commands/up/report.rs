@@ -129,7 +129,7 @@ async fn health_of(kind: Kind, address: SocketAddr) -> String {
             Err(e) => e,
         };
     }
-    match probe(address, "/health").await {
+    match probe(address, kind.health_path()).await {
         Ok(200) => "ok".to_owned(),
         Ok(503) => "loading".to_owned(),
         Ok(code) => format!("http {code}"),
@@ -181,11 +181,9 @@ pub async fn reap_orphans(config: &Config) -> Vec<String> {
 pub async fn stop(config: &Config, out: &mut impl std::io::Write) -> Result<bool, CliError> {
     let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
     let socket = control::socket_path(&config.gateway.data_dir);
-    let gateway = &config.gateway;
-    let timeout = gateway.drain_notice
-        + gateway.shutdown_grace
-        + config.supervisor.stop_timeout
-        + Duration::from_secs(30);
+    // The supervisor's own stop, with a margin.
+    let timeout =
+        config.gateway.stop_timeout() + config.supervisor.stop_timeout + Duration::from_secs(25);
     writeln!(
         out,
         "stopping: the gateway drains its requests first, then the model servers stop"
