@@ -10,8 +10,7 @@ use std::error::Error;
 use std::path::Path;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use si::si_router::{ChatRequestHead, Router};
+use si::si_router::Router;
 use si::{Config, Environment};
 
 #[tokio::main]
@@ -30,13 +29,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         "messages": [{"role": "user", "content": question}],
     });
     let body = Bytes::from(body.to_string());
-    let agent = router.resolve(&ChatRequestHead::parse(&body)?)?;
-    let upstream = router.chat(agent, body.clone()).await?;
+    let agent = router.agent_for(&body)?;
+    // No caller to authorise here: any fallback agent may answer.
+    let mut answer = router.answer(agent, body.clone(), |_| true).await?;
     println!(
         "answered by {} ({})",
-        upstream.backend.name, upstream.backend.model
+        answer.backend.name, answer.backend.model
     );
-    let answer = upstream.response.into_body().collect().await?.to_bytes();
+    let answer = answer.read_whole(16 << 20).await?;
     let answer: serde_json::Value = serde_json::from_slice(&answer)?;
     println!(
         "{}",

@@ -1,9 +1,10 @@
 //! A backend's answer on its way to the client. It gives up on an answer that
-//! stalls (`idle_timeout`) or runs too long (`total_timeout`), and ends a broken or
-//! abandoned stream cleanly: for server-sent events, an error event in
-//! llama-server's own mid-stream shape, then the end (no `[DONE]`), never a hang.
-//! It holds the backend slot until it is dropped, so a client that goes away frees
-//! the slot, and dropping the backend connection stops the generation.
+//! stalls (`idle_timeout`) or runs too long (`total_timeout`), and reports an
+//! answer cut short (by a timeout, or by the backend breaking off) as an
+//! [`Interrupted`] error with a typed [`CutShort`] reason, never a hang; what the
+//! client then sees is the server's to decide. It holds the backend slot until it
+//! is dropped, so a client that goes away frees the slot, and dropping the backend
+//! connection stops the generation.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,10 +21,24 @@ use crate::InFlight;
 /// Error type of [`UpstreamBody`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Why an answer was cut short.
+/// Why an answer ended before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutShort {
+    /// No chunk within the idle limit, or past the total time limit.
+    Timeout,
+    /// The backend broke the connection off mid-answer.
+    BrokeOff,
+}
+
+/// An answer cut short: why, and a message naming the backend (never its text).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Interrupted(String);
+#[error("{message}")]
+pub struct Interrupted {
+    /// Why.
+    pub reason: CutShort,
+    /// For people and logs.
+    pub message: String,
+}
 
 enum State {
     Streaming,
@@ -38,18 +53,15 @@ pub struct UpstreamBody {
     deadline: Instant,
     timer: Pin<Box<Sleep>>,
     backend: String,
-    failure: Option<u16>,
+    failure: Option<CutShort>,
     state: State,
-    /// Whether what went out so far ends between two events, so an error event
-    /// sent now is not glued onto half a line.
-    at_boundary: bool,
     _slot: InFlight,
 }
 
 impl UpstreamBody {
     /// Wraps `inner`, an answer of `backend` (server-sent `events` or not), holding
     /// its `slot`.
-    pub fn new(
+    pub(crate) fn new(
         inner: Incoming,
         events: bool,
         limits: &BackendLimits,
@@ -69,36 +81,40 @@ impl UpstreamBody {
             backend: backend.to_owned(),
             failure: None,
             state: State::Streaming,
-            at_boundary: true,
             _slot: slot,
         }
     }
 
-    /// The status the answer ended with if it was cut short: 504 (timeout) or 502
-    /// (the backend broke off).
-    pub fn failure(&self) -> Option<u16> {
+    /// Why the answer ended early, if it did.
+    pub fn failure(&self) -> Option<CutShort> {
         self.failure
     }
 
-    /// Ends the answer with `status` and `message`: an error event for a stream,
-    /// an error (which aborts the response) otherwise.
+    /// Whether the answer is server-sent events.
+    pub fn is_events(&self) -> bool {
+        self.events
+    }
+
+    /// Ends the answer for `reason`, with an [`Interrupted`] error.
     fn cut_short(
         &mut self,
-        status: u16,
-        kind: &str,
+        reason: CutShort,
         message: String,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.failure = Some(status);
+        self.failure = Some(reason);
         self.state = State::Done;
-        tracing::warn!(status, "{message}");
-        if !self.events {
-            return Poll::Ready(Some(Err(Box::new(Interrupted(message)))));
-        }
-        let event =
-            serde_json::json!({"error": {"code": status, "message": message, "type": kind}});
-        let separator = if self.at_boundary { "" } else { "\n\n" };
-        let event = format!("{separator}data: {event}\n\n");
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from(event)))))
+        tracing::warn!(reason = ?reason, "{message}");
+        Poll::Ready(Some(Err(Box::new(Interrupted { reason, message }))))
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("backend", &self.backend)
+            .field("events", &self.events)
+            .field("failure", &self.failure)
+            .finish_non_exhaustive()
     }
 }
 
@@ -116,16 +132,13 @@ impl Body for UpstreamBody {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
-                    this.at_boundary = data.ends_with(b"\n\n");
-                }
                 let next = Instant::now() + this.idle;
                 this.timer.as_mut().reset(next.min(this.deadline));
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(_))) => {
                 let message = format!("backend `{}` broke off the answer", this.backend);
-                this.cut_short(502, "server_error", message)
+                this.cut_short(CutShort::BrokeOff, message)
             }
             Poll::Ready(None) => {
                 this.state = State::Done;
@@ -142,7 +155,7 @@ impl Body for UpstreamBody {
                         "backend `{}` exceeded {what}; the answer is incomplete",
                         this.backend
                     );
-                    this.cut_short(504, "timeout_error", message)
+                    this.cut_short(CutShort::Timeout, message)
                 }
                 Poll::Pending => Poll::Pending,
             },
@@ -158,7 +171,8 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         match self.state {
-            // A stream may gain an error event: never promise its length.
+            // The server may end a stream with an error event: never promise its
+            // length.
             State::Streaming if self.events => {
                 let mut hint = SizeHint::new();
                 hint.set_lower(self.inner.size_hint().lower());

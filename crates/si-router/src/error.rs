@@ -94,6 +94,34 @@ pub enum RouterError {
         /// Queue full, or waited too long.
         why: &'static str,
     },
+    /// The agent's model failed and its fallback agent is not the caller's to use.
+    #[error(
+        "agent `{agent}` cannot answer now and its fallback agent `{fallback}` is not one your role may use"
+    )]
+    FallbackForbidden {
+        /// The agent asked for.
+        agent: String,
+        /// Its fallback.
+        fallback: String,
+    },
+    /// The answer broke off or stalled after its headers.
+    #[error("{message}")]
+    CutShort {
+        /// The backend.
+        backend: String,
+        /// Why.
+        reason: crate::CutShort,
+        /// What happened, naming the backend (never the answer's text).
+        message: String,
+    },
+    /// A whole answer was larger than the gateway holds.
+    #[error("backend `{backend}` sent an answer larger than {limit} bytes")]
+    TooLarge {
+        /// The backend.
+        backend: String,
+        /// The limit, bytes.
+        limit: usize,
+    },
     /// A backend's API key cannot be sent as an HTTP header.
     #[error(
         "the API key from {key_source} for backend `{backend}` contains characters not allowed in an HTTP header"
@@ -153,10 +181,13 @@ impl RouterError {
             | RouterError::Failed { backend, .. }
             | RouterError::Timeout { backend, .. }
             | RouterError::Overloaded { backend, .. }
+            | RouterError::CutShort { backend, .. }
+            | RouterError::TooLarge { backend, .. }
             | RouterError::UnusableKey { backend, .. } => Some(backend),
             RouterError::InvalidRequest(_)
             | RouterError::UnknownAgent { .. }
             | RouterError::NoAgent { .. }
+            | RouterError::FallbackForbidden { .. }
             | RouterError::NoHealthyBackend { .. } => None,
         }
     }

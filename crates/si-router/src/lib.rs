@@ -10,10 +10,13 @@
 //! - [`body`]: an answer on its way out: timeouts, clean ends of broken streams.
 //! - [`health`]: the background poll of every backend's `/health`.
 //!
-//! [`Router`] ties them together. This crate never builds a response for a client of
-//! the gateway; the server maps [`RouterError`] to statuses.
+//! [`Router`] ties them together: [`Router::answer`] is the one call that answers a
+//! chat request. This crate never builds a response for a client of the gateway and
+//! never decides a status: the server maps [`RouterError`] and [`CutShort`] to what
+//! the client sees.
 
 pub mod agents;
+mod answer;
 pub mod body;
 mod capacity;
 pub mod client;
@@ -38,22 +41,20 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use agents::AgentTable;
-pub use body::UpstreamBody;
+pub use answer::Answer;
+pub use body::{CutShort, Interrupted, UpstreamBody};
 pub use capacity::InFlight;
 pub use client::LlamaClient;
 pub use error::RouterError;
 pub use pool::{Backend, BackendPool, HealthState};
 pub use request::ChatRequestHead;
 
-/// A backend's answer to a chat request that went well (status 2xx), body unread.
-#[derive(Debug)]
-pub struct Upstream {
-    /// The backend that answered.
-    pub backend: Arc<Backend>,
-    /// Its response; the body streams as the backend produces it.
-    pub response: http::Response<Incoming>,
-    /// The backend slot this answer occupies: keep it until the body is done.
-    pub slot: InFlight,
+/// A backend's answer (status 2xx) whose body is not read yet, with the slot it
+/// occupies.
+struct Upstream {
+    backend: Arc<Backend>,
+    response: http::Response<Incoming>,
+    slot: InFlight,
 }
 
 /// Agents, backends and a client: everything needed to route a chat request.
@@ -93,11 +94,52 @@ impl Router {
         self.agents.resolve(head, &self.pool)
     }
 
+    /// The agent a chat request's `body` is for; an error says where the body is not
+    /// a chat request, or lists the agents when it names none of them.
+    pub fn agent_for(&self, body: &[u8]) -> Result<&AgentConfig, RouterError> {
+        self.resolve(&ChatRequestHead::parse(body)?)
+    }
+
+    /// Answers a chat request for `agent` with `body`, forwarded unchanged: to the
+    /// least busy routable backend of its model, then, if that fails before
+    /// answering, to another replica (see [`Router::send`]), then, if the agent
+    /// names a `fallback` agent and `may_use` allows it, to the fallback. The
+    /// answer's body is already wrapped: time limits apply, and its slot is held
+    /// until it is dropped.
+    pub async fn answer(
+        &self,
+        agent: &AgentConfig,
+        body: Bytes,
+        may_use: impl Fn(&AgentConfig) -> bool,
+    ) -> Result<Answer, RouterError> {
+        let failed = match self.send(agent, body.clone()).await {
+            Ok(upstream) => return Ok(Answer::new(upstream)),
+            Err(e) => e,
+        };
+        let fallback = agent
+            .fallback
+            .as_deref()
+            .and_then(|f| self.agents.by_name(f));
+        let Some(fallback) = fallback.filter(|_| {
+            failed.is_retryable() || matches!(failed, RouterError::NoHealthyBackend { .. })
+        }) else {
+            return Err(failed);
+        };
+        if !may_use(fallback) {
+            return Err(RouterError::FallbackForbidden {
+                agent: agent.name.clone(),
+                fallback: fallback.name.clone(),
+            });
+        }
+        tracing::warn!(agent = %agent.name, fallback = %fallback.name, "answered by the fallback agent");
+        self.send(fallback, body).await.map(Answer::new)
+    }
+
     /// Sends `body` unchanged to the least busy routable backend of `agent`'s
     /// model. A connect failure or a 5xx (nothing has reached the client yet) is
     /// tried once more on another replica of the same model, within the retry
     /// budget; failures count towards ejecting the backend.
-    pub async fn chat(&self, agent: &AgentConfig, body: Bytes) -> Result<Upstream, RouterError> {
+    async fn send(&self, agent: &AgentConfig, body: Bytes) -> Result<Upstream, RouterError> {
         let _active = self.budget.request();
         let mut tried: Vec<String> = Vec::new();
         let mut retry = None;

@@ -1,68 +1,79 @@
-//! Response bodies: a JSON document, or a backend's body streamed through untouched.
+//! Response bodies: what a handler answers with ([`Reply`]), and what goes on the
+//! wire once `routes::handle` has attached the audit record ([`GatewayBody`]).
 
-use std::time::Duration;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
-use serde::Serialize;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use si_router::UpstreamBody;
 
 use crate::audit::AuditedBody;
-use crate::error::ApiError;
-use crate::handlers::workflows::EventBody;
+use crate::events::EventBody;
 
-/// Every response body the gateway sends: a whole one, a backend's answer on its
-/// way through, or a workflow run's events.
-pub(crate) type GatewayBody = Either<Full<Bytes>, Either<AuditedBody, EventBody>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A backend's answer as a response body.
-pub(crate) fn audited(body: AuditedBody) -> GatewayBody {
-    Either::Right(Either::Left(body))
+/// A handler's answer body.
+pub(crate) enum Reply {
+    /// Complete: its request is recorded before it is sent.
+    Whole(Full<Bytes>),
+    /// A backend's streamed answer: recorded once its last byte is out.
+    Answer(UpstreamBody),
+    /// A workflow run's events (its steps are recorded one by one).
+    Events(EventBody),
 }
 
-/// A workflow run's events as a response body.
-pub(crate) fn events(body: EventBody) -> GatewayBody {
-    Either::Right(Either::Right(body))
+impl From<Full<Bytes>> for Reply {
+    fn from(body: Full<Bytes>) -> Self {
+        Reply::Whole(body)
+    }
 }
 
-/// A response carrying `value` as JSON.
-pub(crate) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {
-    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut response = Response::new(Either::Left(Full::new(Bytes::from(bytes))));
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+/// Every body the gateway sends.
+pub(crate) enum GatewayBody {
+    /// A whole one.
+    Whole(Full<Bytes>),
+    /// A backend's answer on its way through (boxed: it is the largest by far).
+    Answer(Box<AuditedBody>),
+    /// A workflow run's events.
+    Events(EventBody),
 }
 
-/// Like [`json`], marked not to be cached (it carries a token).
-pub(crate) fn json_no_store<T: Serialize>(status: StatusCode, value: &T) -> Response<GatewayBody> {
-    let mut response = json(status, value);
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+impl From<Full<Bytes>> for GatewayBody {
+    fn from(body: Full<Bytes>) -> Self {
+        GatewayBody::Whole(body)
+    }
 }
 
-/// A client must finish sending its request body within this time, so a trickling
-/// client cannot hold a connection and a buffer forever.
-pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = BoxError;
 
-/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`].
-pub(crate) async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
-    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
-        .await
-        .map_err(|_| ApiError::BodyTimeout)?;
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ApiError::BodyTooLarge { limit })
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            GatewayBody::Whole(body) => Pin::new(body).poll_frame(cx).map_err(|e| match e {}),
+            GatewayBody::Answer(body) => Pin::new(body).poll_frame(cx),
+            GatewayBody::Events(body) => Pin::new(body).poll_frame(cx),
         }
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "cannot read request body: {e}"
-        ))),
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            GatewayBody::Whole(body) => body.is_end_stream(),
+            GatewayBody::Answer(body) => body.is_end_stream(),
+            GatewayBody::Events(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            GatewayBody::Whole(body) => body.size_hint(),
+            GatewayBody::Answer(body) => body.size_hint(),
+            GatewayBody::Events(body) => body.size_hint(),
+        }
     }
 }

@@ -5,10 +5,6 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
-/// The client address of a request, put in its extensions by the router.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ClientAddr(pub IpAddr);
-
 /// `peer` unless it is a trusted proxy; then the rightmost `X-Forwarded-For` entry
 /// that is not itself a trusted proxy (entries further left are whatever the client
 /// chose to send), else `X-Real-IP`, else `peer`.

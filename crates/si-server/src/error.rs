@@ -1,17 +1,58 @@
-//! The one place where errors become HTTP responses.
+//! The one place where errors, and everything else a client sees when something
+//! goes wrong, become HTTP: statuses, error bodies, the error event that ends a
+//! broken stream, and the statuses recorded for requests a client abandoned.
 //!
 //! Every error body has the OpenAI shape `{"error":{"message","type","code"}}`. The
 //! matches below are exhaustive with no catch-all arm: a new error variant anywhere
 //! must be given a status here before the code compiles.
 
+use bytes::Bytes;
 use http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
 use serde::Serialize;
 use si_auth::AuthError;
-use si_router::RouterError;
+use si_router::{CutShort, Interrupted, RouterError};
 
-use crate::body::{GatewayBody, json};
 use crate::limits::Limited;
+use crate::response::json;
+
+/// The status recorded for a request whose client went away before its answer
+/// was complete (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
+/// The status recorded for a request or workflow step that was dropped before it
+/// finished: timed out if it ran `past_limit`, else abandoned by its client.
+pub(crate) fn abandoned_status(past_limit: bool) -> u16 {
+    if past_limit {
+        StatusCode::GATEWAY_TIMEOUT.as_u16()
+    } else {
+        CLIENT_CLOSED
+    }
+}
+
+/// The status of an answer cut short after its headers.
+pub(crate) fn cut_short_status(reason: CutShort) -> u16 {
+    match reason {
+        CutShort::Timeout => StatusCode::GATEWAY_TIMEOUT.as_u16(),
+        CutShort::BrokeOff => StatusCode::BAD_GATEWAY.as_u16(),
+    }
+}
+
+/// The event that ends a stream cut short, in llama-server's own mid-stream error
+/// shape; no `[DONE]` follows. After half an event (`at_boundary` false) it starts
+/// on a fresh event.
+pub(crate) fn stream_error_event(cut: &Interrupted, at_boundary: bool) -> Bytes {
+    let kind = match cut.reason {
+        CutShort::Timeout => "timeout_error",
+        CutShort::BrokeOff => "server_error",
+    };
+    let event = serde_json::json!({"error": {
+        "code": cut_short_status(cut.reason), "message": cut.message, "type": kind,
+    }});
+    let separator = if at_boundary { "" } else { "\n\n" };
+    Bytes::from(format!("{separator}data: {event}\n\n"))
+}
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +82,8 @@ pub(crate) enum ApiError {
     RateLimited(Limited),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: usize },
-    #[error("request body not received within {} s", crate::body::BODY_READ_TIMEOUT.as_secs())]
-    BodyTimeout,
+    #[error("request body not received within {seconds} s")]
+    BodyTimeout { seconds: u64 },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}; retry shortly")]
@@ -51,11 +92,9 @@ pub(crate) enum ApiError {
     Internal(String),
     #[error("the audit trail cannot be written, so the request was not completed; retry shortly")]
     AuditUnavailable,
-    /// A backend's answer broke off or stalled after its headers (502 or 504).
-    #[error("{message}")]
-    AnswerCutShort { status: u16, message: String },
-    #[error("backend `{backend}` sent an answer larger than {limit} bytes")]
-    AnswerTooLarge { backend: String, limit: usize },
+    /// A step's agent answered without a message.
+    #[error("backend `{backend}` answered {status} without a message")]
+    NoMessage { backend: String, status: u16 },
     #[error("no workflow is named `{name}`; GET /v1/workflows lists them: {known}")]
     UnknownWorkflow { name: String, known: String },
 }
@@ -106,21 +145,11 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, INVALID, "body_too_large")
             }
-            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, INVALID, "body_timeout"),
+            ApiError::BodyTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, INVALID, "body_timeout"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_request"),
             ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, "busy"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal"),
-            ApiError::AnswerCutShort { status: 504, .. } => {
-                (StatusCode::GATEWAY_TIMEOUT, UPSTREAM, "backend_timeout")
-            }
-            ApiError::AnswerCutShort { .. } => {
-                (StatusCode::BAD_GATEWAY, UPSTREAM, "backend_failed")
-            }
-            ApiError::AnswerTooLarge { .. } => (
-                StatusCode::BAD_GATEWAY,
-                UPSTREAM,
-                "backend_answer_too_large",
-            ),
+            ApiError::NoMessage { .. } => (StatusCode::BAD_GATEWAY, UPSTREAM, "backend_failed"),
             ApiError::UnknownWorkflow { .. } => {
                 (StatusCode::NOT_FOUND, "not_found_error", "unknown_workflow")
             }
@@ -148,11 +177,7 @@ impl ApiError {
             ApiError::Busy(_) | ApiError::AuditUnavailable => {
                 tracing::warn!(status, code, "request failed");
             }
-            // Our own text: the backend's name and the limit, never its content.
-            ApiError::AnswerCutShort { message, .. } => {
-                tracing::warn!(status, code, error = %message, "request failed");
-            }
-            ApiError::AnswerTooLarge { backend, .. } => {
+            ApiError::NoMessage { backend, .. } => {
                 tracing::warn!(status, code, backend = %backend, "request failed");
             }
             ApiError::NotFound { .. }
@@ -160,14 +185,14 @@ impl ApiError {
             | ApiError::RateLimited(_)
             | ApiError::MethodNotAllowed { .. }
             | ApiError::BodyTooLarge { .. }
-            | ApiError::BodyTimeout
+            | ApiError::BodyTimeout { .. }
             | ApiError::BadRequest(_)
             | ApiError::UnknownWorkflow { .. } => {}
         }
     }
 
     /// The response: JSON body plus the headers the status calls for.
-    pub(crate) fn into_response(self) -> Response<GatewayBody> {
+    pub(crate) fn into_response(self) -> Response<Full<Bytes>> {
         let (status, kind, code) = self.classify();
         match &self {
             ApiError::RateLimited(limited) => crate::metrics::rate_limited(limited.scope),
@@ -254,6 +279,22 @@ fn classify_router(error: &RouterError) -> (StatusCode, &str, &str) {
         RouterError::UnusableKey { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "bad_backend_key")
         }
+        RouterError::FallbackForbidden { .. } => {
+            (StatusCode::FORBIDDEN, PERMISSION, "agent_forbidden")
+        }
+        RouterError::CutShort {
+            reason: CutShort::Timeout,
+            ..
+        } => (StatusCode::GATEWAY_TIMEOUT, UPSTREAM, "backend_timeout"),
+        RouterError::CutShort {
+            reason: CutShort::BrokeOff,
+            ..
+        } => (StatusCode::BAD_GATEWAY, UPSTREAM, "backend_failed"),
+        RouterError::TooLarge { .. } => (
+            StatusCode::BAD_GATEWAY,
+            UPSTREAM,
+            "backend_answer_too_large",
+        ),
     }
 }
 

@@ -1,4 +1,5 @@
-//! One module per endpoint, plus the bearer-token check they share.
+//! One module per endpoint, plus what they share: the bearer-token check, the
+//! role check, and reading a request body.
 
 pub(crate) mod chat;
 pub(crate) mod health;
@@ -6,26 +7,31 @@ pub(crate) mod login;
 pub(crate) mod models;
 pub(crate) mod workflows;
 
-use http::Request;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
 use http::header::AUTHORIZATION;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
 use si_auth::{AuthError, Claims};
+use si_core::AgentConfig;
 
 use crate::Gateway;
-use crate::audit::AuditDraft;
+use crate::context::AuditNotes;
 use crate::error::ApiError;
 
-/// Who is calling: the verified token's claims, or `None` in insecure development mode.
-pub(crate) fn authenticate<B>(
+/// Who is calling: the verified token's claims, or `None` in insecure development
+/// mode. Counts the request against the caller's rate limits.
+pub(crate) fn authenticate(
     gateway: &Gateway,
-    request: &Request<B>,
+    headers: &HeaderMap,
+    notes: &AuditNotes,
 ) -> Result<Option<Claims>, ApiError> {
     if gateway.config().gateway.allow_insecure_dev {
         return Ok(None);
     }
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .ok_or(AuthError::MissingToken)?;
+    let header = headers.get(AUTHORIZATION).ok_or(AuthError::MissingToken)?;
     let value = header
         .to_str()
         .map_err(|_| AuthError::InvalidToken("authorization header is not ASCII"))?;
@@ -37,9 +43,7 @@ pub(crate) fn authenticate<B>(
         .ok_or(AuthError::MissingToken)?;
     let claims = gateway.tokens().verify(token)?;
     gateway.inner.revocations.check(&claims)?;
-    if let Some(draft) = request.extensions().get::<AuditDraft>() {
-        draft.identify(&claims);
-    }
+    notes.identify(&claims);
     gateway
         .inner
         .limits
@@ -55,11 +59,11 @@ pub(crate) fn authorize(
     caller: Option<&Claims>,
     agent: &str,
 ) -> Result<(), ApiError> {
-    let Some(caller) = caller else { return Ok(()) };
-    let policy = &gateway.config().roles;
-    if policy.allows(caller.role, agent) {
+    if may_use(gateway, caller, agent) {
         return Ok(());
     }
+    let Some(caller) = caller else { return Ok(()) };
+    let policy = &gateway.config().roles;
     let allowed: Vec<&str> = gateway
         .router()
         .agents()
@@ -77,4 +81,39 @@ pub(crate) fn authorize(
             allowed.join(", ")
         },
     })
+}
+
+/// Whether `caller` may use `agent`.
+fn may_use(gateway: &Gateway, caller: Option<&Claims>, agent: &str) -> bool {
+    caller.is_none_or(|c| gateway.config().roles.allows(c.role, agent))
+}
+
+/// The predicate [`si_router::Router::answer`] asks before a fallback agent answers.
+pub(crate) fn may_use_agent<'a>(
+    gateway: &'a Gateway,
+    caller: Option<&'a Claims>,
+) -> impl Fn(&AgentConfig) -> bool + 'a {
+    move |agent| may_use(gateway, caller, &agent.name)
+}
+
+/// A client must finish sending its request body within this time, so a trickling
+/// client cannot hold a connection and a buffer forever.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a request body of at most `limit` bytes within [`BODY_READ_TIMEOUT`].
+pub(crate) async fn read_limited(body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let collected = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            seconds: BODY_READ_TIMEOUT.as_secs(),
+        })?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "cannot read request body: {e}"
+        ))),
+    }
 }

@@ -5,14 +5,20 @@
 //!   opened from a [`si_core::Config`].
 //! - [`server`]: [`run`], the accept loop with graceful shutdown, exactly what the
 //!   binary and the tests run.
-//! - `routes` and `handlers`: which path does what.
-//! - `error`: the one place where every error becomes an HTTP status and JSON body.
-//! - `body`: response bodies (JSON, or a backend's stream passed through).
+//! - `endpoints`: the route table, read by dispatch, `405 Allow` and metrics.
+//! - `routes`: answering one request (context, checks, handler, audit record);
+//!   `handlers`: what each endpoint does.
+//! - `context`: what a request's handling knows about it; `client_ip`: who the
+//!   client is behind a trusted proxy.
+//! - `error`: the one place where every error, and everything else a client sees
+//!   when something goes wrong, becomes HTTP.
+//! - `response`, `body`, `events`: JSON responses, response bodies, server-sent
+//!   events made by the gateway.
+//! - `audit`: each request's and workflow step's audit record.
 //! - [`keys`]: switching backend API keys while running (rotation).
 //! - [`command`]: the `si-server` program (arguments, configuration, logging,
 //!   signals), so the binary is one line and the benchmark runs the same code.
-//! - `limits`, `audit`, `client_ip`: rate limits, the audit record of each request,
-//!   and who the client is behind a trusted proxy.
+//! - `limits`: rate limits.
 //!
 //! This crate owns HTTP; the libraries below it never build a response.
 
@@ -20,12 +26,16 @@ mod audit;
 mod body;
 mod client_ip;
 pub mod command;
+mod context;
+mod endpoints;
 mod error;
+mod events;
 pub mod gateway;
 mod handlers;
 pub mod keys;
 mod limits;
 pub mod metrics;
+mod response;
 mod routes;
 pub mod server;
 

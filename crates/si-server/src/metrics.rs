@@ -155,20 +155,6 @@ fn describe() {
     si_router::metrics::describe();
 }
 
-/// The endpoint label: a known route, or `other` (paths are attacker-chosen).
-fn endpoint(path: &str) -> &'static str {
-    match path {
-        "/v1/chat/completions" => "/v1/chat/completions",
-        "/v1/models" => "/v1/models",
-        "/v1/auth/login" => "/v1/auth/login",
-        "/v1/auth/refresh" => "/v1/auth/refresh",
-        "/v1/auth/logout" => "/v1/auth/logout",
-        "/v1/workflows" => "/v1/workflows",
-        p if crate::handlers::workflows::name_in_path(p).is_some() => "/v1/workflows/{name}/runs",
-        _ => "other",
-    }
-}
-
 /// The method label: a standard method, or `other` (clients may invent methods).
 fn method(method: &str) -> &'static str {
     match method {
@@ -196,7 +182,7 @@ pub(crate) fn request_gone() {
 /// A request ended, as its audit record says.
 pub(crate) fn request_finished(record: &AuditRecord) {
     let agent = record.agent.clone().unwrap_or_else(|| "none".into());
-    let endpoint = endpoint(&record.path);
+    let endpoint = crate::endpoints::label_of(&record.path);
     counter!(REQUESTS, "method" => method(&record.method), "endpoint" => endpoint, "agent_type" => agent.clone())
         .increment(1);
     histogram!(DURATION, "endpoint" => endpoint, "agent_type" => agent.clone())

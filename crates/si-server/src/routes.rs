@@ -1,171 +1,142 @@
-//! Which path does what, and the request log line.
+//! Answering one request: its context, the route, the checks every request
+//! passes, the handler, and the audit record, in that order and in one place.
 
-use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::net::SocketAddr;
 
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use si_auth::audit::{AuditRecord, now_rfc3339};
 use tracing::Instrument;
 
 use crate::Gateway;
-use crate::audit::{AuditDraft, AuditedByBody};
-use crate::body::GatewayBody;
-use crate::client_ip::{ClientAddr, client_ip};
+use crate::audit::{AuditedBody, PendingRecord};
+use crate::body::{GatewayBody, Reply};
+use crate::context::RequestContext;
+use crate::endpoints::{Endpoint, Route};
 use crate::error::ApiError;
-use crate::handlers;
+use crate::handlers::{self, authenticate};
 
 /// Answers one request. Never fails: every error becomes a JSON response.
 pub(crate) async fn handle(
     gateway: &Gateway,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<GatewayBody> {
-    let started = Instant::now();
+    let config = gateway.config();
+    let trusted = &config.rate_limits.trusted_proxies;
+    let mut ctx = RequestContext::new(peer, request.headers(), trusted);
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let trusted = &gateway.config().rate_limits.trusted_proxies;
-    let client = client_ip(peer.ip(), request.headers(), trusted);
-    request.extensions_mut().insert(ClientAddr(client));
-    // A request id from the trusted proxy in front is kept, if it is a sane one.
-    let from_proxy = trusted
-        .iter()
-        .any(|t| t.to_canonical() == peer.ip().to_canonical());
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .filter(|_| from_proxy)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| {
-            (1..=64).contains(&id.len())
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        })
-        .map_or_else(new_request_id, str::to_owned);
-    // Health checks and metrics scrapes come every few seconds from monitoring:
-    // not audited.
-    let scrape = path == "/metrics" && gateway.config().gateway.metrics_on_main;
-    let draft = (path != "/healthz" && !scrape).then(|| {
-        AuditDraft::new(
-            AuditRecord {
-                at: now_rfc3339(),
-                request_id: request_id.clone(),
-                client_ip: client.to_string(),
-                method: method.to_string(),
-                path: path.chars().take(200).collect(),
-                ..AuditRecord::default()
-            },
-            gateway.inner.audit.clone(),
-        )
-    });
-    if let Some(draft) = &draft {
-        request.extensions_mut().insert(draft.clone());
-    }
+    let route = Route::of(&method, &path, config.gateway.metrics_on_main);
+    let monitoring = route.endpoint().is_some_and(Endpoint::is_monitoring);
+    let log = &gateway.inner.audit;
+    let pending =
+        (!monitoring).then(|| PendingRecord::request(&ctx, method.as_str(), &path, log.clone()));
     // Every log line of this request carries its id.
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let result = match admit(gateway, &path, client, scrape) {
-        Ok(()) => {
-            dispatch(gateway, request, &method, &path)
-                .instrument(span.clone())
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    let mut response = result.unwrap_or_else(|e| span.in_scope(|| e.into_response()));
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    let span = tracing::info_span!("request", request_id = %ctx.id);
+    let reply = answer(gateway, &mut ctx, request, route, monitoring)
+        .instrument(span.clone())
+        .await
+        .unwrap_or_else(|e| span.in_scope(|| e.into_response().map(Reply::Whole)));
+    let mut response = record(gateway, reply, pending)
+        .instrument(span.clone())
+        .await;
+    if let Ok(value) = HeaderValue::from_str(&ctx.id) {
         response.headers_mut().insert("x-request-id", value);
-    }
-    // A backend's answer is audited by its body, once its last byte is out.
-    let audited_by_body = response.extensions().get::<AuditedByBody>().is_some();
-    if let (Some(draft), false) = (draft, audited_by_body) {
-        let record = draft.finish(response.status().as_u16(), None);
-        if gateway
-            .inner
-            .audit
-            .append(record)
-            .instrument(span.clone())
-            .await
-            .is_err()
-        {
-            // No record, no answer: the client learns its request was not completed.
-            response = span.in_scope(|| ApiError::AuditUnavailable.into_response());
-        }
     }
     // Metadata only: never bodies, tokens or keys.
     let status = response.status().as_u16();
-    let micros = started.elapsed().as_micros() as u64;
+    let micros = ctx.started.elapsed().as_micros() as u64;
     span.in_scope(|| {
-        tracing::debug!(%client, method = %method, path = %path, status, micros, "request");
+        tracing::debug!(client = %ctx.client, method = %method, path = %path, status, micros, "request");
     });
     response
 }
 
-/// The per-address limit applies to everything but the health check and metrics
-/// (which load balancers and monitoring poll).
-fn admit(gateway: &Gateway, path: &str, client: IpAddr, scrape: bool) -> Result<(), ApiError> {
-    if path == "/healthz" || scrape {
-        return Ok(());
-    }
-    gateway
-        .inner
-        .limits
-        .check_client(client)
-        .map_err(ApiError::RateLimited)
-}
-
-async fn dispatch(
+/// The checks, then the handler. The per-address limit applies to everything but
+/// health checks and metrics scrapes; endpoints that need a token check it first.
+async fn answer(
     gateway: &Gateway,
+    ctx: &mut RequestContext,
     request: Request<Incoming>,
-    method: &Method,
-    path: &str,
-) -> Result<Response<GatewayBody>, ApiError> {
-    if method == Method::POST
-        && let Some(name) = handlers::workflows::name_in_path(path)
-    {
-        return handlers::workflows::run(gateway, request, name).await;
+    route: Route<'_>,
+    monitoring: bool,
+) -> Result<Response<Reply>, ApiError> {
+    if !monitoring {
+        gateway
+            .inner
+            .limits
+            .check_client(ctx.client)
+            .map_err(ApiError::RateLimited)?;
     }
-    match (path, method) {
-        ("/v1/chat/completions", &Method::POST) => handlers::chat::handle(gateway, request).await,
-        ("/v1/auth/login", &Method::POST) => handlers::login::handle(gateway, request).await,
-        ("/v1/auth/refresh", &Method::POST) => handlers::login::refresh(gateway, request).await,
-        ("/v1/auth/logout", &Method::POST) => handlers::login::logout(gateway, request).await,
-        ("/v1/models", &Method::GET) => handlers::models::handle(gateway, &request),
-        ("/v1/workflows", &Method::GET) => handlers::workflows::list(gateway, &request),
-        ("/healthz", &Method::GET) => Ok(handlers::health::handle(gateway)),
-        ("/metrics", &Method::GET) if gateway.config().gateway.metrics_on_main => {
-            handlers::health::metrics(gateway)
-        }
-        (p, m) => Err(unrouted(p, m)),
-    }
-}
-
-fn unrouted(path: &str, method: &Method) -> ApiError {
-    let allowed = match path {
-        "/v1/chat/completions" | "/v1/auth/login" | "/v1/auth/refresh" | "/v1/auth/logout" => {
-            Some("POST")
-        }
-        "/v1/models" | "/healthz" | "/v1/workflows" => Some("GET"),
-        p if handlers::workflows::name_in_path(p).is_some() => Some("POST"),
-        _ => None,
+    let (endpoint, name) = match route {
+        Route::Found(endpoint, name) => (endpoint, name),
+        Route::WrongMethod(_, allowed) => return Err(not_allowed(&request, allowed)),
+        Route::NotFound => return Err(not_found(&request)),
     };
-    // Paths are echoed in messages: keep them short.
-    let shown: String = path.chars().take(200).collect();
-    match allowed {
-        Some(allowed) => ApiError::MethodNotAllowed {
-            method: method.to_string(),
-            path: shown,
-            allowed,
-        },
-        None => ApiError::NotFound {
-            method: method.to_string(),
-            path: shown,
-        },
+    if endpoint.needs_bearer() {
+        ctx.caller = authenticate(gateway, request.headers(), &ctx.notes)?;
+    }
+    let ctx = &*ctx;
+    match endpoint {
+        Endpoint::Chat => handlers::chat::handle(gateway, ctx, request).await,
+        Endpoint::Login => handlers::login::handle(gateway, ctx, request).await,
+        Endpoint::Refresh => handlers::login::refresh(gateway, ctx, request).await,
+        Endpoint::Logout => handlers::login::logout(gateway, ctx, request).await,
+        Endpoint::Models => Ok(handlers::models::handle(gateway, ctx)),
+        Endpoint::Workflows => handlers::workflows::list(gateway, ctx),
+        Endpoint::WorkflowRun => {
+            let name = name.unwrap_or_default();
+            handlers::workflows::run(gateway, ctx, request, name).await
+        }
+        Endpoint::Health => Ok(handlers::health::handle(gateway)),
+        Endpoint::Metrics => handlers::health::metrics(gateway).map(|r| r.map(Reply::Whole)),
     }
 }
 
-/// A new request id: 16 hex digits from the thread's CSPRNG (seeded from the
-/// operating system, without a system call per request).
-fn new_request_id() -> String {
-    format!("{:016x}", rand::random::<u64>())
+/// Paths are echoed in messages: keep them short.
+fn shown_path<B>(request: &Request<B>) -> String {
+    request.uri().path().chars().take(200).collect()
+}
+
+fn not_found<B>(request: &Request<B>) -> ApiError {
+    ApiError::NotFound {
+        method: request.method().to_string(),
+        path: shown_path(request),
+    }
+}
+
+fn not_allowed<B>(request: &Request<B>, allowed: &'static str) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: shown_path(request),
+        allowed,
+    }
+}
+
+/// Attaches the request's record to its response: a backend's streamed answer
+/// writes it when its last byte has gone out; any other response once it is
+/// written, now (no record, no answer: a 503 instead).
+async fn record(
+    gateway: &Gateway,
+    reply: Response<Reply>,
+    pending: Option<PendingRecord>,
+) -> Response<GatewayBody> {
+    let (parts, body) = reply.into_parts();
+    let body = match body {
+        Reply::Answer(answer) => {
+            let body = AuditedBody::new(answer, parts.status.as_u16(), pending);
+            return Response::from_parts(parts, GatewayBody::Answer(Box::new(body)));
+        }
+        Reply::Whole(body) => GatewayBody::Whole(body),
+        Reply::Events(body) => GatewayBody::Events(body),
+    };
+    if let Some(pending) = pending {
+        let record = pending.finish(parts.status.as_u16(), None);
+        if gateway.inner.audit.append(record).await.is_err() {
+            return ApiError::AuditUnavailable
+                .into_response()
+                .map(GatewayBody::Whole);
+        }
+    }
+    Response::from_parts(parts, body)
 }

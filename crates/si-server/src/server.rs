@@ -19,6 +19,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use bytes::Bytes;
+use http_body_util::Full;
+
 use crate::body::GatewayBody;
 use crate::{Gateway, routes};
 
@@ -163,7 +166,7 @@ pub async fn serve_metrics(
                 }
                 .into_response(),
             };
-            async move { Ok::<Response<GatewayBody>, Infallible>(response) }
+            async move { Ok::<Response<Full<Bytes>>, Infallible>(response) }
         });
         tokio::spawn(async move {
             let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);

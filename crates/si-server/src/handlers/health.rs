@@ -1,12 +1,15 @@
 //! `GET /healthz`: liveness (always 200 while the process serves) plus readiness: each
 //! backend's state from the health poll, and whether every agent can be served.
 
+use bytes::Bytes;
 use http::{Response, StatusCode};
+use http_body_util::Full;
 use serde::Serialize;
 
 use crate::Gateway;
-use crate::body::{GatewayBody, json};
+use crate::body::Reply;
 use crate::error::ApiError;
+use crate::response::json;
 
 #[derive(Serialize)]
 struct Health<'a> {
@@ -40,7 +43,7 @@ struct AgentHealth<'a> {
     ready: bool,
 }
 
-pub(crate) fn handle(gateway: &Gateway) -> Response<GatewayBody> {
+pub(crate) fn handle(gateway: &Gateway) -> Response<Reply> {
     let router = gateway.router();
     let backends = router.pool().all();
     let routable = |model: &str| backends.iter().any(|b| b.model == model && b.is_routable());
@@ -84,13 +87,11 @@ pub(crate) fn handle(gateway: &Gateway) -> Response<GatewayBody> {
 }
 
 /// `GET /metrics`: the Prometheus exposition text.
-pub(crate) fn metrics(gateway: &Gateway) -> Result<Response<GatewayBody>, ApiError> {
+pub(crate) fn metrics(gateway: &Gateway) -> Result<Response<Full<Bytes>>, ApiError> {
     let text = crate::metrics::render(gateway.router().pool()).ok_or_else(|| {
         ApiError::Internal("another metrics recorder is installed in this process".into())
     })?;
-    let mut response = Response::new(http_body_util::Either::Left(http_body_util::Full::new(
-        bytes::Bytes::from(text),
-    )));
+    let mut response = Response::new(Full::new(Bytes::from(text)));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

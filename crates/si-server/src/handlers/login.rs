@@ -17,11 +17,12 @@ use si_auth::users::login_location;
 use si_auth::{AuthError, User};
 
 use crate::Gateway;
-use crate::audit::AuditDraft;
-use crate::body::{GatewayBody, json_no_store, read_limited};
-use crate::client_ip::{ClientAddr, address_bucket};
+use crate::body::Reply;
+use crate::client_ip::address_bucket;
+use crate::context::RequestContext;
 use crate::error::ApiError;
-use crate::handlers::authenticate;
+use crate::handlers::{authenticate, read_limited};
+use crate::response::json_no_store;
 
 /// Logins are small; refuse anything bigger before parsing.
 pub(crate) const MAX_LOGIN_BODY: usize = 8 * 1024;
@@ -61,13 +62,10 @@ struct TokenResponse<'a> {
 
 pub(crate) async fn handle(
     gateway: &Gateway,
+    ctx: &RequestContext,
     request: Request<Incoming>,
-) -> Result<Response<GatewayBody>, ApiError> {
-    let address = request
-        .extensions()
-        .get::<ClientAddr>()
-        .map_or_else(String::new, |a| address_bucket(a.0));
-    let draft = request.extensions().get::<AuditDraft>().cloned();
+) -> Result<Response<Reply>, ApiError> {
+    let address = address_bucket(ctx.client);
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
     let throttle = &gateway.inner.throttle;
@@ -111,18 +109,17 @@ pub(crate) async fn handle(
         Ok(outcome) => outcome,
     };
     throttle.succeeded(&user.username, &address);
-    if let Some(draft) = &draft {
-        draft.identify_login(&user.username, user.role.as_str(), &location);
-    }
+    ctx.notes
+        .identify_login(&user.username, user.role.as_str(), &location);
     tracing::info!(user = %user.username, role = %user.role, %location, "login");
     token_response(gateway, &user, &location, &refresh)
 }
 
 pub(crate) async fn refresh(
     gateway: &Gateway,
+    ctx: &RequestContext,
     request: Request<Incoming>,
-) -> Result<Response<GatewayBody>, ApiError> {
-    let draft = request.extensions().get::<AuditDraft>().cloned();
+) -> Result<Response<Reply>, ApiError> {
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let asked: RefreshRequest = parse(&body, REFRESH_SHAPE)?;
     let users = gateway.inner.users.clone();
@@ -131,18 +128,15 @@ pub(crate) async fn refresh(
     let refreshed = match refreshed {
         Err(ApiError::Auth(AuthError::RefreshReused { username, family })) => {
             gateway.inner.revocations.revoke_family(&family);
-            if let Some(draft) = &draft {
-                draft.identify_login(&username, "-", "-");
-            }
+            ctx.notes.identify_login(&username, "-", "-");
             tracing::warn!(user = %username, "spent refresh token presented again; session revoked");
             return Err(AuthError::RefreshReused { username, family }.into());
         }
         other => other?,
     };
-    if let Some(draft) = &draft {
-        let user = &refreshed.user;
-        draft.identify_login(&user.username, user.role.as_str(), &refreshed.location);
-    }
+    let user = &refreshed.user;
+    ctx.notes
+        .identify_login(&user.username, user.role.as_str(), &refreshed.location);
     token_response(
         gateway,
         &refreshed.user,
@@ -155,9 +149,10 @@ pub(crate) async fn refresh(
 /// expired, the session of the refresh token in the body.
 pub(crate) async fn logout(
     gateway: &Gateway,
+    ctx: &RequestContext,
     request: Request<Incoming>,
-) -> Result<Response<GatewayBody>, ApiError> {
-    let bearer = authenticate(gateway, &request);
+) -> Result<Response<Reply>, ApiError> {
+    let bearer = authenticate(gateway, request.headers(), &ctx.notes);
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let refresh = match body.iter().all(u8::is_ascii_whitespace) {
         true => None,
@@ -193,7 +188,7 @@ fn token_response(
     user: &User,
     location: &str,
     refresh: &IssuedRefresh,
-) -> Result<Response<GatewayBody>, ApiError> {
+) -> Result<Response<Reply>, ApiError> {
     let access = gateway
         .tokens()
         .issue(&user.username, user.role, location, &refresh.family)?;

@@ -2,15 +2,15 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use serde::Serialize;
 use si_core::AgentConfig;
 use si_router::Backend;
 
 use crate::Gateway;
-use crate::body::{GatewayBody, json};
-use crate::error::ApiError;
-use crate::handlers::authenticate;
+use crate::body::Reply;
+use crate::context::RequestContext;
+use crate::response::json;
 
 const OWNER: &str = "synthetic-intelligence";
 
@@ -42,11 +42,8 @@ struct ModelEntry<'a> {
     agents: Vec<&'a str>,
 }
 
-pub(crate) fn handle<B>(
-    gateway: &Gateway,
-    request: &Request<B>,
-) -> Result<Response<GatewayBody>, ApiError> {
-    let caller = authenticate(gateway, request)?;
+pub(crate) fn handle(gateway: &Gateway, ctx: &RequestContext) -> Response<Reply> {
+    let caller = ctx.caller.as_ref();
     // A caller sees the agents its role may use, and the models serving them.
     let policy = &gateway.config().roles;
     let agents: Vec<&AgentConfig> = gateway
@@ -54,11 +51,7 @@ pub(crate) fn handle<B>(
         .agents()
         .all()
         .iter()
-        .filter(|a| {
-            caller
-                .as_ref()
-                .is_none_or(|c| policy.allows(c.role, &a.name))
-        })
+        .filter(|a| caller.is_none_or(|c| policy.allows(c.role, &a.name)))
         .collect();
     let mut data: Vec<ModelEntry<'_>> = agents.iter().map(|agent| agent_entry(agent)).collect();
     let pool = gateway.router().pool();
@@ -70,13 +63,13 @@ pub(crate) fn handle<B>(
             .collect();
         (!served.is_empty()).then(|| model_entry(model, served, pool.all()))
     }));
-    Ok(json(
+    json(
         StatusCode::OK,
         &ModelList {
             object: "list",
             data,
         },
-    ))
+    )
 }
 
 fn agent_entry(agent: &AgentConfig) -> ModelEntry<'_> {
