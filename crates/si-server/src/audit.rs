@@ -104,10 +104,15 @@ impl PendingRecord {
     /// The finished record, for the caller to write: `status`, and `tokens` when
     /// the caller counted them.
     pub(crate) fn finish(mut self, status: u16, tokens: Option<(u64, u64)>) -> AuditRecord {
-        self.close(status, tokens).unwrap_or_default()
+        self.close(status, tokens, false).unwrap_or_default()
     }
 
-    fn close(&mut self, status: u16, tokens: Option<(u64, u64)>) -> Option<AuditRecord> {
+    fn close(
+        &mut self,
+        status: u16,
+        tokens: Option<(u64, u64)>,
+        abandoned: bool,
+    ) -> Option<AuditRecord> {
         let mut record = self.record.take()?;
         let elapsed = self.started.elapsed();
         record.status = status;
@@ -116,7 +121,7 @@ impl PendingRecord {
         record.latency_ms = elapsed.as_secs_f64() * 1000.0;
         self.notes.fill(&mut record);
         match &self.owner {
-            Owner::Request => crate::metrics::request_finished(&record),
+            Owner::Request => crate::metrics::request_finished(&record, abandoned),
             Owner::Step { workflow, step, .. } => {
                 crate::metrics::workflow_step(workflow, step, elapsed.as_secs_f64());
             }
@@ -131,7 +136,8 @@ impl Drop for PendingRecord {
             Owner::Request => false,
             Owner::Step { limit, .. } => self.started.elapsed() >= *limit,
         };
-        if let Some(record) = self.close(error::abandoned_status(past_limit), None) {
+        let status = error::abandoned_status(past_limit);
+        if let Some(record) = self.close(status, None, true) {
             self.log.append_detached(record);
         }
         if let Owner::Request = self.owner {

@@ -179,8 +179,9 @@ pub(crate) fn request_gone() {
     gauge!(IN_PROGRESS).decrement(1.0);
 }
 
-/// A request ended, as its audit record says.
-pub(crate) fn request_finished(record: &AuditRecord) {
+/// A request ended, as its audit record says; `abandoned` when its client went
+/// away first.
+pub(crate) fn request_finished(record: &AuditRecord, abandoned: bool) {
     let agent = record.agent.clone().unwrap_or_else(|| "none".into());
     let endpoint = crate::endpoints::label_of(&record.path);
     counter!(REQUESTS, "method" => method(&record.method), "endpoint" => endpoint, "agent_type" => agent.clone())
@@ -197,7 +198,7 @@ pub(crate) fn request_finished(record: &AuditRecord) {
         counter!(TOKENS, "agent_type" => agent.clone(), "model" => model, "kind" => "prompt")
             .increment(prompt);
     }
-    if record.status == 499 {
+    if abandoned {
         counter!(CANCELLED, "agent_type" => agent.clone()).increment(1);
     }
     if record.status >= 400 {
