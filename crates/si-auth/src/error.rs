@@ -78,7 +78,8 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    pub(crate) fn store(path: &Path, error: impl std::fmt::Display) -> Self {
+    /// A store failure at `path`.
+    pub fn store(path: &Path, error: impl std::fmt::Display) -> Self {
         AuthError::Store {
             path: path.display().to_string(),
             message: error.to_string(),

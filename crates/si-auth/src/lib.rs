@@ -1,28 +1,30 @@
-//! Who may use the platform: users, passwords and access tokens.
+//! Who may use the platform: users, passwords, sessions and access tokens, and the
+//! seams to where their state is kept.
 //!
-//! - [`audit`]: the tamper-evident, metadata-only audit trail.
-//! - [`users`]: the SQLite user database (created on first use) with argon2 hashes.
+//! - [`accounts`]: [`Accounts`], users and sessions over the stores: argon2
+//!   hashes, validation, single-use rotating refresh tokens (reuse revokes the
+//!   family).
+//! - [`store`]: one trait per kind of state (users, sessions, revocations,
+//!   rate-limit counters, failed logins); the engines implement them elsewhere.
+//! - [`users`]: what a user is, and where a user may log in.
 //! - [`token`]: issuing and verifying signed JWT access tokens.
-//! - [`sessions`]: refresh tokens (single use, rotating, reuse revokes the family)
-//!   and revocation records.
 //! - [`revocation`]: the in-memory view of what is revoked, checked on every request.
-//! - [`throttle`]: slowing and locking out repeated failed logins.
 //! - [`secret`]: the generated JWT secret file and random key material.
 //!
-//! This crate never builds an HTTP response and never reads the process environment;
-//! the server maps [`AuthError`] to statuses.
+//! This crate never builds an HTTP response, never reads the process environment,
+//! and knows no database engine; the server maps [`AuthError`] to statuses.
 
-pub mod audit;
+pub mod accounts;
 mod error;
 mod password;
 pub mod revocation;
 pub mod secret;
-pub mod sessions;
-pub mod throttle;
+pub mod store;
 pub mod token;
 pub mod users;
 
+pub use accounts::Accounts;
 pub use error::AuthError;
-pub use revocation::RevocationList;
+pub use revocation::{RevocationList, RevokedSet};
 pub use token::{Claims, IssuedToken, JwtSecrets, TokenIssuer};
-pub use users::{NewUser, User, UserStore};
+pub use users::{NewUser, User};

@@ -1,12 +1,23 @@
 //! What is revoked, held in memory so every request is checked without touching the
-//! database. The server refreshes it from [`crate::UserStore::revoked_set`] at start
+//! database. The server refreshes it from [`crate::store::RevocationStore`] at start
 //! and whenever the database changes; revocations made in-process apply at once.
 
+use std::collections::HashSet;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use crate::sessions::RevokedSet;
 use crate::{AuthError, Claims};
+
+/// Everything revoked and not yet expired, for checks from memory.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RevokedSet {
+    /// Revoked access token ids.
+    pub jtis: HashSet<String>,
+    /// Revoked session families.
+    pub families: HashSet<String>,
+    /// Disabled users.
+    pub disabled_users: HashSet<String>,
+}
 
 /// How long an in-process revocation is kept beside the snapshots: long enough for
 /// its database write to show up in one, whatever the order of events.

@@ -2,7 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -127,11 +127,6 @@ pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.write_all(contents.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
-}
-
-/// Where the user database lives inside the data directory.
-pub fn user_db_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("users.db")
 }
 
 #[cfg(test)]

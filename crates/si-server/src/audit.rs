@@ -12,7 +12,7 @@ mod body;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use si_auth::audit::{AuditLog, AuditRecord, now_rfc3339};
+use si_audit::{AuditRecord, AuditStore, now_rfc3339};
 
 use crate::context::{AuditNotes, RequestContext};
 use crate::error;
@@ -41,7 +41,7 @@ pub(crate) struct PendingRecord {
     notes: AuditNotes,
     owner: Owner,
     started: Instant,
-    log: Arc<AuditLog>,
+    log: Arc<dyn AuditStore>,
 }
 
 impl PendingRecord {
@@ -50,7 +50,7 @@ impl PendingRecord {
         ctx: &RequestContext,
         method: &str,
         path: &str,
-        log: Arc<AuditLog>,
+        log: Arc<dyn AuditStore>,
     ) -> Self {
         crate::metrics::request_started();
         PendingRecord {
@@ -75,7 +75,7 @@ impl PendingRecord {
         notes: AuditNotes,
         workflow: &str,
         limit: Duration,
-        log: Arc<AuditLog>,
+        log: Arc<dyn AuditStore>,
     ) -> Self {
         PendingRecord {
             notes,
@@ -91,7 +91,7 @@ impl PendingRecord {
     }
 
     /// Where the record goes.
-    pub(crate) fn log(&self) -> &Arc<AuditLog> {
+    pub(crate) fn log(&self) -> &Arc<dyn AuditStore> {
         &self.log
     }
 

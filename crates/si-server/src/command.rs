@@ -124,7 +124,7 @@ async fn serve(config: Config) -> Result<(), String> {
         );
     }
     let metrics_listen = config.gateway.metrics_listen;
-    let gateway = Gateway::open(config).map_err(|e| e.to_string())?;
+    let gateway = Gateway::open(config).await.map_err(|e| e.to_string())?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use http::HeaderMap;
 use si_auth::Claims;
-use si_auth::audit::AuditRecord;
+use si_audit::AuditRecord;
 
 use crate::client_ip::client_ip;
 

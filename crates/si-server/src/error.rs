@@ -12,9 +12,9 @@ use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 use si_auth::AuthError;
+use si_auth::store::Limited;
 use si_router::{CutShort, Interrupted, RouterError};
 
-use crate::limits::Limited;
 use crate::response::json;
 
 /// The status recorded for a request whose client went away before its answer

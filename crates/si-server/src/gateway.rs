@@ -1,22 +1,21 @@
 //! [`Gateway`]: everything one server instance runs with.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use si_auth::audit::{AUDIT_FILE, AuditLog};
-use si_auth::secret::{load_or_create_jwt_secret, user_db_path};
-use si_auth::throttle::LoginThrottle;
-use si_auth::{AuthError, JwtSecrets, RevocationList, TokenIssuer, UserStore};
+use si_audit::AuditStore;
+use si_auth::secret::load_or_create_jwt_secret;
+use si_auth::store::{LoginAttempts, RequestCounters, RevocationStore};
+use si_auth::{Accounts, AuthError, JwtSecrets, RevocationList, TokenIssuer};
 use si_core::Config;
 use si_gpu::{GpuError, GpuInventory};
 use si_router::{Router, RouterError};
-
-use crate::limits::RateLimits;
+use si_store::{StoreError, Stores};
 
 /// Why a gateway could not be put together.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +29,9 @@ pub enum GatewayError {
     /// A configuration built in code is inconsistent.
     #[error(transparent)]
     Config(#[from] si_core::ConfigError),
+    /// A store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// `gpu.source = "nvml"` and NVML could not be opened.
     #[error(
         "gpu.source is \"nvml\" but {0}; install the NVIDIA driver or set gpu.source = \"auto\""
@@ -48,75 +50,97 @@ pub(crate) struct GatewayInner {
     pub(crate) config: Config,
     pub(crate) router: Router,
     pub(crate) tokens: TokenIssuer,
-    pub(crate) users: Arc<UserStore>,
+    /// Users and sessions.
+    pub(crate) accounts: Accounts,
     /// Password checks allowed at once (one per CPU).
     pub(crate) login_slots: Arc<Semaphore>,
     /// What is revoked, checked on every request without the database.
     pub(crate) revocations: Arc<RevocationList>,
+    /// Where revocations are kept.
+    pub(crate) revocation_store: Arc<dyn RevocationStore>,
     /// Request rate limits.
-    pub(crate) limits: RateLimits,
+    pub(crate) limits: Arc<dyn RequestCounters>,
     /// Failed-login slowing and lockout.
-    pub(crate) throttle: Arc<LoginThrottle>,
+    pub(crate) throttle: Arc<dyn LoginAttempts>,
     /// The audit trail.
-    pub(crate) audit: Arc<AuditLog>,
+    pub(crate) audit: Arc<dyn AuditStore>,
     /// Set once shutdown began.
     pub(crate) draining: AtomicBool,
     /// Where GPU readings come from.
-    pub(crate) gpus: RwLock<Arc<dyn GpuInventory>>,
+    pub(crate) gpus: Arc<dyn GpuInventory>,
+}
+
+/// What a gateway is made of besides its configuration: its stores, its token
+/// signing secrets and its GPU readings. [`Gateway::parts`] opens what the
+/// configuration names; an embedder may replace any part before
+/// [`Gateway::new`].
+#[derive(Debug)]
+pub struct GatewayParts {
+    /// Users, sessions, revocations, the audit trail, counters.
+    pub stores: Stores,
+    /// The JWT signing secrets.
+    pub jwt_secrets: JwtSecrets,
+    /// Where GPU readings come from.
+    pub gpus: Arc<dyn GpuInventory>,
 }
 
 impl Gateway {
-    /// Opens the data directory of `config`: its user database (created if absent) and
-    /// its JWT secrets (`config.auth.secret` and `previous_secret`, else
-    /// `<data_dir>/jwt_secret`, generated on first use, and `jwt_secret.previous`).
-    pub fn open(config: Config) -> Result<Self, GatewayError> {
-        let data_dir = &config.gateway.data_dir;
-        let secrets = match &config.auth.secret {
+    /// A gateway with everything `config` names: see [`Gateway::parts`].
+    pub async fn open(config: Config) -> Result<Self, GatewayError> {
+        let parts = Gateway::parts(&config)?;
+        Gateway::new(config, parts).await
+    }
+
+    /// Opens what `config` names: its stores (created if absent), its JWT secrets
+    /// (`config.auth.secret` and `previous_secret`, else `<data_dir>/jwt_secret`,
+    /// generated on first use, and `jwt_secret.previous`), and its GPU readings
+    /// (`gpu.source`).
+    pub fn parts(config: &Config) -> Result<GatewayParts, GatewayError> {
+        let jwt_secrets = match &config.auth.secret {
             Some(secret) => JwtSecrets {
                 current: secret.clone(),
                 previous: config.auth.previous_secret.clone(),
             },
-            None => load_or_create_jwt_secret(data_dir)?,
+            None => load_or_create_jwt_secret(&config.gateway.data_dir)?,
         };
-        let users = UserStore::open(&user_db_path(data_dir))?;
-        Gateway::new(config, users, &secrets)
-    }
-
-    /// A gateway from parts, for embedding and tests. `config` is checked again, since
-    /// code may have built or changed it after loading.
-    pub fn new(
-        config: Config,
-        users: UserStore,
-        jwt_secrets: &JwtSecrets,
-    ) -> Result<Self, GatewayError> {
-        config.check("configuration")?;
-        // Record from the first request on (a no-op if the process has a recorder).
-        let _ = crate::metrics::handle();
-        let router = Router::new(&config)?;
-        let tokens = TokenIssuer::new(&config.auth, jwt_secrets);
-        let limits = RateLimits::new(&config.rate_limits);
-        let audit = Arc::new(AuditLog::open(&config.gateway.data_dir.join(AUDIT_FILE))?);
-        let revocations = RevocationList::default();
-        revocations.replace(users.revoked_set()?);
         let (gpus, note) = si_gpu::inventory::open(&config.gpu)?;
         if let Some(note) = note {
             tracing::info!("{note}");
         }
+        Ok(GatewayParts {
+            stores: Stores::open(config)?,
+            jwt_secrets,
+            gpus,
+        })
+    }
+
+    /// A gateway from parts. `config` is checked again, since code may have built or
+    /// changed it after loading.
+    pub async fn new(config: Config, parts: GatewayParts) -> Result<Self, GatewayError> {
+        config.check("configuration")?;
+        // Record from the first request on (a no-op if the process has a recorder).
+        let _ = crate::metrics::handle();
+        let router = Router::new(&config)?;
+        let tokens = TokenIssuer::new(&config.auth, &parts.jwt_secrets);
+        let stores = parts.stores;
+        let revocations = RevocationList::default();
+        revocations.replace(stores.accounts.revocations.revoked().await?);
         Ok(Gateway {
             inner: Arc::new(GatewayInner {
                 config,
                 router,
                 tokens,
-                users: Arc::new(users),
+                accounts: stores.accounts.accounts()?,
                 login_slots: Arc::new(Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
                 revocations: Arc::new(revocations),
-                limits,
-                throttle: Arc::new(LoginThrottle::default()),
-                audit,
+                revocation_store: stores.accounts.revocations,
+                limits: stores.counters,
+                throttle: stores.login_attempts,
+                audit: stores.audit,
                 draining: AtomicBool::new(false),
-                gpus: RwLock::new(gpus),
+                gpus: parts.gpus,
             }),
         })
     }
@@ -143,24 +167,14 @@ impl Gateway {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Its user database.
-    pub fn users(&self) -> &UserStore {
-        &self.inner.users
+    /// Its users and sessions.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
     }
 
-    /// Where its GPU readings come from (chosen by `gpu.source` at start).
+    /// Where its GPU readings come from.
     pub fn gpu_inventory(&self) -> Arc<dyn GpuInventory> {
-        self.inner
-            .gpus
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Replaces where its GPU readings come from, e.g. with an embedder's own
-    /// source; the next sample uses it.
-    pub fn set_gpu_inventory(&self, inventory: Arc<dyn GpuInventory>) {
-        *self.inner.gpus.write().unwrap_or_else(|e| e.into_inner()) = inventory;
+        self.inner.gpus.clone()
     }
 }
 
@@ -222,29 +236,33 @@ pub(crate) fn spawn_revocation_sync(
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            let users = inner.users.clone();
-            // Our own commits do not change the data version: read everything now
-            // and then anyway, which also purges what has expired.
+            // Our own commits may not change the version: read everything now and
+            // then anyway, which also purges what has expired.
             let due = last_full.elapsed() >= FULL_RELOAD;
-            let reloaded = tokio::task::spawn_blocking(move || {
-                let version = users.data_version()?;
-                if last_seen == Some(version) && !due {
-                    return Ok((version, None));
-                }
-                users.revoked_set().map(|set| (version, Some(set)))
-            })
-            .await;
-            match reloaded {
-                Ok(Ok((version, set))) => {
+            match reload(inner.revocation_store.as_ref(), last_seen, due).await {
+                Ok((version, set)) => {
                     last_seen = Some(version);
                     if let Some(set) = set {
                         inner.revocations.replace(set);
                         last_full = std::time::Instant::now();
                     }
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "revocation sync failed"),
-                Err(e) => tracing::warn!(error = %e, "revocation sync task failed"),
+                Err(e) => tracing::warn!(error = %e, "revocation sync failed"),
             }
         }
     })
+}
+
+/// The store's version, and everything revoked if it changed since `last_seen`
+/// or a full read is `due`.
+async fn reload(
+    store: &dyn RevocationStore,
+    last_seen: Option<i64>,
+    due: bool,
+) -> Result<(i64, Option<si_auth::RevokedSet>), AuthError> {
+    let version = store.version().await?;
+    if last_seen == Some(version) && !due {
+        return Ok((version, None));
+    }
+    Ok((version, Some(store.revoked().await?)))
 }

@@ -23,7 +23,7 @@ use crate::error::ApiError;
 
 /// Who is calling: the verified token's claims, or `None` in insecure development
 /// mode. Counts the request against the caller's rate limits.
-pub(crate) fn authenticate(
+pub(crate) async fn authenticate(
     gateway: &Gateway,
     headers: &HeaderMap,
     notes: &AuditNotes,
@@ -48,6 +48,7 @@ pub(crate) fn authenticate(
         .inner
         .limits
         .check_identity(&claims.sub, &claims.loc)
+        .await
         .map_err(ApiError::RateLimited)?;
     Ok(Some(claims))
 }

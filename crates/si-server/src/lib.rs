@@ -18,7 +18,6 @@
 //! - [`keys`]: switching backend API keys while running (rotation).
 //! - [`command`]: the `si-server` program (arguments, configuration, logging,
 //!   signals), so the binary is one line and the benchmark runs the same code.
-//! - `limits`: rate limits.
 //!
 //! This crate owns HTTP; the libraries below it never build a response.
 
@@ -33,12 +32,11 @@ mod events;
 pub mod gateway;
 mod handlers;
 pub mod keys;
-mod limits;
 pub mod metrics;
 mod response;
 mod routes;
 pub mod server;
 
-pub use gateway::{Gateway, GatewayError};
+pub use gateway::{Gateway, GatewayError, GatewayParts};
 pub use keys::watch_key_file;
 pub use server::{run, serve_metrics};

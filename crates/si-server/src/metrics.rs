@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use si_auth::audit::AuditRecord;
+use si_audit::AuditRecord;
 use si_router::BackendPool;
 
 const REQUESTS: &str = "http_requests_total";

@@ -66,6 +66,7 @@ async fn answer(
             .inner
             .limits
             .check_client(ctx.client)
+            .await
             .map_err(ApiError::RateLimited)?;
     }
     let (endpoint, name) = match route {
@@ -74,7 +75,7 @@ async fn answer(
         Route::NotFound => return Err(not_found(&request)),
     };
     if endpoint.needs_bearer() {
-        ctx.caller = authenticate(gateway, request.headers(), &ctx.notes)?;
+        ctx.caller = authenticate(gateway, request.headers(), &ctx.notes).await?;
     }
     let ctx = &*ctx;
     match endpoint {

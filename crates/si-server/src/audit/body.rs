@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use si_auth::audit::{AuditLog, AuditRecord, AuditUnavailable};
+use si_audit::{AuditRecord, AuditStore, AuditUnavailable};
 use si_router::usage::UsageScanner;
 use si_router::{Interrupted, UpstreamBody};
 
@@ -69,7 +69,7 @@ impl AuditedBody {
     }
 
     /// The finished record and its log, once.
-    fn take_record(&mut self, status: u16) -> Option<(AuditRecord, Arc<AuditLog>)> {
+    fn take_record(&mut self, status: u16) -> Option<(AuditRecord, Arc<dyn AuditStore>)> {
         let pending = self.pending.take()?;
         let log = pending.log().clone();
         let usage = self.scanner.take().and_then(UsageScanner::finish);

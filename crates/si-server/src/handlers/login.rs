@@ -5,14 +5,14 @@
 //! a spent token presented again revokes the family. Logout revokes the access
 //! token and its family.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use si_auth::sessions::IssuedRefresh;
+use si_auth::accounts::IssuedRefresh;
 use si_auth::users::login_location;
 use si_auth::{AuthError, User};
 
@@ -69,7 +69,7 @@ pub(crate) async fn handle(
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
     let throttle = &gateway.inner.throttle;
-    if let Err(wait) = throttle.begin(&login.username, &address, Instant::now()) {
+    if let Err(wait) = throttle.begin(&login.username, &address).await {
         let retry_after_secs = wait.as_secs().max(1);
         return Err(AuthError::LoginLocked { retry_after_secs }.into());
     }
@@ -82,37 +82,42 @@ pub(crate) async fn handle(
     .await
     .map_err(|_| ApiError::Busy("too many logins in progress"))?
     .map_err(|_| ApiError::Internal("login slots closed".into()))?;
-    let users = gateway.inner.users.clone();
-    let ttl = gateway.config().auth.refresh_expiry.as_secs();
-    let (username, password) = (login.username.clone(), login.password);
-    let requested = login.location_id;
-    let known = gateway.config().auth.locations.clone();
-    let outcome = blocking(move || {
-        let _permit = permit;
-        let user = users.authenticate(&username, &password)?;
-        let location = login_location(&user, requested.as_deref(), &known)?;
-        let refresh = users.start_session(&user.username, &location, ttl)?;
-        Ok((user, location, refresh))
-    })
-    .await;
+    let outcome = sign_in(gateway, &login, permit).await;
     let (user, location, refresh) = match outcome {
-        Err(ApiError::Auth(AuthError::InvalidCredentials)) => {
-            let delay = throttle.failed(&login.username, &address, Instant::now());
+        Err(AuthError::InvalidCredentials) => {
+            let delay = throttle.failed(&login.username, &address).await;
             tokio::time::sleep(delay).await;
             return Err(AuthError::InvalidCredentials.into());
         }
         Err(e) => {
             // Not a password failure (wrong location, storage): the attempt is void.
-            throttle.succeeded(&login.username, &address);
-            return Err(e);
+            throttle.succeeded(&login.username, &address).await;
+            return Err(e.into());
         }
         Ok(outcome) => outcome,
     };
-    throttle.succeeded(&user.username, &address);
+    throttle.succeeded(&user.username, &address).await;
     ctx.notes
         .identify_login(&user.username, user.role.as_str(), &location);
     tracing::info!(user = %user.username, role = %user.role, %location, "login");
     token_response(gateway, &user, &location, &refresh)
+}
+
+/// Checks the password (holding a hashing slot), the location, and starts the
+/// session.
+async fn sign_in(
+    gateway: &Gateway,
+    login: &LoginRequest,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(User, String, IssuedRefresh), AuthError> {
+    let accounts = &gateway.inner.accounts;
+    let user = accounts.authenticate(&login.username, &login.password).await?;
+    drop(permit);
+    let known = &gateway.config().auth.locations;
+    let location = login_location(&user, login.location_id.as_deref(), known)?;
+    let ttl = gateway.config().auth.refresh_expiry.as_secs();
+    let refresh = accounts.start_session(&user.username, &location, ttl).await?;
+    Ok((user, location, refresh))
 }
 
 pub(crate) async fn refresh(
@@ -122,11 +127,10 @@ pub(crate) async fn refresh(
 ) -> Result<Response<Reply>, ApiError> {
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let asked: RefreshRequest = parse(&body, REFRESH_SHAPE)?;
-    let users = gateway.inner.users.clone();
     let ttl = gateway.config().auth.refresh_expiry.as_secs();
-    let refreshed = blocking(move || users.refresh(&asked.refresh_token, ttl)).await;
-    let refreshed = match refreshed {
-        Err(ApiError::Auth(AuthError::RefreshReused { username, family })) => {
+    let accounts = &gateway.inner.accounts;
+    let refreshed = match accounts.refresh(&asked.refresh_token, ttl).await {
+        Err(AuthError::RefreshReused { username, family }) => {
             gateway.inner.revocations.revoke_family(&family);
             ctx.notes.identify_login(&username, "-", "-");
             tracing::warn!(user = %username, "spent refresh token presented again; session revoked");
@@ -152,17 +156,18 @@ pub(crate) async fn logout(
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Result<Response<Reply>, ApiError> {
-    let bearer = authenticate(gateway, request.headers(), &ctx.notes);
+    let bearer = authenticate(gateway, request.headers(), &ctx.notes).await;
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let refresh = match body.iter().all(u8::is_ascii_whitespace) {
         true => None,
         false => parse::<LogoutRequest>(&body, LOGOUT_SHAPE)?.refresh_token,
     };
-    let users = gateway.inner.users.clone();
     match (bearer, refresh) {
         (Ok(Some(claims)), _) => {
-            let (jti, sid) = (claims.jti.clone(), claims.sid.clone());
-            blocking(move || users.revoke(&jti, claims.exp, Some(&sid))).await?;
+            let store = &gateway.inner.revocation_store;
+            store
+                .revoke(&claims.jti, claims.exp, Some(&claims.sid))
+                .await?;
             gateway
                 .inner
                 .revocations
@@ -170,7 +175,7 @@ pub(crate) async fn logout(
             tracing::info!(user = %claims.sub, "logout");
         }
         (_, Some(token)) => {
-            let family = blocking(move || users.revoke_session(&token)).await?;
+            let family = gateway.inner.accounts.end_session(&token).await?;
             gateway.inner.revocations.revoke_family(&family);
             tracing::info!("logout by refresh token");
         }
@@ -202,16 +207,6 @@ fn token_response(
             refresh_expires_in: refresh.expires_in,
         },
     ))
-}
-
-/// Runs database and hashing work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, AuthError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| ApiError::Internal(format!("authentication task failed: {e}")))?
-        .map_err(ApiError::from)
 }
 
 const LOGIN_SHAPE: &str = "a JSON object with string fields \"username\" and \"password\", and optionally \"location_id\"";

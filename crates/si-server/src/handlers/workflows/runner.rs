@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Value, json};
 use si_auth::Claims;
-use si_auth::audit::{AuditRecord, now_rfc3339};
+use si_audit::{AuditRecord, now_rfc3339};
 use si_core::{AgentConfig, StepConfig};
 use si_router::workflow::{StepAnswer, StepRunner};
 

@@ -24,36 +24,36 @@ fn ip(n: u32) -> IpAddr {
 fn each_scope_admits_its_quota_then_refuses() {
     let limits = RateLimits::new(&config(3, 2, 4, 1000));
     for _ in 0..3 {
-        assert_eq!(limits.check_client(ip(1)), Ok(()));
+        assert_eq!(limits.client(ip(1)), Ok(()));
     }
-    let refused = limits.check_client(ip(1)).unwrap_err();
+    let refused = limits.client(ip(1)).unwrap_err();
     assert_eq!((refused.scope, refused.per_minute), ("client address", 3));
     assert!((1..=60).contains(&refused.retry_after), "{refused:?}");
     assert_eq!(
-        limits.check_client(ip(2)),
+        limits.client(ip(2)),
         Ok(()),
         "other clients are not affected"
     );
 
-    assert!(limits.check_identity("ann", "ward").is_ok());
-    assert!(limits.check_identity("ann", "ward").is_ok());
+    assert!(limits.identity("ann", "ward").is_ok());
+    assert!(limits.identity("ann", "ward").is_ok());
     assert_eq!(
-        limits.check_identity("ann", "ward").unwrap_err().scope,
+        limits.identity("ann", "ward").unwrap_err().scope,
         "user"
     );
-    assert!(limits.check_identity("bob", "ward").is_ok());
-    assert!(limits.check_identity("cy", "ward").is_ok());
+    assert!(limits.identity("bob", "ward").is_ok());
+    assert!(limits.identity("cy", "ward").is_ok());
     assert_eq!(
-        limits.check_identity("di", "ward").unwrap_err().scope,
+        limits.identity("di", "ward").unwrap_err().scope,
         "location"
     );
     // A listed location has its own quota.
     for user in ["a", "b", "c", "d", "e"] {
-        assert!(limits.check_identity(user, "main-campus").is_ok(), "{user}");
+        assert!(limits.identity(user, "main-campus").is_ok(), "{user}");
     }
     assert_eq!(
         limits
-            .check_identity("f", "main-campus")
+            .identity("f", "main-campus")
             .unwrap_err()
             .per_minute,
         5
@@ -64,8 +64,8 @@ fn each_scope_admits_its_quota_then_refuses() {
 fn zero_turns_a_limit_off() {
     let limits = RateLimits::new(&config(0, 0, 0, 1000));
     for _ in 0..1000 {
-        assert!(limits.check_client(ip(1)).is_ok());
-        assert!(limits.check_identity("ann", "ward").is_ok());
+        assert!(limits.client(ip(1)).is_ok());
+        assert!(limits.identity("ann", "ward").is_ok());
     }
 }
 
@@ -75,9 +75,9 @@ fn ipv6_clients_are_limited_per_64() {
     let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, 1));
     let b = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 9, 9, 9, 9));
     let other = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
-    assert!(limits.check_client(a).is_ok());
-    assert!(limits.check_client(b).is_err(), "same /64");
-    assert!(limits.check_client(other).is_ok());
+    assert!(limits.client(a).is_ok());
+    assert!(limits.client(b).is_err(), "same /64");
+    assert!(limits.client(other).is_ok());
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn a_flood_of_distinct_addresses_keeps_state_bounded() {
     let limits = RateLimits::new(&config(100, 0, 0, max));
     let mut peak = 0;
     for n in 0..200_000u32 {
-        let _ = limits.check_client(ip(n));
+        let _ = limits.client(ip(n));
         if n % 1000 == 0 {
             peak = peak.max(limits.tracked_clients());
         }
@@ -95,16 +95,16 @@ fn a_flood_of_distinct_addresses_keeps_state_bounded() {
     assert!(peak <= max, "tracked {peak} addresses, bound {max}");
     // Limiting still works afterwards.
     for _ in 0..100 {
-        let _ = limits.check_client(ip(u32::MAX));
+        let _ = limits.client(ip(u32::MAX));
     }
-    assert!(limits.check_client(ip(u32::MAX)).is_err());
+    assert!(limits.client(ip(u32::MAX)).is_err());
 }
 
 proptest! {
     #[test]
     fn never_admits_more_than_the_quota_within_a_minute(quota in 1u32..50, attempts in 1usize..200) {
         let limits = RateLimits::new(&config(quota, 0, 0, 1000));
-        let admitted = (0..attempts).filter(|_| limits.check_client(ip(7)).is_ok()).count();
+        let admitted = (0..attempts).filter(|_| limits.client(ip(7)).is_ok()).count();
         // The test runs in far less than the 60/quota seconds a new cell takes.
         prop_assert!(admitted <= quota as usize);
         prop_assert_eq!(admitted, attempts.min(quota as usize));

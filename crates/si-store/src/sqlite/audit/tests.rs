@@ -2,8 +2,31 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::{Connection, params};
+use si_audit::chain::chain_hash;
+use si_audit::{AuditStore, VerifyReport, at_millis, now_rfc3339};
 
 use super::*;
+
+fn reader(path: &Path) -> Result<SqliteAudit, AuditError> {
+    SqliteAudit::open_read_only(path)
+}
+
+async fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
+    si_audit::verify(&reader(path)?, None).await
+}
+
+async fn verify_with_head(path: &Path, head: &str) -> Result<VerifyReport, AuditError> {
+    si_audit::verify(&reader(path)?, Some(head)).await
+}
+
+async fn export(
+    path: &Path,
+    since: Option<i64>,
+    until: Option<i64>,
+    out: &mut Vec<u8>,
+) -> Result<u64, AuditError> {
+    si_audit::export(&reader(path)?, since, until, out).await
+}
 
 fn record(n: u64) -> AuditRecord {
     AuditRecord {
@@ -37,7 +60,7 @@ fn sql(path: &Path, statement: &str) {
 async fn concurrent_appends_form_one_intact_chain_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let log = Arc::new(AuditLog::open(&path).unwrap());
+    let log = Arc::new(SqliteAudit::open(&path).unwrap());
     let tasks: Vec<_> = (0..100)
         .map(|n| {
             let log = log.clone();
@@ -49,40 +72,40 @@ async fn concurrent_appends_form_one_intact_chain_across_restarts() {
     }
     // append() returned: every record is already committed.
     assert!(matches!(
-        verify(&path).unwrap(),
+        verify(&path).await.unwrap(),
         VerifyReport::Intact { records: 100, .. }
     ));
     drop(log);
 
-    let log = AuditLog::open(&path).unwrap();
+    let log = SqliteAudit::open(&path).unwrap();
     log.append(record(100)).await.unwrap();
     drop(log);
-    let VerifyReport::Intact { records, head } = verify(&path).unwrap() else {
+    let VerifyReport::Intact { records, head } = verify(&path).await.unwrap() else {
         panic!("broken")
     };
     assert_eq!(records, 101);
     assert_eq!(head.len(), 64);
 }
 
-#[test]
-fn queued_records_are_flushed_when_the_log_closes() {
+#[tokio::test]
+async fn queued_records_are_flushed_when_the_log_closes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let log = AuditLog::open(&path).unwrap();
+    let log = SqliteAudit::open(&path).unwrap();
     for n in 0..50 {
         log.append_detached(record(n));
     }
     drop(log);
     assert!(matches!(
-        verify(&path).unwrap(),
+        verify(&path).await.unwrap(),
         VerifyReport::Intact { records: 50, .. }
     ));
 }
 
-fn log_with(records: u64) -> (tempfile::TempDir, PathBuf) {
+async fn log_with(records: u64) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let log = AuditLog::open(&path).unwrap();
+    let log = SqliteAudit::open(&path).unwrap();
     for n in 0..records {
         log.append_detached(record(n));
     }
@@ -90,28 +113,28 @@ fn log_with(records: u64) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-fn broken_at(path: &Path) -> (u64, String) {
-    match verify(path).unwrap() {
+async fn broken_at(path: &Path) -> (u64, String) {
+    match verify(path).await.unwrap() {
         VerifyReport::Broken { seq, reason } => (seq, reason),
         intact => panic!("tampering went unnoticed: {intact:?}"),
     }
 }
 
-#[test]
-fn an_edited_record_is_found() {
-    let (_dir, path) = log_with(10);
+#[tokio::test]
+async fn an_edited_record_is_found() {
+    let (_dir, path) = log_with(10).await;
     sql(
         &path,
         r#"UPDATE audit SET record = replace(record, '"status":200', '"status":201') WHERE seq = 5"#,
     );
-    let (seq, reason) = broken_at(&path);
+    let (seq, reason) = broken_at(&path).await;
     assert_eq!(seq, 5);
     assert!(reason.contains("changed"), "{reason}");
 }
 
-#[test]
-fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
-    let (_dir, path) = log_with(10);
+#[tokio::test]
+async fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
+    let (_dir, path) = log_with(10).await;
     let conn = Connection::open(&path).unwrap();
     let (json, prev): (String, String) = conn
         .query_row(
@@ -126,23 +149,23 @@ fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
         params![forged, chain_hash(&prev, &forged)],
     )
     .unwrap();
-    assert_eq!(broken_at(&path).0, 6);
+    assert_eq!(broken_at(&path).await.0, 6);
 }
 
-#[test]
-fn a_removed_record_is_found() {
-    let (_dir, path) = log_with(10);
+#[tokio::test]
+async fn a_removed_record_is_found() {
+    let (_dir, path) = log_with(10).await;
     sql(&path, "DELETE FROM audit WHERE seq = 3");
-    let (seq, reason) = broken_at(&path);
+    let (seq, reason) = broken_at(&path).await;
     assert_eq!(seq, 3);
     assert!(reason.contains("missing"), "{reason}");
 }
 
-#[test]
-fn export_writes_json_lines_within_the_window() {
-    let (_dir, path) = log_with(3);
+#[tokio::test]
+async fn export_writes_json_lines_within_the_window() {
+    let (_dir, path) = log_with(3).await;
     let mut out = Vec::new();
-    assert_eq!(export(&path, None, None, &mut out).unwrap(), 3);
+    assert_eq!(export(&path, None, None, &mut out).await.unwrap(), 3);
     let lines: Vec<AuditRecord> = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -152,42 +175,42 @@ fn export_writes_json_lines_within_the_window() {
     let at = at_millis(&lines[0].at);
     let mut none = Vec::new();
     assert_eq!(
-        export(&path, Some(at + 60_000), None, &mut none).unwrap(),
+        export(&path, Some(at + 60_000), None, &mut none).await.unwrap(),
         0
     );
     assert_eq!(
-        export(&path, None, Some(at - 60_000), &mut none).unwrap(),
+        export(&path, None, Some(at - 60_000), &mut none).await.unwrap(),
         0
     );
     assert!(none.is_empty());
 }
 
-#[test]
-fn a_missing_log_is_an_error_not_an_empty_chain() {
+#[tokio::test]
+async fn a_missing_log_is_an_error_not_an_empty_chain() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(verify(&dir.path().join("absent.db")).is_err());
+    assert!(verify(&dir.path().join("absent.db")).await.is_err());
 }
 
-#[test]
-fn a_known_head_reveals_truncation_and_rewrites() {
-    let (_dir, path) = log_with(10);
-    let VerifyReport::Intact { head, .. } = verify(&path).unwrap() else {
+#[tokio::test]
+async fn a_known_head_reveals_truncation_and_rewrites() {
+    let (_dir, path) = log_with(10).await;
+    let VerifyReport::Intact { head, .. } = verify(&path).await.unwrap() else {
         panic!("broken")
     };
     assert!(matches!(
-        verify_with_head(&path, &head).unwrap(),
+        verify_with_head(&path, &head).await.unwrap(),
         VerifyReport::Intact { .. }
     ));
     sql(&path, "DELETE FROM audit WHERE seq >= 9");
     assert!(
         matches!(
-            verify(&path).unwrap(),
+            verify(&path).await.unwrap(),
             VerifyReport::Intact { records: 8, .. }
         ),
         "plain verify cannot see it"
     );
     assert!(matches!(
-        verify_with_head(&path, &head).unwrap(),
+        verify_with_head(&path, &head).await.unwrap(),
         VerifyReport::Broken { .. }
     ));
 }
@@ -196,7 +219,7 @@ fn a_known_head_reveals_truncation_and_rewrites() {
 async fn a_record_that_cannot_be_written_is_reported_to_the_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.db");
-    let log = AuditLog::open_with(&path, std::time::Duration::from_millis(20)).unwrap();
+    let log = SqliteAudit::open_with(&path, std::time::Duration::from_millis(20)).unwrap();
     log.append(record(0)).await.unwrap();
     // Another connection holds the write lock.
     let blocker = Connection::open(&path).unwrap();
@@ -206,7 +229,7 @@ async fn a_record_that_cannot_be_written_is_reported_to_the_request() {
     log.append(record(2)).await.unwrap();
     drop(log);
     assert!(matches!(
-        verify(&path).unwrap(),
+        verify(&path).await.unwrap(),
         VerifyReport::Intact { records: 2, .. }
     ));
 }

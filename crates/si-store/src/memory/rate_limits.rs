@@ -12,20 +12,11 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use si_auth::store::{Limited, RequestCounters};
 use si_core::config::RateLimitConfig;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
-/// A request over a limit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Limited {
-    /// Which limit: `client address`, `user` or `location`.
-    pub scope: &'static str,
-    /// Its quota, requests per minute.
-    pub per_minute: u32,
-    /// Seconds until a request would be admitted.
-    pub retry_after: u64,
-}
 
 /// One keyed limiter with a bound on the keys it tracks.
 struct Limiter<K: Hash + Eq + Clone> {
@@ -111,8 +102,8 @@ impl From<IpAddr> for ClientKey {
     }
 }
 
-/// All configured limits.
-pub(crate) struct RateLimits {
+/// All configured limits, counted in this process (one gateway).
+pub struct RateLimits {
     per_ip: Option<Limiter<ClientKey>>,
     per_user: Option<Limiter<String>>,
     per_location: Option<Limiter<String>>,
@@ -120,7 +111,8 @@ pub(crate) struct RateLimits {
 }
 
 impl RateLimits {
-    pub(crate) fn new(config: &RateLimitConfig) -> Self {
+    /// The limits `config` sets.
+    pub fn new(config: &RateLimitConfig) -> Self {
         let max = config.max_tracked_clients;
         RateLimits {
             per_ip: Limiter::new("client address", config.per_ip_per_minute, max),
@@ -137,14 +129,14 @@ impl RateLimits {
     }
 
     /// Counts a request from `client`.
-    pub(crate) fn check_client(&self, client: IpAddr) -> Result<(), Limited> {
+    fn client(&self, client: IpAddr) -> Result<(), Limited> {
         self.per_ip
             .as_ref()
             .map_or(Ok(()), |l| l.check(&ClientKey::from(client)))
     }
 
     /// Counts a request by `user` at `location`.
-    pub(crate) fn check_identity(&self, user: &str, location: &str) -> Result<(), Limited> {
+    fn identity(&self, user: &str, location: &str) -> Result<(), Limited> {
         if let Some(limiter) = &self.per_user {
             limiter.check(&user.to_owned())?;
         }
@@ -158,6 +150,17 @@ impl RateLimits {
     #[cfg(test)]
     fn tracked_clients(&self) -> usize {
         self.per_ip.as_ref().map_or(0, Limiter::len)
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestCounters for RateLimits {
+    async fn check_client(&self, client: IpAddr) -> Result<(), Limited> {
+        self.client(client)
+    }
+
+    async fn check_identity(&self, user: &str, location: &str) -> Result<(), Limited> {
+        self.identity(user, location)
     }
 }
 

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use si_auth::store::LoginAttempts;
+
 /// When to slow down and when to lock out.
 #[derive(Clone, Debug)]
 pub struct ThrottlePolicy {
@@ -41,8 +43,8 @@ struct Failures {
     locked_until: Option<Instant>,
 }
 
-/// Failed-login bookkeeping, in memory (a restart forgets it, which only helps a
-/// user who was locked out).
+/// Failed-login bookkeeping, in this process's memory (a restart forgets it,
+/// which only helps a user who was locked out).
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
     policy: ThrottlePolicy,
@@ -171,6 +173,21 @@ impl LoginThrottle {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .len()
+    }
+}
+
+#[async_trait::async_trait]
+impl LoginAttempts for LoginThrottle {
+    async fn begin(&self, user: &str, address: &str) -> Result<(), Duration> {
+        LoginThrottle::begin(self, user, address, Instant::now())
+    }
+
+    async fn failed(&self, user: &str, address: &str) -> Duration {
+        LoginThrottle::failed(self, user, address, Instant::now())
+    }
+
+    async fn succeeded(&self, user: &str, address: &str) {
+        LoginThrottle::succeeded(self, user, address);
     }
 }
 

@@ -17,10 +17,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use si_audit::{AuditRecord, AuditUnavailable, ChainHead};
 use tokio::sync::oneshot;
-
-use super::{AuditRecord, AuditUnavailable, GENESIS_HASH, SCHEMA, at_millis, chain_hash};
-use crate::AuthError;
 
 /// A record waiting to be committed, and who waits for it (if anyone).
 type Pending = (
@@ -30,14 +28,11 @@ type Pending = (
 
 /// Most records committed in one transaction.
 const MAX_BATCH: usize = 512;
-/// The head of the chain is logged every this many records, so a copy of it lives
-/// outside the database (see `verify --expect-head`).
-const HEAD_LOG_EVERY: u64 = 1000;
 /// How often the WAL is copied back into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// The open audit log.
-pub struct AuditLog {
+/// The open audit log's writer.
+pub(super) struct AuditLog {
     shared: Arc<Shared>,
     path: PathBuf,
     threads: Vec<JoinHandle<()>>,
@@ -69,23 +64,16 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// The connection and the chain's head (last sequence number and hash).
+/// The connection and the chain's head.
 struct Writer {
     conn: Connection,
-    head: (u64, String),
+    head: ChainHead,
 }
 
 impl AuditLog {
-    /// Opens (creating, mode 0600) the log at `path`.
-    pub fn open(path: &Path) -> Result<Self, AuthError> {
-        Self::open_with(path, Duration::from_millis(200))
-    }
-
-    /// [`AuditLog::open`], waiting at most `busy` for a lock on the database held
-    /// by another process before a write fails.
-    pub(crate) fn open_with(path: &Path, busy: Duration) -> Result<Self, AuthError> {
-        let conn = open_db(path, busy)?;
-        let head = chain_head(&conn).map_err(|e| AuthError::store(path, e))?;
+    /// Starts writing to `conn`, the open log at `path`.
+    pub(super) fn start(conn: Connection, path: &Path) -> Result<Self, String> {
+        let head = chain_head(&conn).map_err(|e| e.to_string())?;
         let shared = Arc::new(Shared {
             writer_alive: std::sync::atomic::AtomicBool::new(true),
             queue: Mutex::new(Queue::default()),
@@ -98,7 +86,7 @@ impl AuditLog {
             std::thread::Builder::new()
                 .name("audit-writer".into())
                 .spawn(move || shared.write_loop())
-                .map_err(|e| AuthError::store(path, e))?
+                .map_err(|e| e.to_string())?
         };
         let (stop, stopped) = mpsc::channel();
         let checkpoint_path = path.to_owned();
@@ -109,7 +97,7 @@ impl AuditLog {
                     checkpoint(&checkpoint_path);
                 }
             })
-            .map_err(|e| AuthError::store(path, e))?;
+            .map_err(|e| e.to_string())?;
         Ok(AuditLog {
             shared,
             path: path.to_owned(),
@@ -118,24 +106,17 @@ impl AuditLog {
         })
     }
 
-    /// The log file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Appends `record` and returns once it is committed. An error means it could
-    /// not be written (the gateway then refuses to complete the request). When
-    /// nothing else is being written, the commit (a write to the page cache) runs
-    /// on the calling thread.
-    pub async fn append(&self, record: AuditRecord) -> Result<(), AuditUnavailable> {
+    /// Appends `record` and returns once it is committed. When nothing else is
+    /// being written, the commit (a write to the page cache) runs on the calling
+    /// thread.
+    pub(super) async fn append(&self, record: AuditRecord) -> Result<(), AuditUnavailable> {
         let (done, committed) = oneshot::channel();
         self.shared.submit((record, Some(done)));
         committed.await.unwrap_or(Err(AuditUnavailable))
     }
 
-    /// Appends `record` without waiting for the outcome (for paths that cannot
-    /// wait, such as a response body dropped by a client that went away).
-    pub fn append_detached(&self, record: AuditRecord) {
+    /// Appends `record` without waiting for the outcome.
+    pub(super) fn append_detached(&self, record: AuditRecord) {
         self.shared.submit((record, None));
     }
 }
@@ -230,7 +211,7 @@ impl Writer {
     fn write(&mut self, batch: &mut [Pending], path: &Path) -> Result<(), AuditUnavailable> {
         match write_batch(&mut self.conn, &self.head, batch) {
             Ok(head) => {
-                log_head_now_and_then(self.head.0, &head);
+                head.log_now_and_then(self.head.seq);
                 self.head = head;
                 Ok(())
             }
@@ -241,27 +222,6 @@ impl Writer {
             }
         }
     }
-}
-
-fn open_db(path: &Path, busy: Duration) -> Result<Connection, AuthError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        crate::secret::create_private_dir(parent).map_err(|e| AuthError::store(path, e))?;
-    }
-    let conn = Connection::open(path).map_err(|e| AuthError::store(path, e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| AuthError::store(path, e))?;
-    }
-    conn.busy_timeout(busy)
-        .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
-        .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
-        // Checkpoints run on the background thread, not after a commit.
-        .and_then(|()| conn.pragma_update(None, "wal_autocheckpoint", 0))
-        .and_then(|()| conn.execute_batch(SCHEMA))
-        .map_err(|e| AuthError::store(path, e))?;
-    Ok(conn)
 }
 
 /// Copies the WAL back into the database, without waiting for readers or writers.
@@ -276,7 +236,7 @@ fn checkpoint(path: &Path) {
 }
 
 /// The last record's sequence number and hash.
-fn chain_head(conn: &Connection) -> rusqlite::Result<(u64, String)> {
+fn chain_head(conn: &Connection) -> rusqlite::Result<ChainHead> {
     let head = conn
         .query_row(
             "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
@@ -284,46 +244,37 @@ fn chain_head(conn: &Connection) -> rusqlite::Result<(u64, String)> {
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
         )
         .optional()?;
-    Ok(head.map_or((0, GENESIS_HASH.to_owned()), |(seq, hash)| {
-        (u64::try_from(seq).unwrap_or(0), hash)
+    Ok(head.map_or_else(ChainHead::default, |(seq, hash)| ChainHead {
+        seq: u64::try_from(seq).unwrap_or(0),
+        hash,
     }))
-}
-
-fn log_head_now_and_then(before: u64, (seq, hash): &(u64, String)) {
-    if before / HEAD_LOG_EVERY != seq / HEAD_LOG_EVERY {
-        tracing::info!(seq, hash = %hash, "audit chain head");
-    }
 }
 
 fn write_batch(
     conn: &mut Connection,
-    head: &(u64, String),
+    head: &ChainHead,
     batch: &mut [Pending],
-) -> rusqlite::Result<(u64, String)> {
+) -> rusqlite::Result<ChainHead> {
     let tx = conn.transaction()?;
-    let (mut seq, mut prev) = head.clone();
+    let mut head = head.clone();
     {
         // Prepared once per connection, not once per record.
         let mut insert = tx.prepare_cached(
             "INSERT INTO audit (seq, at_ms, record, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for (record, _) in batch.iter_mut() {
-            seq += 1;
-            record.seq = seq;
-            let json = serde_json::to_string(record)
+            let sealed = head
+                .seal(record)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-            let hash = chain_hash(&prev, &json);
-            let at_ms = at_millis(&record.at);
             insert.execute(params![
-                i64::try_from(seq).unwrap_or(i64::MAX),
-                at_ms,
-                json,
-                prev,
-                hash
+                i64::try_from(sealed.seq).unwrap_or(i64::MAX),
+                sealed.at_ms,
+                sealed.json,
+                sealed.prev_hash,
+                sealed.hash
             ])?;
-            prev = hash;
         }
     }
     tx.commit()?;
-    Ok((seq, prev))
+    Ok(head)
 }

@@ -5,38 +5,24 @@
 //! agent, model, backend), and how it went (status, tokens, latency): never a
 //! prompt, an answer, a token or a key. Each record's hash covers the previous
 //! record's hash, so editing, removing or reordering a record breaks the chain at
-//! that point ([`verify`]).
+//! that point.
 //!
-//! Records are committed in batches, one SQLite transaction per batch (atomic: a
-//! crash never leaves half a record), by whichever caller finds the writer free
-//! ([`AuditLog`]). [`AuditLog::append`] returns once its record is committed, so a
-//! request's record exists before the request is finished.
+//! - [`AuditRecord`] and [`chain`]: the record and how it is sealed into the chain.
+//! - [`AuditStore`]: where records are kept; each database engine implements it
+//!   (the SQLite one lives with the other store implementations).
+//! - [`verify`] and [`export`]: checking the chain and reading records out, for any
+//!   store.
+//!
+//! This crate knows nothing of HTTP, of any database engine, or of who the users
+//! are.
 
-mod verify;
-mod writer;
+pub mod chain;
+mod read;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-pub use verify::{VerifyReport, export, verify, verify_with_head};
-pub use writer::AuditLog;
-
-/// The audit log's file name inside the data directory.
-pub const AUDIT_FILE: &str = "audit.db";
-
-/// The hash before the first record.
-pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS audit (
-    seq       INTEGER PRIMARY KEY NOT NULL,
-    at_ms     INTEGER NOT NULL,
-    record    TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_at ON audit (at_ms);
-";
+pub use chain::{ChainHead, GENESIS_HASH, SealedRecord};
+pub use read::{VerifyReport, export, verify};
 
 /// What one request did. Field order is the canonical order the hash covers.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -80,26 +66,71 @@ pub struct AuditRecord {
     pub step: Option<String>,
 }
 
-/// SHA-256 over the previous hash and the record's canonical JSON.
-pub(crate) fn chain_hash(prev_hash: &str, record_json: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(prev_hash.as_bytes());
-    hasher.update(b"\n");
-    hasher.update(record_json.as_bytes());
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// A record could not be written to the audit trail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the audit trail cannot be written")]
 pub struct AuditUnavailable;
 
+/// The audit trail could not be read, or output not written.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The store failed.
+    #[error("audit log {place}: {message}")]
+    Store {
+        /// The database file or server.
+        place: String,
+        /// What failed.
+        message: String,
+    },
+    /// Exported records could not be written out.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// A record as stored: its position, its canonical JSON, and its links.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The record's canonical JSON, which its hash covers.
+    pub json: String,
+    /// The previous record's hash.
+    pub prev_hash: String,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// Which records to read: those after `after_seq`, at most `limit`, in order;
+/// with a time window (milliseconds since the epoch, `since <= at < until`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// Records after this sequence number.
+    pub after_seq: u64,
+    /// At most this many.
+    pub limit: usize,
+    /// Only records at or after this time.
+    pub since_ms: Option<i64>,
+    /// Only records before this time.
+    pub until_ms: Option<i64>,
+}
+
+/// Where the audit trail is kept.
+#[async_trait::async_trait]
+pub trait AuditStore: Send + Sync + std::fmt::Debug {
+    /// Appends `record` and returns once it is committed. An error means it could
+    /// not be written (the gateway then refuses to complete the request).
+    async fn append(&self, record: AuditRecord) -> Result<(), AuditUnavailable>;
+
+    /// Appends `record` without waiting for the outcome (for paths that cannot
+    /// wait, such as a response dropped by a client that went away).
+    fn append_detached(&self, record: AuditRecord);
+
+    /// The stored records of `page`, in chain order.
+    async fn page(&self, page: Page) -> Result<Vec<StoredRecord>, AuditError>;
+}
+
 /// Milliseconds since the Unix epoch of an RFC 3339 time (0 if unparsable).
-pub(crate) fn at_millis(at: &str) -> i64 {
+pub fn at_millis(at: &str) -> i64 {
     humantime::parse_rfc3339_weak(at)
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -110,6 +141,3 @@ pub(crate) fn at_millis(at: &str) -> i64 {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
-
-#[cfg(test)]
-mod tests;

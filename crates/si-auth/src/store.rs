@@ -1,0 +1,130 @@
+//! The seams to where account state is kept: one trait per concern, each with an
+//! implementation per engine (SQLite and in-process today; the implementations
+//! live in their own crate). Nothing here knows an engine.
+
+use std::fmt::Debug;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::revocation::RevokedSet;
+use crate::{AuthError, User};
+
+/// Users and their password hashes.
+#[async_trait]
+pub trait UserStore: Send + Sync + Debug {
+    /// Adds `user` with `password_hash`; [`AuthError::UserExists`] if the name is
+    /// taken.
+    async fn insert(&self, user: &User, password_hash: &str) -> Result<(), AuthError>;
+
+    /// Every user, by name.
+    async fn list(&self) -> Result<Vec<User>, AuthError>;
+
+    /// The user named `username` and its password hash.
+    async fn find(&self, username: &str) -> Result<Option<(User, String)>, AuthError>;
+
+    /// Disables (ending every session of the user) or re-enables `username`.
+    async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), AuthError>;
+
+    /// Replaces `username`'s password hash and ends every session of the user.
+    async fn set_password_hash(&self, username: &str, hash: &str) -> Result<(), AuthError>;
+}
+
+/// A refresh token to store (only its hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewRefresh {
+    /// SHA-256 of the token, hex.
+    pub token_hash: String,
+    /// Its session family.
+    pub family: String,
+    /// Whose.
+    pub username: String,
+    /// The login's location.
+    pub location: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+/// The session a spent refresh token belonged to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpentRefresh {
+    /// Its family.
+    pub family: String,
+    /// Whose.
+    pub username: String,
+    /// The login's location.
+    pub location: String,
+}
+
+/// Sessions: single-use refresh tokens in families.
+#[async_trait]
+pub trait SessionStore: Send + Sync + Debug {
+    /// Stores a new refresh token.
+    async fn insert(&self, refresh: &NewRefresh) -> Result<(), AuthError>;
+
+    /// Spends the token with `token_hash` and, in the same transaction, stores the
+    /// next one of its family (`next_hash`, until `next_expires_at`). A spent token
+    /// presented again revokes its family ([`AuthError::RefreshReused`]); an
+    /// unknown, revoked or expired one is refused.
+    async fn spend(
+        &self,
+        token_hash: &str,
+        next_hash: &str,
+        next_expires_at: i64,
+    ) -> Result<SpentRefresh, AuthError>;
+
+    /// Revokes the family of the token with `token_hash`; returns the family.
+    async fn end(&self, token_hash: &str) -> Result<String, AuthError>;
+}
+
+/// What is revoked before it expires.
+#[async_trait]
+pub trait RevocationStore: Send + Sync + Debug {
+    /// Revokes an access token (until `expires_at`, Unix seconds) and, if given,
+    /// its session family.
+    async fn revoke(&self, jti: &str, expires_at: u64, family: Option<&str>)
+    -> Result<(), AuthError>;
+
+    /// Everything revoked now (expired entries are purged on the way).
+    async fn revoked(&self) -> Result<RevokedSet, AuthError>;
+
+    /// A value that changes whenever another process changes what is revoked: the
+    /// cheap check before [`RevocationStore::revoked`].
+    async fn version(&self) -> Result<i64, AuthError>;
+}
+
+/// A request over a rate limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited {
+    /// Which limit: `client address`, `user` or `location`.
+    pub scope: &'static str,
+    /// Its quota, requests per minute.
+    pub per_minute: u32,
+    /// Seconds until a request would be admitted.
+    pub retry_after: u64,
+}
+
+/// Rate-limit counters per client address, user and location.
+#[async_trait]
+pub trait RequestCounters: Send + Sync + Debug {
+    /// Counts a request from `client`.
+    async fn check_client(&self, client: IpAddr) -> Result<(), Limited>;
+
+    /// Counts a request by `user` at `location`.
+    async fn check_identity(&self, user: &str, location: &str) -> Result<(), Limited>;
+}
+
+/// Failed-login slowing and lockout, per username and client address.
+#[async_trait]
+pub trait LoginAttempts: Send + Sync + Debug {
+    /// Books an attempt before its password is checked; `Err(wait)` while locked
+    /// out.
+    async fn begin(&self, user: &str, address: &str) -> Result<(), Duration>;
+
+    /// The attempt failed; returns how long to wait before answering it.
+    async fn failed(&self, user: &str, address: &str) -> Duration;
+
+    /// The attempt succeeded.
+    async fn succeeded(&self, user: &str, address: &str);
+}

@@ -1,0 +1,114 @@
+//! Where the platform keeps its state: an implementation of each store trait of
+//! [`si_auth::store`] and [`si_audit::AuditStore`] per engine, and [`Stores`],
+//! which opens the ones the configuration names.
+//!
+//! - [`sqlite`]: users, sessions, revocations and the audit trail in SQLite files
+//!   in the data directory (the embedded default, no server needed), with their
+//!   versioned migrations.
+//! - [`memory`]: rate-limit counters and failed-login bookkeeping in this
+//!   process.
+//!
+//! SQL lives here, with its migrations, and nowhere else. This crate knows nothing
+//! of HTTP or of what the records mean.
+
+pub mod memory;
+pub mod sqlite;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use si_audit::{AuditError, AuditStore};
+use si_auth::store::{LoginAttempts, RequestCounters, RevocationStore, SessionStore, UserStore};
+use si_auth::{Accounts, AuthError};
+use si_core::Config;
+
+/// The audit log's file name inside the data directory.
+pub const AUDIT_FILE: &str = "audit.db";
+/// The user database's file name inside the data directory.
+pub const USERS_FILE: &str = "users.db";
+
+/// A store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The user database.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The audit trail.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+}
+
+/// Users, sessions and revocations.
+#[derive(Clone, Debug)]
+pub struct AccountStores {
+    /// Users and their password hashes.
+    pub users: Arc<dyn UserStore>,
+    /// Refresh tokens.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Revoked tokens and sessions.
+    pub revocations: Arc<dyn RevocationStore>,
+}
+
+impl AccountStores {
+    /// The stores of `config`: today the SQLite user database in its data
+    /// directory.
+    pub fn open(config: &Config) -> Result<Self, StoreError> {
+        let users = Arc::new(sqlite::SqliteUsers::open(&users_path(
+            &config.gateway.data_dir,
+        ))?);
+        Ok(AccountStores {
+            users: users.clone(),
+            sessions: users.clone(),
+            revocations: users,
+        })
+    }
+
+    /// [`Accounts`] over these stores.
+    pub fn accounts(&self) -> Result<Accounts, AuthError> {
+        Accounts::new(self.users.clone(), self.sessions.clone())
+    }
+}
+
+/// Every store a gateway uses.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// Users, sessions and revocations.
+    pub accounts: AccountStores,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditStore>,
+    /// Rate-limit counters.
+    pub counters: Arc<dyn RequestCounters>,
+    /// Failed logins.
+    pub login_attempts: Arc<dyn LoginAttempts>,
+}
+
+impl Stores {
+    /// The stores `config` names: today SQLite files in the data directory, and
+    /// counters in this process.
+    pub fn open(config: &Config) -> Result<Self, StoreError> {
+        Ok(Stores {
+            accounts: AccountStores::open(config)?,
+            audit: Arc::new(sqlite::SqliteAudit::open(&audit_path(
+                &config.gateway.data_dir,
+            ))?),
+            counters: Arc::new(memory::RateLimits::new(&config.rate_limits)),
+            login_attempts: Arc::new(memory::LoginThrottle::default()),
+        })
+    }
+}
+
+/// The audit trail of `config`, to read only (a missing one is an error).
+pub fn audit_reader(config: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
+    let path = audit_path(&config.gateway.data_dir);
+    Ok(Arc::new(sqlite::SqliteAudit::open_read_only(&path)?))
+}
+
+/// Where the audit log lives inside `data_dir`.
+pub fn audit_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(AUDIT_FILE)
+}
+
+/// Where the user database lives inside `data_dir`.
+pub fn users_path(data_dir: &Path) -> PathBuf {
+    data_dir.join(USERS_FILE)
+}
