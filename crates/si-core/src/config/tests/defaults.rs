@@ -1,4 +1,4 @@
-//! The built-in configuration's values.
+//! The built-in configuration: its values, and the example file that copies it.
 
 use std::time::Duration;
 
@@ -174,4 +174,21 @@ fn backend_limits_come_from_defaults_unless_overridden() {
     );
     let bad = BUILTIN_TOML.replace("queue_timeout_ms = 10000", "queue_timeout_ms = 0");
     assert_eq!(parse_err(&bad).key, "backend_defaults.queue_timeout_ms");
+}
+
+#[test]
+fn the_example_file_is_the_builtin_configuration() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/si.toml");
+    let example = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let differs_at = example
+        .lines()
+        .zip(BUILTIN_TOML.lines())
+        .position(|(a, b)| a != b)
+        .map_or_else(|| "in length".to_owned(), |i| format!("at line {}", i + 1));
+    assert!(
+        example == BUILTIN_TOML,
+        "examples/si.toml and crates/si-core/src/config/builtin.toml differ ({differs_at}); \
+         copy the one you edited over the other"
+    );
 }
