@@ -27,8 +27,6 @@ use search::pack;
 
 /// Contexts are not lowered below this.
 pub const MIN_CONTEXT: u64 = 2048;
-/// llama.cpp's own automatic fit keeps 1 GiB free per device.
-pub const DEFAULT_MARGIN: u64 = 1024 * MIB;
 
 /// One llama-server to place.
 #[derive(Clone, Debug)]

@@ -58,6 +58,22 @@ fn builtin_is_the_original_deployment() {
 }
 
 #[test]
+fn builtin_places_four_servers_on_gpu_0_and_two_on_gpu_1() {
+    let config = builtin();
+    let on = |gpu: Option<u32>| -> Vec<&str> {
+        config
+            .backends
+            .iter()
+            .filter(|b| b.gpu == gpu)
+            .map(|b| b.name.as_str())
+            .collect()
+    };
+    assert_eq!(on(Some(0)).len(), 4);
+    assert_eq!(on(Some(1)), ["tiny-llama-1b-8083", "openinsurance-8b-8084"]);
+    assert!(on(None).is_empty());
+}
+
+#[test]
 fn backends_say_how_their_server_starts() {
     let config = builtin();
     let launch = &config.backends[2].launch;
