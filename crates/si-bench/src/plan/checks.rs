@@ -1,5 +1,7 @@
 //! The targets a run is checked against.
 
+use bytesize::ByteSize;
+
 use crate::report::{Report, TargetCheck};
 
 /// Each target and whether `report` met it.
@@ -45,7 +47,7 @@ pub(super) fn checks(report: &Report) -> Vec<TargetCheck> {
     checks.push(TargetCheck {
         name: "memory idle",
         target: "<= 30 MiB".into(),
-        measured: format!("{:.1} MiB", m.idle_kib as f64 / 1024.0),
+        measured: ByteSize::kib(m.idle_kib).display().iec().to_string(),
         met: Some(m.idle_kib > 0 && m.idle_kib <= 30 * 1024),
     });
     checks.push(TargetCheck {
