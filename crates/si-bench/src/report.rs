@@ -1,9 +1,11 @@
 //! The figures of one run, as JSON and as a table.
 
-use std::fmt::Write;
-
 use hdrhistogram::Histogram;
 use serde::Serialize;
+
+mod text;
+
+pub use text::table;
 
 /// Everything one run measured.
 #[derive(Serialize)]
@@ -243,136 +245,4 @@ pub struct TargetCheck {
     pub measured: String,
     /// Met or not (`None`: not measured in this run).
     pub met: Option<bool>,
-}
-
-/// The report as a readable table.
-pub fn table(report: &Report) -> String {
-    let mut out = String::new();
-    let m = &report.machine;
-    let _ = writeln!(
-        out,
-        "si-bench ({}) on {} CPUs, {}, Linux {}",
-        report.mode, m.cpus, m.cpu, m.kernel
-    );
-    if report.mode == "smoke" {
-        let _ = writeln!(
-            out,
-            "smoke run: every phase ran briefly; the figures mean nothing"
-        );
-    }
-    let _ = writeln!(out, "\nLatency, zero-delay mock (µs)");
-    let _ = writeln!(
-        out,
-        "{:<8} {:>5} {:>8} {:>8} {:>8} {:>10} {:>7} {:>11}",
-        "target", "conns", "p50", "p90", "p99", "req/s", "errors", "CPU µs/req"
-    );
-    for row in &report.latency {
-        let cpu = row
-            .cpu_us_per_request
-            .map_or(String::new(), |c| format!("{c:.1}"));
-        let _ = writeln!(
-            out,
-            "{:<8} {:>5} {:>8} {:>8} {:>8} {:>10.0} {:>7} {:>11}",
-            row.target,
-            row.concurrency,
-            row.p50_us,
-            row.p90_us,
-            row.p99_us,
-            row.requests_per_second,
-            row.errors,
-            cpu
-        );
-    }
-    let _ = writeln!(out, "\nAdded by the gateway (µs)");
-    let _ = writeln!(out, "{:>5} {:>8} {:>8} {:>8}", "conns", "p50", "p90", "p99");
-    for row in &report.added {
-        let _ = writeln!(
-            out,
-            "{:>5} {:>8} {:>8} {:>8}",
-            row.concurrency, row.p50_us, row.p90_us, row.p99_us
-        );
-    }
-    let t = &report.throughput_64;
-    let _ = writeln!(
-        out,
-        "\nThroughput at 64 connections: direct {:.0}/s, gateway {:.0}/s ({:.2} of direct), nginx {}",
-        t.direct,
-        t.gateway,
-        t.gateway_over_direct,
-        match (t.nginx, t.gateway_over_nginx) {
-            (Some(n), Some(r)) => format!("{n:.0}/s; gateway/nginx = {r:.2}"),
-            _ => "not installed".into(),
-        }
-    );
-    let _ = writeln!(out, "\nHighest rate with p99 < 5 ms and no errors");
-    for rate in &report.max_rate {
-        let _ = writeln!(
-            out,
-            "{:<8} {:>10.0} req/s",
-            rate.target, rate.requests_per_second
-        );
-    }
-    let _ = writeln!(out, "\nFixed-delay mock, 256 connections (µs)");
-    for row in &report.fixed_delay {
-        let _ = writeln!(
-            out,
-            "{:<8} p50 {:>7} p99 {:>7} {:>8.0} req/s errors {}",
-            row.target, row.p50_us, row.p99_us, row.requests_per_second, row.errors
-        );
-    }
-    let s = &report.streaming;
-    let _ = writeln!(
-        out,
-        "\nStreaming: {} streams started over {} ms, each {} chunks {} ms apart (µs)",
-        s.streams, s.ramp_ms, s.chunks, s.interval_ms
-    );
-    for (name, row) in [("direct", &s.direct), ("gateway", &s.gateway)] {
-        let _ = writeln!(
-            out,
-            "{:<8} whole {:>5} failed {:>3}  first chunk p50 {:>7} p99 {:>7}  gap p50 {:>7} p99 {:>7}",
-            name,
-            row.complete,
-            row.failed,
-            row.first_chunk_us.0,
-            row.first_chunk_us.1,
-            row.gap_us.0,
-            row.gap_us.1
-        );
-    }
-    let _ = writeln!(
-        out,
-        "added    first chunk p50 {} p99 {}, gap p50 {} p99 {}",
-        s.extra_first_chunk_us.0, s.extra_first_chunk_us.1, s.extra_gap_us.0, s.extra_gap_us.1
-    );
-    let mem = &report.memory;
-    let _ = writeln!(
-        out,
-        "\nGateway memory (RSS, MiB): idle {:.1}, peak under load {:.1}, peak with streams {:.1}, after each round {:?}, growth {:.1}",
-        mib(mem.idle_kib),
-        mib(mem.peak_under_load_kib),
-        mib(mem.peak_streaming_kib),
-        mem.after_rounds_kib
-            .iter()
-            .map(|k| format!("{:.1}", mib(*k)))
-            .collect::<Vec<_>>(),
-        mem.growth_kib as f64 / 1024.0
-    );
-    let _ = writeln!(out, "\nTargets");
-    for check in &report.targets {
-        let verdict = match check.met {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "not measured",
-        };
-        let _ = writeln!(
-            out,
-            "{:<42} {:<14} {:<26} {}",
-            check.name, check.target, check.measured, verdict
-        );
-    }
-    out
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }

@@ -8,5 +8,6 @@ pub mod jwt;
 pub mod keys;
 pub mod ports;
 pub mod probe;
+pub(crate) mod table;
 pub mod up;
 pub mod users;

@@ -31,7 +31,10 @@ use crate::secret::SecretRef;
 
 /// The built-in configuration: the original deployment (six llama-servers on
 /// 127.0.0.1:8080-8085, gateway on 127.0.0.1:8000), documented key by key.
-pub const BUILTIN_TOML: &str = include_str!("../../../examples/si.toml");
+///
+/// It lives inside the crate so that the packaged crate builds on its own;
+/// `examples/si.toml` is the copy readers find, kept identical by a test.
+pub const BUILTIN_TOML: &str = include_str!("config/builtin.toml");
 
 /// What [`ConfigError`] names as the source when no file was given.
 pub const BUILTIN_SOURCE: &str = "built-in defaults";

@@ -4,15 +4,17 @@
 use std::io::Write;
 use std::path::Path;
 
+use bytesize::ByteSize;
 use serde_json::json;
 use si_core::Config;
-use si_gpu::estimate::{MIB, ServerSettings, VramEstimate, estimate as estimate_vram};
+use si_gpu::estimate::{ServerSettings, VramEstimate, estimate as estimate_vram};
 use si_gpu::gguf::Gguf;
 use si_gpu::inventory::{GpuInventory, GpuReading};
 use si_gpu::plan::{GpuLoad, Placement, Plan, Verdict};
 use si_gpu::profile::ModelProfile;
 
 use crate::CliError;
+use crate::commands::table;
 
 fn io(e: std::io::Error) -> CliError {
     CliError::Message(format!("cannot write output: {e}"))
@@ -23,13 +25,10 @@ fn json_out(out: &mut impl Write, value: &serde_json::Value) -> Result<(), CliEr
     writeln!(out, "{text}").map_err(io)
 }
 
-/// `8.25 GiB` or `590 MiB`.
+/// `8.25 GiB` or `590 MiB`: two decimals from a GiB on, whole numbers below.
 pub fn size(bytes: u64) -> String {
-    if bytes >= 1 << 30 {
-        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
-    } else {
-        format!("{} MiB", bytes / MIB)
-    }
+    let precision = if bytes >= 1 << 30 { 2 } else { 0 };
+    format!("{:.precision$}", ByteSize::b(bytes).display().iec())
 }
 
 fn signed_size(bytes: i64) -> String {
@@ -102,16 +101,15 @@ pub fn estimate(
         }
     )
     .map_err(io)?;
-    for (part, bytes) in [
+    let parts = [
         ("weights on GPU", e.weights),
         ("KV cache", e.kv_cache),
         ("compute buffer", e.compute),
         ("per-process overhead", e.overhead),
         ("total", e.total),
-    ] {
-        writeln!(out, "{part:<22} {:>12}", size(bytes)).map_err(io)?;
-    }
-    Ok(())
+    ]
+    .map(|(part, bytes)| [part.to_owned(), size(bytes)]);
+    table::write(out, &table::plain(&[], parts, &[1]), "").map_err(io)
 }
 
 /// The GPUs now, and each compute process with the backend it serves where its
@@ -149,45 +147,35 @@ pub fn status(
     if let Some(note) = note {
         writeln!(out, "note: {note}\n").map_err(io)?;
     }
-    writeln!(
-        out,
-        "{:<4} {:<28} {:>22} {:>6} {:>6}",
-        "GPU", "NAME", "MEMORY USED", "UTIL", "TEMP"
-    )
-    .map_err(io)?;
+    let mut rows = Vec::new();
     for gpu in &readings {
-        write_gpu_row(out, gpu)?;
-        for process in &gpu.processes {
-            writeln!(
-                out,
-                "     pid {:<8} {:>12}  {}",
-                process.pid,
-                process.memory_bytes.map_or("-".into(), size),
-                owner(process.pid).unwrap_or_else(|| "(not a configured backend)".into())
-            )
-            .map_err(io)?;
-        }
+        rows.push(gpu_row(gpu));
+        // Each process goes under its GPU, its memory in the memory column.
+        rows.extend(gpu.processes.iter().map(|process| {
+            let backend = owner(process.pid).unwrap_or_else(|| "(not a configured backend)".into());
+            let memory = process.memory_bytes.map_or("-".into(), size);
+            let name = format!("  pid {} {backend}", process.pid);
+            [String::new(), name, memory, String::new(), String::new()]
+        }));
     }
-    Ok(())
+    let header = ["GPU", "NAME", "MEMORY USED", "UTIL", "TEMP"];
+    table::write(out, &table::plain(&header, rows, &[2, 3, 4]), "").map_err(io)
 }
 
-fn write_gpu_row(out: &mut impl Write, gpu: &GpuReading) -> Result<(), CliError> {
+fn gpu_row(gpu: &GpuReading) -> [String; 5] {
     let used = match gpu.memory_used_bytes {
         Some(used) => format!("{} / {}", size(used), size(gpu.memory_total_bytes)),
         None => format!("? / {}", size(gpu.memory_total_bytes)),
     };
-    writeln!(
-        out,
-        "{:<4} {:<28} {:>22} {:>6} {:>6}",
-        gpu.index,
-        gpu.name,
+    [
+        gpu.index.to_string(),
+        gpu.name.clone(),
         used,
         gpu.utilization
             .map_or("-".into(), |u| format!("{:.0}%", u * 100.0)),
         gpu.temperature_celsius
-            .map_or("-".into(), |t| format!("{t}°C"))
-    )
-    .map_err(io)
+            .map_or("-".into(), |t| format!("{t}°C")),
+    ]
 }
 
 /// Writes `plan`; returns whether every server is placed.
@@ -250,15 +238,11 @@ fn write_loads(
             size(load.margin)
         )
         .map_err(io)?;
-        writeln!(
-            out,
-            "    {:<24} {:>11} {:>11} {:>9} {:>9} {:>11}",
-            "server", "weights", "KV cache", "compute", "overhead", "total"
-        )
-        .map_err(io)?;
-        for p in placements.iter().filter(|p| p.gpu == Some(load.gpu.index)) {
-            write_estimate(out, &p.server, &p.estimate)?;
-        }
+        let mut rows: Vec<[String; 7]> = placements
+            .iter()
+            .filter(|p| p.gpu == Some(load.gpu.index))
+            .map(|p| estimate_row(&p.server, &p.estimate))
+            .collect();
         let room = load.free - load.margin as i64;
         let state = if room >= 0 {
             "ok"
@@ -267,30 +251,33 @@ fn write_loads(
         } else {
             "OVER CAPACITY"
         };
-        writeln!(
-            out,
-            "    {:<24} {:>55}   free {} ({state})",
-            "",
-            size(load.planned),
-            signed_size(load.free)
-        )
-        .map_err(io)?;
+        // The GPU's total goes under the servers' totals.
+        let (planned, free) = (size(load.planned), signed_size(load.free));
+        let free = format!("free {free} ({state})");
+        rows.push(["", "", "", "", "", &planned, &free].map(String::from));
+        let header = [
+            "server", "weights", "KV cache", "compute", "overhead", "total", "",
+        ];
+        let table = table::plain(&header, rows, &[1, 2, 3, 4, 5]);
+        table::write(out, &table, "    ").map_err(io)?;
     }
     Ok(())
 }
 
-fn write_estimate(out: &mut impl Write, server: &str, e: &VramEstimate) -> Result<(), CliError> {
-    writeln!(
-        out,
-        "    {:<24} {:>11} {:>11} {:>9} {:>9} {:>11}",
+/// A server's row: its name, its memory by part, and nothing under `free`.
+fn estimate_row(server: &str, e: &VramEstimate) -> [String; 7] {
+    let parts = [e.weights, e.kv_cache, e.compute, e.overhead, e.total];
+    let [weights, kv_cache, compute, overhead, total] = parts.map(size);
+    let server = server.to_owned();
+    [
         server,
-        size(e.weights),
-        size(e.kv_cache),
-        size(e.compute),
-        size(e.overhead),
-        size(e.total)
-    )
-    .map_err(io)
+        weights,
+        kv_cache,
+        compute,
+        overhead,
+        total,
+        String::new(),
+    ]
 }
 
 fn write_launch(out: &mut impl Write, config: &Config, plan: &Plan) -> Result<(), CliError> {
@@ -319,4 +306,53 @@ pub fn launch_line(config: &Config, p: &Placement) -> String {
         p.cache_type_v,
         if p.flash_attn { "on" } else { "off" },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use si_gpu::GpuError;
+    use si_gpu::inventory::GpuProcess;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct OneBusyGpu;
+
+    impl GpuInventory for OneBusyGpu {
+        fn source(&self) -> &'static str {
+            "test"
+        }
+
+        fn read(&self) -> Result<Vec<GpuReading>, GpuError> {
+            Ok(vec![GpuReading {
+                index: 0,
+                name: "NVIDIA H200".into(),
+                memory_total_bytes: 141 << 30,
+                memory_used_bytes: Some(624 << 20),
+                utilization: Some(0.25),
+                temperature_celsius: Some(41),
+                processes: vec![GpuProcess {
+                    pid: u32::MAX,
+                    memory_bytes: Some(590 << 20),
+                }],
+            }])
+        }
+    }
+
+    #[test]
+    fn status_lists_each_process_under_its_gpu() {
+        let config = Config::builtin().unwrap();
+        let mut out = Vec::new();
+        status(&config, &OneBusyGpu, None, false, &mut out).unwrap();
+        let shown = String::from_utf8_lossy(&out);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 3, "{shown}");
+        assert!(lines[0].starts_with("GPU  NAME"), "{shown}");
+        assert!(lines[1].contains("624 MiB / 141.00 GiB"), "{shown}");
+        assert!(lines[1].ends_with("25%  41°C"), "{shown}");
+        assert!(lines[2].contains("pid 4294967295 (not a configured backend)"));
+        // The process's memory is in the memory column.
+        let column = |line: &str, text: &str| line.find(text).map(|at| at + text.len());
+        assert_eq!(column(lines[2], "590 MiB"), column(lines[1], "141.00 GiB"));
+    }
 }

@@ -10,6 +10,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use crate::CliError;
+use crate::commands::table;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -34,24 +35,33 @@ pub async fn check(gateway: &str, out: &mut impl Write) -> Result<bool, CliError
     let health = fetch(gateway).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
-    let row = |out: &mut dyn Write, name: &str, url: &str, state: &str, latency: &str| {
-        writeln!(out, "{name:<24} {url:<26} {state:<8} {latency:>10}")
-    };
-    row(out, "NAME", "URL", "STATE", "LATENCY").map_err(io)?;
-    let health = match health {
-        Ok(health) => health,
-        Err(message) => {
-            row(out, "gateway", gateway, "down", "-").map_err(io)?;
-            writeln!(out, "\n{message}").map_err(io)?;
-            return Ok(false);
-        }
+    let row = |name: &str, url: &str, state: &str, latency: String| {
+        [name.to_owned(), url.to_owned(), state.to_owned(), latency]
     };
     let ms = |value: f64| format!("{value:.1}ms");
-    row(out, "gateway", gateway, &health.status, &ms(elapsed_ms)).map_err(io)?;
-    for b in &health.backends {
-        row(out, &b.name, &b.url, &b.state, &ms(b.latency_ms)).map_err(io)?;
+    let (rows, problem, healthy) = match health {
+        Ok(health) => {
+            let mut rows = vec![row("gateway", gateway, &health.status, ms(elapsed_ms))];
+            rows.extend(
+                health
+                    .backends
+                    .iter()
+                    .map(|b| row(&b.name, &b.url, &b.state, ms(b.latency_ms))),
+            );
+            let healthy = health.status == "ok" && health.backends.iter().all(|b| b.state == "ok");
+            (rows, None, healthy)
+        }
+        Err(message) => {
+            let rows = vec![row("gateway", gateway, "down", "-".into())];
+            (rows, Some(message), false)
+        }
+    };
+    let header = ["NAME", "URL", "STATE", "LATENCY"];
+    table::write(out, &table::plain(&header, rows, &[3]), "").map_err(io)?;
+    if let Some(problem) = problem {
+        writeln!(out, "\n{problem}").map_err(io)?;
     }
-    Ok(health.status == "ok" && health.backends.iter().all(|b| b.state == "ok"))
+    Ok(healthy)
 }
 
 /// The gateway's health document, or why it could not be had.

@@ -1,6 +1,8 @@
 //! Stage one: the TOML as written, with unknown keys refused, and its validation into
 //! [`Config`].
 
+mod backends;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,15 +11,15 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::gpus::{RawDeclaredGpu, RawGpu};
-use super::launch::RawLaunch;
 use super::rate_limits::RawRateLimits;
-use super::reliability::{RawBackendDefaults, RawFailover, RawLimitOverrides};
-use super::{
-    AgentConfig, AuthConfig, BackendConfig, BackendUrl, Config, ConfigError, GatewayConfig,
-    SpeedTier,
-};
-use crate::role::{AgentGrant, Role, RolePolicy};
-use crate::secret::SecretRef;
+use super::reliability::{RawBackendDefaults, RawFailover};
+use super::{AuthConfig, Config, ConfigError, GatewayConfig};
+use crate::role::RolePolicy;
+use backends::{RawAgent, RawBackend, validate_agents, validate_backends, validate_roles};
+
+// The tests check URL parsing on its own, away from a whole file.
+#[cfg(test)]
+pub(super) use backends::parse_backend_url;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,84 +113,6 @@ impl Default for RawAuth {
             audience: "si-gateway".into(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawBackend {
-    name: String,
-    url: String,
-    model: String,
-    api_key: String,
-    gpu: Option<u32>,
-    // Overrides of [backend_defaults] (serde's flatten cannot refuse unknown keys).
-    max_in_flight: Option<u32>,
-    queue_depth: Option<u32>,
-    queue_timeout_ms: Option<u64>,
-    connect_timeout_ms: Option<u64>,
-    headers_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
-    total_timeout_ms: Option<u64>,
-    // How it is started (serde's flatten cannot refuse unknown keys either).
-    model_file: Option<PathBuf>,
-    ctx_size: Option<u64>,
-    gpu_layers: Option<u32>,
-    cache_type_k: Option<String>,
-    cache_type_v: Option<String>,
-    flash_attn: Option<String>,
-    gpu_pinned: Option<bool>,
-    threads: Option<u32>,
-    parallel: Option<u32>,
-    #[serde(default)]
-    extra_args: Vec<String>,
-}
-
-impl RawBackend {
-    fn launch(&mut self) -> RawLaunch {
-        RawLaunch {
-            model_file: self.model_file.take(),
-            ctx_size: self.ctx_size,
-            gpu_layers: self.gpu_layers,
-            cache_type_k: self.cache_type_k.take(),
-            cache_type_v: self.cache_type_v.take(),
-            flash_attn: self.flash_attn.take(),
-            gpu_pinned: self.gpu_pinned,
-            threads: self.threads,
-            parallel: self.parallel,
-            extra_args: std::mem::take(&mut self.extra_args),
-        }
-    }
-
-    fn overrides(&self) -> RawLimitOverrides {
-        RawLimitOverrides {
-            max_in_flight: self.max_in_flight,
-            queue_depth: self.queue_depth,
-            queue_timeout_ms: self.queue_timeout_ms,
-            connect_timeout_ms: self.connect_timeout_ms,
-            headers_timeout_ms: self.headers_timeout_ms,
-            idle_timeout_ms: self.idle_timeout_ms,
-            total_timeout_ms: self.total_timeout_ms,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAgent {
-    name: String,
-    model: String,
-    tier: SpeedTierName,
-    #[serde(default)]
-    description: String,
-    #[serde(default)]
-    fallback: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum SpeedTierName {
-    Fast,
-    Slow,
 }
 
 /// Largest accepted `max_body_bytes`: big enough for any chat, small enough that one
@@ -360,125 +284,4 @@ impl RawAuth {
             locations: self.locations,
         })
     }
-}
-
-fn validate_backends(
-    raw: Vec<RawBackend>,
-    defaults: &RawBackendDefaults,
-    connect_default: Duration,
-    source: &str,
-) -> Result<Vec<BackendConfig>, ConfigError> {
-    // A bad default is reported as the default's key, not the first backend's.
-    defaults.resolve(
-        &RawLimitOverrides::default(),
-        connect_default,
-        "backend_defaults",
-        source,
-    )?;
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, mut backend)| {
-            let key = |field: &str| format!("backends[{i}].{field}");
-            let prefix = format!("backends[{i}]");
-            let limits =
-                defaults.resolve(&backend.overrides(), connect_default, &prefix, source)?;
-            let launch = backend.launch().validate(&prefix, source)?;
-            let url = parse_backend_url(&backend.url)
-                .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
-            let api_key_ref = SecretRef::parse(&backend.api_key)
-                .map_err(|e| ConfigError::new(source, key("api_key"), e.to_string()))?;
-            Ok(BackendConfig {
-                name: backend.name,
-                url,
-                model: backend.model,
-                api_key_ref,
-                api_key: None,
-                gpu: backend.gpu,
-                limits,
-                launch,
-            })
-        })
-        .collect()
-}
-
-/// Accepts `http://host:port` with an optional trailing `/`.
-pub(super) fn parse_backend_url(text: &str) -> Result<BackendUrl, String> {
-    const WANTED: &str = "expected http://HOST:PORT, e.g. http://127.0.0.1:8080";
-    let Some(rest) = text.strip_prefix("http://") else {
-        return Err(if text.starts_with("https://") {
-            "https backends are not supported; reach llama-server over http on a private \
-             interface"
-                .into()
-        } else {
-            WANTED.into()
-        });
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let (host, port) = rest.rsplit_once(':').ok_or(WANTED)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    let port: u16 = port.parse().map_err(|_| WANTED.to_owned())?;
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ':'));
-    if !host_ok || port == 0 {
-        return Err(WANTED.into());
-    }
-    Ok(BackendUrl {
-        host: host.to_owned(),
-        port,
-    })
-}
-
-fn validate_agents(raw: Vec<RawAgent>) -> Vec<AgentConfig> {
-    raw.into_iter()
-        .map(|agent| AgentConfig {
-            name: agent.name,
-            model: agent.model,
-            tier: match agent.tier {
-                SpeedTierName::Fast => SpeedTier::Fast,
-                SpeedTierName::Slow => SpeedTier::Slow,
-            },
-            description: agent.description,
-            fallback: agent.fallback,
-        })
-        .collect()
-}
-
-/// Roles not listed keep their default grant; listed ones must name real agents.
-fn validate_roles(
-    raw: BTreeMap<String, Vec<String>>,
-    agents: &[AgentConfig],
-    source: &str,
-) -> Result<RolePolicy, ConfigError> {
-    let mut policy = RolePolicy::default();
-    for (name, names) in raw {
-        let key = format!("roles.{name}");
-        let role: Role = name
-            .parse()
-            .map_err(|e: crate::role::UnknownRole| ConfigError::new(source, &key, e.to_string()))?;
-        let grant = if names.iter().any(|n| n == "*") {
-            if names.len() != 1 {
-                return Err(ConfigError::new(
-                    source,
-                    key,
-                    "expected [\"*\"] alone, or agent names",
-                ));
-            }
-            AgentGrant::All
-        } else {
-            for agent in &names {
-                if !agents.iter().any(|a| a.name.eq_ignore_ascii_case(agent)) {
-                    let problem = format!("no agent is named `{agent}`");
-                    return Err(ConfigError::new(source, key, problem));
-                }
-            }
-            AgentGrant::Only(names)
-        };
-        policy.set(role, grant);
-    }
-    Ok(policy)
 }

@@ -6,6 +6,8 @@ use crate::gguf::write::{LlamaShape, llama_header, shapes};
 use crate::gguf::{Gguf, Value};
 
 const GIB: u64 = 1 << 30;
+/// What the configuration keeps free per GPU by default (as llama.cpp's own fit does).
+const MARGIN: u64 = GIB;
 
 fn profile(shape: &LlamaShape) -> ModelProfile {
     ModelProfile::from_gguf(&Gguf::parse(&llama_header(shape)).unwrap()).unwrap()
@@ -86,7 +88,7 @@ fn fits(plan: &Plan) -> bool {
 #[test]
 fn the_original_layout_is_over_capacity_on_gpu_0_and_the_plan_fits_both() {
     let (servers, gpus) = original();
-    let plan = plan(&servers, &gpus, DEFAULT_MARGIN, DEFAULT_PROCESS_OVERHEAD);
+    let plan = plan(&servers, &gpus, MARGIN, DEFAULT_PROCESS_OVERHEAD);
     // As declared: GPU 0 is asked for more than it has (by more than the guide's
     // 28-31 GB), GPU 1 has room.
     let gpu0 = &plan.declared[0];
@@ -117,7 +119,7 @@ fn the_original_layout_is_over_capacity_on_gpu_0_and_the_plan_fits_both() {
 fn a_declared_placement_that_fits_is_left_alone() {
     let (mut servers, gpus) = original();
     servers.retain(|s| !s.name.starts_with("medicine"));
-    let plan = plan(&servers, &gpus, DEFAULT_MARGIN, DEFAULT_PROCESS_OVERHEAD);
+    let plan = plan(&servers, &gpus, MARGIN, DEFAULT_PROCESS_OVERHEAD);
     assert_eq!(plan.verdict, Verdict::Fits);
     assert!(plan.remedies.is_empty());
     for (placement, server) in plan.placements.iter().zip(&servers) {
@@ -135,7 +137,7 @@ fn moving_comes_before_changing_settings() {
     for s in &mut servers {
         s.gpu = Some(0);
     }
-    let plan = plan(&servers, &gpus, DEFAULT_MARGIN, DEFAULT_PROCESS_OVERHEAD);
+    let plan = plan(&servers, &gpus, MARGIN, DEFAULT_PROCESS_OVERHEAD);
     assert_eq!(plan.verdict, Verdict::FitsWithChanges);
     assert!(
         plan.remedies
@@ -155,7 +157,7 @@ fn a_pinned_server_that_cannot_fit_is_reported_not_squeezed() {
     gpus[0].capacity = 3 * GIB / 2;
     let mut big = servers[2].clone();
     big.pinned = true;
-    let plan = plan(&[big], &gpus, DEFAULT_MARGIN, DEFAULT_PROCESS_OVERHEAD);
+    let plan = plan(&[big], &gpus, MARGIN, DEFAULT_PROCESS_OVERHEAD);
     assert_eq!(plan.verdict, Verdict::DoesNotFit);
     assert_eq!(plan.unplaced, ["medicine-llm-13b-8082"]);
     assert!(fits(&plan));
@@ -211,7 +213,7 @@ proptest! {
                 pinned: *pinned,
             })
             .collect();
-        let plan = plan(&servers, &gpus, DEFAULT_MARGIN, DEFAULT_PROCESS_OVERHEAD);
+        let plan = plan(&servers, &gpus, MARGIN, DEFAULT_PROCESS_OVERHEAD);
         prop_assert_eq!(plan.placements.len(), servers.len());
         for load in &plan.gpus {
             let placed: u64 = plan
@@ -255,7 +257,7 @@ fn a_server_that_fits_nowhere_does_not_degrade_the_others() {
     lost.gpu = Some(7);
     lost.pinned = true;
     servers.push(lost);
-    let plan = plan(&servers, &gpus, DEFAULT_MARGIN, DEFAULT_PROCESS_OVERHEAD);
+    let plan = plan(&servers, &gpus, MARGIN, DEFAULT_PROCESS_OVERHEAD);
     assert_eq!(plan.verdict, Verdict::DoesNotFit);
     assert_eq!(plan.unplaced, ["lost"]);
     assert!(plan.remedies.is_empty(), "{:?}", plan.remedies);
