@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use si_core::secret::SecretRef;
-use si_core::{BackendConfig, Config, FlashAttn};
+use si_core::{BackendConfig, Config};
 
 use crate::CliError;
 
@@ -92,55 +92,11 @@ fn key_variable(backend: &BackendConfig) -> Option<&str> {
     }
 }
 
-/// llama-server's arguments (never the key), model files relative to `root`.
-pub fn llama_args(backend: &BackendConfig, root: &Path) -> Vec<String> {
-    let launch = &backend.launch;
-    let model = launch.model_file.as_ref().map_or_else(
-        || root.join("models").join(format!("{}.gguf", backend.model)),
-        |m| root.join(m),
-    );
-    let mut args = vec![
-        "-m".to_owned(),
-        model.display().to_string(),
-        "--host".into(),
-        backend.url.host.clone(),
-        "--port".into(),
-        backend.url.port.to_string(),
-        "--alias".into(),
-        backend.model.clone(),
-        "--metrics".into(),
-        "-ngl".into(),
-        launch.gpu_layers.map_or("999".into(), |n| n.to_string()),
-    ];
-    if let Some(context) = launch.context {
-        args.extend(["-c".into(), context.to_string()]);
-    }
-    for (flag, value) in [
-        ("--cache-type-k", &launch.cache_type_k),
-        ("--cache-type-v", &launch.cache_type_v),
-    ] {
-        if let Some(value) = value {
-            args.extend([flag.to_owned(), value.clone()]);
-        }
-    }
-    if launch.flash_attn != FlashAttn::Auto {
-        args.extend(["--flash-attn".into(), launch.flash_attn.as_str().into()]);
-    }
-    if let Some(threads) = launch.threads {
-        args.extend(["-t".into(), threads.to_string()]);
-        args.extend(["-tb".into(), threads.to_string()]);
-    }
-    if let Some(parallel) = launch.parallel {
-        args.extend(["-np".into(), parallel.to_string()]);
-    }
-    args.extend(launch.extra_args.iter().cloned());
-    args
-}
-
 /// A shell command that reads the key file, puts the backend's key (alone) into
 /// `LLAMA_API_KEY`, and runs llama-server.
 fn llama_shell(backend: &BackendConfig, layout: &Layout) -> String {
-    let args: Vec<String> = llama_args(backend, &layout.root)
+    let args: Vec<String> = si_supervisor::launch::llama_server(backend, &layout.root)
+        .args
         .iter()
         .map(|a| shell_quote(a))
         .collect();
@@ -179,15 +135,6 @@ fn js_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
-/// `CUDA_DEVICE_ORDER`, and `CUDA_VISIBLE_DEVICES` when the backend names a GPU.
-pub fn gpu_env(backend: &BackendConfig) -> Vec<(&'static str, String)> {
-    let mut env = vec![("CUDA_DEVICE_ORDER", "PCI_BUS_ID".to_owned())];
-    if let Some(gpu) = backend.gpu {
-        env.push(("CUDA_VISIBLE_DEVICES", gpu.to_string()));
-    }
-    env
-}
-
 /// PM2's `ecosystem.config.js`: the gateway and every llama-server, with logs
 /// under `logs/` and restarts with back-off.
 fn pm2(config: &Config, layout: &Layout) -> String {
@@ -195,7 +142,8 @@ fn pm2(config: &Config, layout: &Layout) -> String {
     let mut apps = Vec::new();
     for backend in &config.backends {
         let command = llama_shell(backend, layout);
-        let env: Vec<String> = gpu_env(backend)
+        let env: Vec<String> = si_supervisor::launch::llama_server(backend, &layout.root)
+            .env
             .iter()
             .map(|(k, v)| format!("{k}: {}", js_string(v)))
             .collect();
@@ -356,7 +304,8 @@ WantedBy=multi-user.target
 
 fn llama_unit(backend: &BackendConfig, layout: &Layout) -> String {
     let root = layout.root.display();
-    let env: String = gpu_env(backend)
+    let env: String = si_supervisor::launch::llama_server(backend, &layout.root)
+        .env
         .iter()
         .map(|(k, v)| format!("Environment={k}={v}\n"))
         .collect();
