@@ -124,7 +124,7 @@ pub enum SupervisorError {
 }
 
 impl SupervisorError {
-    /// An [`SupervisorError::Io`] error for `action`.
+    /// A [`SupervisorError::Io`] for `action`, given what the system said.
     fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
         let action = action.into();
         move |source| SupervisorError::Io { action, source }
