@@ -7,7 +7,8 @@
 //! - [`commands::health`]: `health`, a table of the gateway's view of each backend.
 //! - [`commands::gpu`]: `gpu estimate`, `gpu status` and `gpu plan`.
 //! - [`commands::deploy`]: `deploy`, the PM2, systemd, nginx and Prometheus files.
-//! - [`commands::up`]: `up`, `status` and `stop`, the supervisor of the whole platform.
+//! - [`commands::up`]: `up`, `status` and `stop`, run by [`si_supervisor`] with
+//!   this process's directory, executable and environment.
 
 pub mod commands;
 
@@ -20,6 +21,9 @@ pub enum CliError {
     /// A user database or secret operation failed.
     #[error(transparent)]
     Auth(#[from] si_auth::AuthError),
+    /// The supervisor (`up`, `status`, `stop`) failed.
+    #[error(transparent)]
+    Supervisor(#[from] si_supervisor::SupervisorError),
     /// Anything else, already phrased for a person.
     #[error("{0}")]
     Message(String),

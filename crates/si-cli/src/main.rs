@@ -426,7 +426,7 @@ fn run_deploy(
         tls_certificate: tls_cert,
         tls_key,
     };
-    let files = si_cli::commands::deploy::render(config, &layout);
+    let files = si_cli::commands::deploy::render(config, &layout)?;
     si_cli::commands::deploy::write(&out, &files)?;
     for (name, _) in &files {
         println!("wrote {}", out.join(name).display());

@@ -6,13 +6,16 @@
 //! API keys never appear in a rendered file or on a command line (where `ps`
 //! shows them): each llama-server reads its key from the key file into
 //! `LLAMA_API_KEY` in its environment.
+//!
+//! The files' text is in the templates under `templates/`; this module only
+//! computes the values they are rendered with.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use si_core::secret::SecretRef;
-use si_core::{BackendConfig, Config, FlashAttn};
+use si_core::{BackendConfig, Config};
 
 use crate::CliError;
 
@@ -43,28 +46,79 @@ pub struct Layout {
 /// One rendered file: its name and text.
 pub type Rendered = (String, String);
 
+/// The templates, by name (`templates/NAME.j2`).
+const TEMPLATES: [(&str, &str); 7] = [
+    (
+        "ecosystem.config.js",
+        include_str!("../../templates/ecosystem.config.js.j2"),
+    ),
+    ("hardening", include_str!("../../templates/hardening.j2")),
+    (
+        "si-gateway.service",
+        include_str!("../../templates/si-gateway.service.j2"),
+    ),
+    (
+        "si-platform.service",
+        include_str!("../../templates/si-platform.service.j2"),
+    ),
+    (
+        "si-llama.service",
+        include_str!("../../templates/si-llama.service.j2"),
+    ),
+    (
+        "synthetic-intelligence.nginx.conf",
+        include_str!("../../templates/synthetic-intelligence.nginx.conf.j2"),
+    ),
+    (
+        "prometheus.yml",
+        include_str!("../../templates/prometheus.yml.j2"),
+    ),
+];
+
 /// Every file, for `config` on `layout`.
-pub fn render(config: &Config, layout: &Layout) -> Vec<Rendered> {
-    let mut files = vec![
-        ("ecosystem.config.js".to_owned(), pm2(config, layout)),
-        (
-            "si-gateway.service".to_owned(),
-            gateway_unit(config, layout),
-        ),
-        (
-            "synthetic-intelligence.nginx.conf".to_owned(),
-            nginx(config, layout),
-        ),
-        ("prometheus.yml".to_owned(), prometheus(config)),
-        (
-            "si-platform.service".to_owned(),
-            platform_unit(config, layout),
-        ),
-    ];
-    for backend in &config.backends {
-        files.push((unit_name(backend), llama_unit(backend, layout)));
+pub fn render(config: &Config, layout: &Layout) -> Result<Vec<Rendered>, CliError> {
+    let templates = templates()?;
+    let render = |template: &str, file: String, values: Value| {
+        let text = templates
+            .get_template(template)
+            .and_then(|t| t.render(values))
+            .map_err(|e| CliError::Message(format!("cannot render {file}: {e}")))?;
+        Ok::<_, CliError>((file, text))
+    };
+    let mut files = Vec::new();
+    // These files are named as their templates.
+    for (name, values) in [
+        ("ecosystem.config.js", pm2(config, layout)),
+        ("si-gateway.service", gateway_unit(config, layout)),
+        ("synthetic-intelligence.nginx.conf", nginx(config, layout)),
+        ("prometheus.yml", prometheus(config)),
+        ("si-platform.service", platform_unit(config, layout)),
+    ] {
+        files.push(render(name, name.to_owned(), values)?);
     }
-    files
+    for backend in &config.backends {
+        let values = llama_unit(backend, layout);
+        files.push(render("si-llama.service", unit_name(backend), values)?);
+    }
+    Ok(files)
+}
+
+/// The templates, set up for configuration files rather than HTML: nothing
+/// escaped, block tags on lines of their own leave no blank lines, the last
+/// newline kept, and a value missing from the context an error.
+fn templates() -> Result<Environment<'static>, CliError> {
+    let mut templates = Environment::new();
+    templates.set_auto_escape_callback(|_| AutoEscape::None);
+    templates.set_undefined_behavior(UndefinedBehavior::Strict);
+    templates.set_trim_blocks(true);
+    templates.set_lstrip_blocks(true);
+    templates.set_keep_trailing_newline(true);
+    for (name, text) in TEMPLATES {
+        templates
+            .add_template(name, text)
+            .map_err(|e| CliError::Message(format!("template {name}: {e}")))?;
+    }
+    Ok(templates)
 }
 
 /// Writes `files` into `dir` (created if needed).
@@ -83,76 +137,22 @@ fn unit_name(backend: &BackendConfig) -> String {
     format!("si-llama-{}.service", backend.name)
 }
 
-/// The variable holding the backend's key in `.api_keys.env`, if the key comes
-/// from the environment.
-fn key_variable(backend: &BackendConfig) -> Option<&str> {
-    match &backend.api_key_ref {
-        SecretRef::Env(name) => Some(name),
-        SecretRef::Path(_) => None,
-    }
-}
-
-/// llama-server's arguments (never the key), model files relative to `root`.
-pub fn llama_args(backend: &BackendConfig, root: &Path) -> Vec<String> {
-    let launch = &backend.launch;
-    let model = launch.model_file.as_ref().map_or_else(
-        || root.join("models").join(format!("{}.gguf", backend.model)),
-        |m| root.join(m),
-    );
-    let mut args = vec![
-        "-m".to_owned(),
-        model.display().to_string(),
-        "--host".into(),
-        backend.url.host.clone(),
-        "--port".into(),
-        backend.url.port.to_string(),
-        "--alias".into(),
-        backend.model.clone(),
-        "--metrics".into(),
-        "-ngl".into(),
-        launch.gpu_layers.map_or("999".into(), |n| n.to_string()),
-    ];
-    if let Some(context) = launch.context {
-        args.extend(["-c".into(), context.to_string()]);
-    }
-    for (flag, value) in [
-        ("--cache-type-k", &launch.cache_type_k),
-        ("--cache-type-v", &launch.cache_type_v),
-    ] {
-        if let Some(value) = value {
-            args.extend([flag.to_owned(), value.clone()]);
-        }
-    }
-    if launch.flash_attn != FlashAttn::Auto {
-        args.extend(["--flash-attn".into(), launch.flash_attn.as_str().into()]);
-    }
-    if let Some(threads) = launch.threads {
-        args.extend(["-t".into(), threads.to_string()]);
-        args.extend(["-tb".into(), threads.to_string()]);
-    }
-    if let Some(parallel) = launch.parallel {
-        args.extend(["-np".into(), parallel.to_string()]);
-    }
-    args.extend(launch.extra_args.iter().cloned());
-    args
-}
-
 /// A shell command that reads the key file, puts the backend's key (alone) into
 /// `LLAMA_API_KEY`, and runs llama-server.
 fn llama_shell(backend: &BackendConfig, layout: &Layout) -> String {
-    let args: Vec<String> = llama_args(backend, &layout.root)
+    let args: Vec<String> = si_supervisor::launch::llama_server(backend, &layout.root)
+        .args
         .iter()
         .map(|a| shell_quote(a))
         .collect();
-    let key = match (&backend.api_key_ref, key_variable(backend)) {
-        (_, Some(var)) => format!("LLAMA_API_KEY=\"${var}\" "),
-        (SecretRef::Path(path), None) => {
-            format!(
-                "LLAMA_API_KEY=\"$(head -n1 {})\" ",
-                shell_quote(&path.display().to_string())
-            )
-        }
-        (SecretRef::Env(_), None) => String::new(),
+    // The shell reads the variable or the file when the server starts, so the
+    // key itself is in no rendered file.
+    let key = match &backend.api_key_ref {
+        SecretRef::Env(var) => format!("LLAMA_API_KEY=\"${var}\" "),
+        SecretRef::Path(path) => format!(
+            "LLAMA_API_KEY=\"$(head -n1 {})\" ",
+            shell_quote(&path.display().to_string())
+        ),
     };
     // Sourced, not exported: the server's environment gets its own key alone.
     let keys = layout.root.join(".api_keys.env").display().to_string();
@@ -175,226 +175,94 @@ fn shell_quote(text: &str) -> String {
     }
 }
 
+/// `text` as a JavaScript string literal.
 fn js_string(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
-/// `CUDA_DEVICE_ORDER`, and `CUDA_VISIBLE_DEVICES` when the backend names a GPU.
-pub fn gpu_env(backend: &BackendConfig) -> Vec<(&'static str, String)> {
-    let mut env = vec![("CUDA_DEVICE_ORDER", "PCI_BUS_ID".to_owned())];
-    if let Some(gpu) = backend.gpu {
-        env.push(("CUDA_VISIBLE_DEVICES", gpu.to_string()));
-    }
-    env
-}
-
 /// PM2's `ecosystem.config.js`: the gateway and every llama-server, with logs
-/// under `logs/` and restarts with back-off.
-fn pm2(config: &Config, layout: &Layout) -> String {
+/// under `logs/` and restarts with back-off. Every string is a JavaScript
+/// literal already.
+fn pm2(config: &Config, layout: &Layout) -> Value {
     let root = layout.root.display().to_string();
-    let mut apps = Vec::new();
-    for backend in &config.backends {
-        let command = llama_shell(backend, layout);
-        let env: Vec<String> = gpu_env(backend)
-            .iter()
-            .map(|(k, v)| format!("{k}: {}", js_string(v)))
-            .collect();
-        let port = backend.url.port;
-        apps.push(format!(
-            "    {{
-      name: {name},
-      script: \"/bin/sh\",
-      args: [\"-c\", {command}],
-      cwd: {root},
-      env: {{ {env} }},
-      out_file: {out},
-      error_file: {err},
-      autorestart: true,
-      exp_backoff_restart_delay: 1000,
-      max_restarts: 10,
-      min_uptime: \"30s\",
-    }}",
-            name = js_string(&format!("llama-{port}")),
-            command = js_string(&command),
-            root = js_string(&root),
-            env = env.join(", "),
-            out = js_string(&format!("{root}/logs/llama-{port}-out.log")),
-            err = js_string(&format!("{root}/logs/llama-{port}-error.log")),
-        ));
+    let log = |name: &str| js_string(&format!("{root}/logs/{name}"));
+    let servers: Vec<Value> = config
+        .backends
+        .iter()
+        .map(|backend| {
+            let port = backend.url.port;
+            let launch = si_supervisor::launch::llama_server(backend, &layout.root);
+            let env: Vec<(&str, String)> =
+                launch.env.iter().map(|(k, v)| (*k, js_string(v))).collect();
+            context! {
+                name => js_string(&format!("llama-{port}")),
+                command => js_string(&llama_shell(backend, layout)),
+                env => env,
+                out_file => log(&format!("llama-{port}-out.log")),
+                error_file => log(&format!("llama-{port}-error.log")),
+            }
+        })
+        .collect();
+    let kill_timeout = config.gateway.stop_timeout().as_millis();
+    context! {
+        root => js_string(&root),
+        llama_servers => servers,
+        gateway => context! {
+            script => js_string(&layout.si_server.display().to_string()),
+            config => js_string(&layout.config.display().to_string()),
+            out_file => log("gateway-out.log"),
+            error_file => log("gateway-error.log"),
+            kill_timeout_ms => u64::try_from(kill_timeout).unwrap_or(u64::MAX),
+        },
     }
-    apps.push(format!(
-        "    {{
-      name: \"si-gateway\",
-      script: {script},
-      args: [\"--config\", {config}],
-      cwd: {root},
-      out_file: {out},
-      error_file: {err},
-      autorestart: true,
-      exp_backoff_restart_delay: 1000,
-      max_restarts: 10,
-      min_uptime: \"30s\",
-      kill_timeout: {kill},
-    }}",
-        script = js_string(&layout.si_server.display().to_string()),
-        config = js_string(&layout.config.display().to_string()),
-        root = js_string(&root),
-        out = js_string(&format!("{root}/logs/gateway-out.log")),
-        err = js_string(&format!("{root}/logs/gateway-error.log")),
-        kill = config.gateway.stop_timeout().as_millis(),
-    ));
-    format!(
-        "// Rendered by `si-cli deploy` from the platform's configuration; edit that and
-// render again rather than this file. API keys are read from .api_keys.env when each
-// server starts: never written here, never on a command line.
-module.exports = {{
-  apps: [
-{}
-  ],
-}};
-",
-        apps.join(",\n")
-    )
 }
 
-/// Hardening shared by every unit.
-const HARDENING: &str = "NoNewPrivileges=yes
-ProtectSystem=strict
-ProtectHome=yes
-PrivateTmp=yes
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectControlGroups=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-RestrictRealtime=yes
-RestrictNamespaces=yes
-SystemCallArchitectures=native
-UMask=0077
-";
-
-fn gateway_unit(config: &Config, layout: &Layout) -> String {
-    let root = layout.root.display();
-    format!(
-        "# Rendered by `si-cli deploy`. The gateway; its model servers are si-llama-*.
-[Unit]
-Description=Synthetic Intelligence gateway
-After=network-online.target
-Wants=network-online.target
-StartLimitIntervalSec=300
-StartLimitBurst=10
-
-[Service]
-Type=simple
-User={user}
-WorkingDirectory={root}
-ExecStart={server} --config {config}
-Restart=on-failure
-RestartSec=5
-# SIGTERM drains: /healthz reports it, then in-flight requests get their grace.
-KillSignal=SIGTERM
-TimeoutStopSec={stop}
-ReadWritePaths={root}
-PrivateDevices=yes
-{HARDENING}
-[Install]
-WantedBy=multi-user.target
-",
-        user = layout.user,
-        server = layout.si_server.display(),
-        config = layout.config.display(),
-        stop = config.gateway.stop_timeout().as_secs(),
-    )
+fn gateway_unit(config: &Config, layout: &Layout) -> Value {
+    context! {
+        user => layout.user,
+        root => layout.root.display().to_string(),
+        si_server => layout.si_server.display().to_string(),
+        config => layout.config.display().to_string(),
+        stop_timeout_s => config.gateway.stop_timeout().as_secs(),
+    }
 }
 
 /// The whole platform as one unit: `si-cli up` starts and watches every
 /// llama-server and the gateway. An alternative to the per-process units.
-fn platform_unit(config: &Config, layout: &Layout) -> String {
-    let root = layout.root.display();
+fn platform_unit(config: &Config, layout: &Layout) -> Value {
     let conflicts: Vec<String> = std::iter::once("si-gateway.service".to_owned())
         .chain(config.backends.iter().map(unit_name))
         .collect();
     // The supervisor stops the gateway (which drains), then the model servers.
     let stop =
         config.gateway.stop_timeout() + config.supervisor.stop_timeout + Duration::from_secs(10);
-    format!(
-        "# Rendered by `si-cli deploy`. The whole platform under `si-cli up`: every
-# llama-server, then the gateway, restarted with back-off. Use it instead of
-# si-gateway.service and the si-llama-* units, never beside them.
-[Unit]
-Description=Synthetic Intelligence platform (si-cli up)
-After=network-online.target
-Wants=network-online.target
-Conflicts={conflicts}
-StartLimitIntervalSec=300
-StartLimitBurst=5
-
-[Service]
-Type=simple
-User={user}
-WorkingDirectory={root}
-ExecStart={si_cli} --config {config_file} up
-Restart=on-failure
-RestartSec=5
-# SIGTERM goes to si-cli alone, which stops the gateway first so that it drains,
-# then the model servers; whatever still runs after TimeoutStopSec is killed.
-KillMode=mixed
-KillSignal=SIGTERM
-TimeoutStopSec={stop}
-ReadWritePaths={root}
-{HARDENING}
-[Install]
-WantedBy=multi-user.target
-",
-        conflicts = conflicts.join(" "),
-        user = layout.user,
-        si_cli = layout.si_cli.display(),
-        config_file = layout.config.display(),
-        stop = stop.as_secs(),
-    )
+    context! {
+        conflicts => conflicts,
+        user => layout.user,
+        root => layout.root.display().to_string(),
+        si_cli => layout.si_cli.display().to_string(),
+        config => layout.config.display().to_string(),
+        stop_timeout_s => stop.as_secs(),
+    }
 }
 
-fn llama_unit(backend: &BackendConfig, layout: &Layout) -> String {
-    let root = layout.root.display();
-    let env: String = gpu_env(backend)
-        .iter()
-        .map(|(k, v)| format!("Environment={k}={v}\n"))
-        .collect();
-    format!(
-        "# Rendered by `si-cli deploy`. llama-server `{name}`: its key comes from the
-# key file into LLAMA_API_KEY, never onto the command line.
-[Unit]
-Description=llama-server {name} ({model})
-After=network-online.target
-Wants=network-online.target
-Before=si-gateway.service
-StartLimitIntervalSec=300
-StartLimitBurst=10
-
-[Service]
-Type=simple
-User={user}
-WorkingDirectory={root}
-{env}ExecStart=/bin/sh -c {command}
-Restart=on-failure
-RestartSec=5
-ReadWritePaths={root}/logs
-{HARDENING}
-[Install]
-WantedBy=multi-user.target
-",
-        name = backend.name,
-        model = backend.model,
-        user = layout.user,
+fn llama_unit(backend: &BackendConfig, layout: &Layout) -> Value {
+    let launch = si_supervisor::launch::llama_server(backend, &layout.root);
+    context! {
+        name => backend.name,
+        model => backend.model,
+        user => layout.user,
+        root => layout.root.display().to_string(),
+        env => launch.env,
         // `$$` is systemd's literal `$`: the shell, not systemd, reads the key
         // variable, so its value never reaches a command line.
-        command = shell_quote(&llama_shell(backend, layout)).replace('$', "$$"),
-    )
+        command => shell_quote(&llama_shell(backend, layout)).replace('$', "$$"),
+    }
 }
 
 /// The nginx site in front of the gateway: TLS, streaming passed through as it
 /// comes, long read timeouts for slow answers, `/metrics` for loopback only.
-fn nginx(config: &Config, layout: &Layout) -> String {
+fn nginx(config: &Config, layout: &Layout) -> Value {
     let gateway = config.gateway.listen;
     let read_timeout = config
         .backends
@@ -407,101 +275,95 @@ fn nginx(config: &Config, layout: &Layout) -> String {
         .gateway
         .metrics_listen
         .map_or_else(|| gateway.to_string(), |m| m.to_string());
-    let body_mib = config.gateway.max_body_bytes.div_ceil(1 << 20);
-    format!(
-        "# Rendered by `si-cli deploy`. Put it in /etc/nginx/sites-enabled/ and list this
-# host's address in rate_limits.trusted_proxies so clients are known by their own
-# address.
-server {{
-    listen 80;
-    server_name {name};
-    return 301 https://$host$request_uri;
-}}
-
-server {{
-    listen 443 ssl;
-    server_name {name};
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    ssl_protocols TLSv1.2 TLSv1.3;
-    ssl_prefer_server_ciphers on;
-    add_header Strict-Transport-Security \"max-age=31536000\" always;
-
-    client_max_body_size {body_mib}m;
-
-    location = /metrics {{
-        allow 127.0.0.1;
-        allow ::1;
-        deny all;
-        proxy_pass http://{metrics}/metrics;
-    }}
-
-    location / {{
-        proxy_pass http://{gateway};
-        proxy_http_version 1.1;
-        proxy_set_header Connection \"\";
-        proxy_set_header Host $host;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto https;
-        proxy_set_header X-Request-Id $request_id;
-        # Answers stream token by token: pass every chunk on as it comes.
-        proxy_buffering off;
-        proxy_cache off;
-        # The slow tier takes minutes when not streamed.
-        proxy_read_timeout {read_timeout}s;
-        proxy_send_timeout 60s;
-    }}
-}}
-",
-        name = layout.server_name,
-        cert = layout.tls_certificate.display(),
-        key = layout.tls_key.display(),
-    )
+    context! {
+        server_name => layout.server_name,
+        tls_certificate => layout.tls_certificate.display().to_string(),
+        tls_key => layout.tls_key.display().to_string(),
+        body_mib => config.gateway.max_body_bytes.div_ceil(1 << 20),
+        metrics => metrics,
+        gateway => gateway.to_string(),
+        read_timeout_s => read_timeout,
+    }
 }
 
 /// Prometheus: the gateway's metrics, and each llama-server's own with its key
 /// in a file readable by Prometheus only.
-fn prometheus(config: &Config) -> String {
+fn prometheus(config: &Config) -> Value {
     let gateway = config
         .gateway
         .metrics_listen
         .unwrap_or(config.gateway.listen);
-    let mut out = format!(
-        "# Rendered by `si-cli deploy`. Each llama-server wants its own API key: write
-# it alone to the credentials file named below, readable by Prometheus only.
-global:
-  scrape_interval: 10s
-  evaluation_interval: 30s
-
-rule_files:
-  - alerts.yml
-
-scrape_configs:
-  - job_name: synthetic-intelligence
-    static_configs:
-      - targets: [\"{gateway}\"]
-        labels:
-          service: synthetic-intelligence
-"
-    );
-    for backend in &config.backends {
-        let port = backend.url.port;
-        let _ = write!(
-            out,
-            "  - job_name: llama-server-{port}
-    metrics_path: /metrics
-    authorization:
-      type: Bearer
-      credentials_file: /etc/prometheus/keys/llama-{port}
-    static_configs:
-      - targets: [\"{host}:{port}\"]
-        labels: {{model: {model}, backend: {name}}}
-",
-            host = backend.url.host,
-            model = backend.model,
-            name = backend.name,
-        );
+    let servers: Vec<Value> = config
+        .backends
+        .iter()
+        .map(|backend| {
+            context! {
+                port => backend.url.port,
+                host => backend.url.host,
+                model => backend.model,
+                name => backend.name,
+            }
+        })
+        .collect();
+    context! {
+        gateway => gateway.to_string(),
+        llama_servers => servers,
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "the-biomistral-key-0123456789abcdef";
+
+    fn layout(root: &str) -> Layout {
+        Layout {
+            root: root.into(),
+            si_server: "/usr/local/bin/si-server".into(),
+            si_cli: "/usr/local/bin/si-cli".into(),
+            llama_server: "/usr/local/bin/llama-server".into(),
+            config: format!("{root}/si.toml").into(),
+            user: "si".into(),
+            server_name: "localhost".into(),
+            tls_certificate: "/etc/ssl/certs/si.crt".into(),
+            tls_key: "/etc/ssl/private/si.key".into(),
+        }
+    }
+
+    #[test]
+    fn the_llama_server_command_is_quoted_for_the_shell_and_systemd_and_holds_no_key() {
+        let env = si_core::Environment::from_pairs([(
+            "API_KEY_BIOMISTRAL_8085".to_owned(),
+            KEY.to_owned(),
+        )]);
+        let mut config = Config::load(None, &env).unwrap();
+        config.backends[0].api_key_ref = SecretRef::Path("/etc/si/it's key".into());
+        let files = render(&config, &layout("/srv/it's si")).unwrap();
+        let text = |name: &str| {
+            let found = files.iter().find(|(n, _)| n == name);
+            found.map(|(_, text)| text.clone()).unwrap()
+        };
+        for (name, text) in &files {
+            assert!(!text.contains(KEY), "{name} holds the key");
+        }
+        let from_env = text("si-llama-biomistral-7b-8085.service");
+        assert!(
+            from_env.contains(r#"LLAMA_API_KEY="$$API_KEY_BIOMISTRAL_8085" exec "#),
+            "{from_env}"
+        );
+        let from_file = text(&unit_name(&config.backends[0]));
+        assert!(
+            from_file.contains(
+                r#"LLAMA_API_KEY="$$(head -n1 '\''/etc/si/it'\''\'\'''\''s key'\'')" exec "#
+            ),
+            "{from_file}"
+        );
+        assert!(from_file.contains("\nWorkingDirectory=/srv/it's si\n"));
+        assert!(from_file.contains("\nEnvironment=CUDA_DEVICE_ORDER=PCI_BUS_ID\n"));
+        assert!(from_file.ends_with("UMask=0077\n\n[Install]\nWantedBy=multi-user.target\n"));
+        let pm2 = text("ecosystem.config.js");
+        assert!(pm2.contains("      cwd: \"/srv/it's si\",\n"), "{pm2}");
+        assert!(pm2.contains(r#"LLAMA_API_KEY=\"$(head -n1 '/etc/si/it'\\''s key')\""#));
+    }
 }

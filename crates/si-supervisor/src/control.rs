@@ -12,7 +12,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, Snapshot};
+use crate::SupervisorError;
+use crate::state::{Shared, Snapshot};
 
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "supervisor.sock";
@@ -42,22 +43,17 @@ pub struct StatusReply {
 
 /// Binds the socket, refusing if another supervisor answers on it and replacing a
 /// stale one left by a supervisor that was killed.
-pub async fn bind(path: &Path) -> Result<UnixListener, String> {
+pub async fn bind(path: &Path) -> Result<UnixListener, SupervisorError> {
+    let at = |what: &str| SupervisorError::io(format!("{what} {}", path.display()));
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
-            return Err(format!(
-                "a supervisor is already running here (it answers on {}); see `si-cli status`, \
-                 or `si-cli stop` it first",
-                path.display()
-            ));
+            return Err(SupervisorError::AlreadyRunning(path.to_owned()));
         }
-        std::fs::remove_file(path)
-            .map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(at("cannot remove the stale socket"))?;
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(at("cannot listen on"))?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .map_err(|e| format!("cannot restrict {}: {e}", path.display()))?;
+        .map_err(at("cannot restrict"))?;
     Ok(listener)
 }
 
@@ -92,36 +88,44 @@ pub async fn serve(
             _ => continue,
         }
         let (shared, stop, finished) = (shared.clone(), stop.clone(), finished.clone());
-        answers.spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = BufReader::new(read).take(64);
-            let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line));
-            if !matches!(read.await, Ok(Ok(_))) {
-                return;
-            }
-            let reply = match line.trim() {
-                "status" => {
-                    let reply = StatusReply {
-                        pid: std::process::id(),
-                        processes: shared.snapshot(),
-                    };
-                    serde_json::to_string(&reply).unwrap_or_default()
-                }
-                "stop" => {
-                    stop.cancel();
-                    finished.cancelled().await;
-                    "stopped".to_owned()
-                }
-                _ => "unknown request: expected `status` or `stop`".to_owned(),
-            };
-            let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
-        });
+        answers.spawn(answer(stream, shared, stop, finished));
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         while answers.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Reads one request from `stream` and answers it.
+async fn answer(
+    stream: UnixStream,
+    shared: Shared,
+    stop: CancellationToken,
+    finished: CancellationToken,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read).take(64);
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line));
+    if !matches!(read.await, Ok(Ok(_))) {
+        return;
+    }
+    let reply = match line.trim() {
+        "status" => {
+            let reply = StatusReply {
+                pid: std::process::id(),
+                processes: shared.snapshot(),
+            };
+            serde_json::to_string(&reply).unwrap_or_default()
+        }
+        "stop" => {
+            stop.cancel();
+            finished.cancelled().await;
+            "stopped".to_owned()
+        }
+        _ => "unknown request: expected `status` or `stop`".to_owned(),
+    };
+    let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
 }
 
 async fn request(path: &Path, what: &str, timeout: Duration) -> Result<String, ClientError> {
@@ -190,7 +194,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = socket_path(dir.path());
         let first = bind(&path).await.unwrap();
-        let error = bind(&path).await.unwrap_err();
+        let error = bind(&path).await.unwrap_err().to_string();
         assert!(error.contains("already running here"), "{error}");
         drop(first);
         // The file outlives its listener, as after a SIGKILL: it is replaced.

@@ -9,8 +9,9 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-use super::logs::RotatingLog;
-use super::{Kind, ProcessSpec, Shared, State, pids, probe, say};
+use crate::logs::RotatingLog;
+use crate::state::{Kind, ProcessSpec, Shared, State};
+use crate::{pids, probe, say};
 
 /// How one run of a process ended.
 enum Ended {
@@ -24,7 +25,7 @@ enum Ended {
 
 /// Keeps one process running until `stop`: start, wait for readiness, restart
 /// with back-off on exit, give up after too many fast failures.
-pub(super) async fn supervise(
+pub(crate) async fn supervise(
     spec: ProcessSpec,
     index: usize,
     shared: Shared,
@@ -44,20 +45,11 @@ pub(super) async fn supervise(
             Ended::Stopped => break,
         };
         let ran = started.elapsed();
-        // Load time does not count: a server that dies soon after becoming ready,
-        // or never became ready, failed fast however long its model took to load.
-        let served = shared.served_for(index);
-        if fast || served.is_none_or(|served| served < settings.min_uptime) {
+        if record_exit(&shared, index, &settings, &how, fast) {
             fast_failures = fast_failures.saturating_add(1);
         } else {
             fast_failures = 0;
         }
-        shared.update(index, |slot| {
-            slot.status.pid = None;
-            slot.status.last_exit = Some(how.clone());
-            slot.start_ticks = None;
-        });
-        shared.save_pids();
         if fast_failures >= settings.max_fast_failures {
             say(&format!(
                 "{}: {how} after {:.1} s; {fast_failures} fast failures in a row, giving up \
@@ -73,11 +65,7 @@ pub(super) async fn supervise(
             stop.cancelled().await;
             break;
         }
-        let doublings = fast_failures.saturating_sub(1).min(20);
-        let delay = settings
-            .restart_delay
-            .saturating_mul(1 << doublings)
-            .min(settings.restart_max_delay);
+        let delay = restart_delay(&settings, fast_failures);
         say(&format!(
             "{}: {how} after {:.1} s; restarting in {:.1} s",
             spec.name,
@@ -94,6 +82,37 @@ pub(super) async fn supervise(
         slot.status.state = State::Stopped;
         slot.status.pid = None;
     });
+}
+
+/// Records that a run ended as `how`, and returns whether it failed fast.
+fn record_exit(
+    shared: &Shared,
+    index: usize,
+    settings: &SupervisorConfig,
+    how: &str,
+    not_ready: bool,
+) -> bool {
+    // Load time does not count: a server that dies soon after becoming ready,
+    // or never became ready, failed fast however long its model took to load.
+    let served = shared.served_for(index);
+    let fast = not_ready || served.is_none_or(|served| served < settings.min_uptime);
+    shared.update(index, |slot| {
+        slot.status.pid = None;
+        slot.status.last_exit = Some(how.to_owned());
+        slot.start_ticks = None;
+    });
+    shared.save_pids();
+    fast
+}
+
+/// The wait before the next start: the restart delay, doubled for each fast
+/// failure in a row after the first, up to the maximum.
+fn restart_delay(settings: &SupervisorConfig, fast_failures: u32) -> Duration {
+    let doublings = fast_failures.saturating_sub(1).min(20);
+    settings
+        .restart_delay
+        .saturating_mul(1 << doublings)
+        .min(settings.restart_max_delay)
 }
 
 /// One run of the process: start it, wait until it exits, fails to become ready,
@@ -118,21 +137,7 @@ async fn run_once(
         Ok(started) => started,
         Err(e) => return Ended::Exited(e),
     };
-    let pid = child.id();
-    say(&format!(
-        "{}: started, pid {}, port {}",
-        spec.name,
-        pid.map_or_else(|| "?".into(), |p| p.to_string()),
-        spec.health.port()
-    ));
-    shared.update(index, |slot| {
-        slot.status.pid = pid;
-        slot.status.state = State::Starting;
-        slot.status.restarts = starts;
-        slot.started = Some(Instant::now());
-        slot.start_ticks = pid.and_then(pids::start_time);
-    });
-    shared.save_pids();
+    record_start(spec, index, shared, child.id(), starts);
     let watch = watch_health(spec, index, shared, settings);
     let ended = tokio::select! {
         status = child.wait() => Ended::Exited(match status {
@@ -158,6 +163,24 @@ async fn run_once(
     ended
 }
 
+/// Records a new run of the process, started as `pid`.
+fn record_start(spec: &ProcessSpec, index: usize, shared: &Shared, pid: Option<u32>, starts: u32) {
+    say(&format!(
+        "{}: started, pid {}, port {}",
+        spec.name,
+        pid.map_or_else(|| "?".into(), |p| p.to_string()),
+        spec.health.port()
+    ));
+    shared.update(index, |slot| {
+        slot.status.pid = pid;
+        slot.status.state = State::Starting;
+        slot.status.restarts = starts;
+        slot.started = Some(Instant::now());
+        slot.start_ticks = pid.and_then(pids::start_time);
+    });
+    shared.save_pids();
+}
+
 /// Whether the process's health endpoint says it serves.
 async fn healthy(spec: &ProcessSpec) -> bool {
     match probe(spec.health, spec.kind.health_path()).await {
@@ -180,17 +203,8 @@ async fn watch_health(
     settings: &SupervisorConfig,
 ) -> Ended {
     let started = Instant::now();
-    loop {
-        if started.elapsed() >= settings.ready_timeout {
-            return Ended::NotReady(format!(
-                "not ready within {} s (supervisor.ready_timeout_ms)",
-                settings.ready_timeout.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if healthy(spec).await {
-            break;
-        }
+    if let Err(ended) = wait_ready(spec, settings, started).await {
+        return ended;
     }
     shared.update(index, |slot| {
         slot.status.state = State::Ready;
@@ -232,6 +246,27 @@ async fn watch_health(
                 "was unhealthy for {} s (supervisor.unhealthy_restart_ms), stopped",
                 window.as_secs()
             ));
+        }
+    }
+}
+
+/// Polls the health endpoint until it answers; fails once `ready_timeout` has
+/// passed since `started`.
+async fn wait_ready(
+    spec: &ProcessSpec,
+    settings: &SupervisorConfig,
+    started: Instant,
+) -> Result<(), Ended> {
+    loop {
+        if started.elapsed() >= settings.ready_timeout {
+            return Err(Ended::NotReady(format!(
+                "not ready within {} s (supervisor.ready_timeout_ms)",
+                settings.ready_timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if healthy(spec).await {
+            return Ok(());
         }
     }
 }

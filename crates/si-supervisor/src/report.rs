@@ -11,8 +11,8 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 use si_core::Config;
 
-use super::{Kind, State, control, pids};
-use crate::CliError;
+use crate::state::{Kind, State};
+use crate::{SupervisorError, control, pids};
 
 /// What a health endpoint answered.
 pub async fn probe(address: SocketAddr, path: &str) -> Result<u16, String> {
@@ -33,8 +33,8 @@ pub async fn status(
     config: &Config,
     json: bool,
     out: &mut impl std::io::Write,
-) -> Result<bool, CliError> {
-    let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
+) -> Result<bool, SupervisorError> {
+    let io = || SupervisorError::io("cannot write output");
     let socket = control::socket_path(&config.gateway.data_dir);
     let mut reply = match control::status(&socket).await {
         Ok(reply) => reply,
@@ -45,68 +45,69 @@ pub async fn status(
                  `si-cli up`",
                 socket.display()
             )
-            .map_err(io)?;
+            .map_err(io())?;
             return Ok(false);
         }
-        Err(control::ClientError::Failed(e)) => return Err(CliError::Message(e)),
+        Err(control::ClientError::Failed(e)) => return Err(SupervisorError::Control(e)),
     };
     let probes: Vec<_> = reply
         .processes
         .iter()
         .map(|p| tokio::spawn(health_of(p.kind, p.address)))
         .collect();
-    let mut healths = Vec::with_capacity(probes.len());
-    for probe in probes {
-        healths.push(probe.await.unwrap_or_else(|_| "unknown".into()));
-    }
-    for (process, health) in reply.processes.iter_mut().zip(healths) {
-        process.health = Some(health);
+    for (process, probe) in reply.processes.iter_mut().zip(probes) {
+        process.health = Some(probe.await.unwrap_or_else(|_| "unknown".into()));
     }
     let all_well = reply
         .processes
         .iter()
         .all(|p| p.state == State::Ready && p.health.as_deref() == Some("ok"));
-    if json {
-        let text = serde_json::to_string_pretty(&reply)
-            .map_err(|e| CliError::Message(format!("cannot encode the status: {e}")))?;
-        writeln!(out, "{text}").map_err(io)?;
-        return Ok(all_well);
-    }
-    writeln!(out, "supervisor pid {}", reply.pid).map_err(io)?;
-    writeln!(
-        out,
-        "{:<28} {:>8} {:<10} {:>9} {:>8} {:<10} {:>5} {:>3}",
-        "NAME", "PID", "STATE", "UPTIME", "RESTARTS", "HEALTH", "PORT", "GPU"
-    )
-    .map_err(io)?;
-    for p in &reply.processes {
-        let dash = || "-".to_owned();
-        writeln!(
-            out,
-            "{:<28} {:>8} {:<10} {:>9} {:>8} {:<10} {:>5} {:>3}",
-            p.name,
-            p.pid.map_or_else(dash, |v| v.to_string()),
-            p.state.as_str(),
-            p.uptime_s.map_or_else(dash, uptime),
-            p.restarts,
-            p.health.as_deref().unwrap_or("-"),
-            p.port,
-            p.gpu.map_or_else(dash, |v| v.to_string()),
-        )
-        .map_err(io)?;
-    }
-    for p in reply.processes.iter().filter(|p| p.state != State::Ready) {
-        if let Some(last) = &p.last_exit {
-            writeln!(
-                out,
-                "{}: last {last}; see {}",
-                p.name,
-                p.error_log.display()
-            )
-            .map_err(io)?;
+    let text = if json {
+        serde_json::to_string_pretty(&reply)?
+    } else {
+        table(&reply)
+    };
+    writeln!(out, "{text}").map_err(io())?;
+    Ok(all_well)
+}
+
+/// The status as `si-cli status` shows it: a table, then why each process that
+/// is not ready last exited.
+fn table(reply: &control::StatusReply) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::NOTHING);
+    table.set_header([
+        "NAME", "PID", "STATE", "UPTIME", "RESTARTS", "HEALTH", "PORT", "GPU",
+    ]);
+    for (index, column) in table.column_iter_mut().enumerate() {
+        // Two spaces between columns and none around them; numbers to the
+        // right, as `ps` has them.
+        column.set_padding((0, if index == 7 { 0 } else { 2 }));
+        if [1, 3, 4, 6, 7].contains(&index) {
+            column.set_cell_alignment(comfy_table::CellAlignment::Right);
         }
     }
-    Ok(all_well)
+    let dash = || "-".to_owned();
+    for p in &reply.processes {
+        table.add_row([
+            p.name.clone(),
+            p.pid.map_or_else(dash, |v| v.to_string()),
+            p.state.as_str().to_owned(),
+            p.uptime_s.map_or_else(dash, uptime),
+            p.restarts.to_string(),
+            p.health.clone().unwrap_or_else(dash),
+            p.port.to_string(),
+            p.gpu.map_or_else(dash, |v| v.to_string()),
+        ]);
+    }
+    let mut lines = vec![format!("supervisor pid {}", reply.pid), table.to_string()];
+    for p in reply.processes.iter().filter(|p| p.state != State::Ready) {
+        if let Some(last) = &p.last_exit {
+            let log = p.error_log.display();
+            lines.push(format!("{}: last {last}; see {log}", p.name));
+        }
+    }
+    lines.join("\n")
 }
 
 fn uptime(seconds: f64) -> String {
@@ -178,8 +179,8 @@ pub async fn reap_orphans(config: &Config) -> Vec<String> {
 /// `si-cli stop`: asks the supervisor to stop everything (gateway first) and waits
 /// until it has. With none running, ends what a supervisor that died left running.
 /// Returns `false` if none was running (the command still exits 0: nothing runs).
-pub async fn stop(config: &Config, out: &mut impl std::io::Write) -> Result<bool, CliError> {
-    let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
+pub async fn stop(config: &Config, out: &mut impl std::io::Write) -> Result<bool, SupervisorError> {
+    let io = || SupervisorError::io("cannot write output");
     let socket = control::socket_path(&config.gateway.data_dir);
     // The supervisor's own stop, with a margin.
     let timeout =
@@ -188,10 +189,10 @@ pub async fn stop(config: &Config, out: &mut impl std::io::Write) -> Result<bool
         out,
         "stopping: the gateway drains its requests first, then the model servers stop"
     )
-    .map_err(io)?;
+    .map_err(io())?;
     match control::stop(&socket, timeout).await {
         Ok(()) => {
-            writeln!(out, "stopped").map_err(io)?;
+            writeln!(out, "stopped").map_err(io())?;
             Ok(true)
         }
         Err(control::ClientError::NotRunning) => {
@@ -200,7 +201,7 @@ pub async fn stop(config: &Config, out: &mut impl std::io::Write) -> Result<bool
                 "no supervisor is running here (nothing answers on {})",
                 socket.display()
             )
-            .map_err(io)?;
+            .map_err(io())?;
             let reaped = reap_orphans(config).await;
             if !reaped.is_empty() {
                 writeln!(
@@ -208,10 +209,62 @@ pub async fn stop(config: &Config, out: &mut impl std::io::Write) -> Result<bool
                     "stopped what a supervisor that died left running: {}",
                     reaped.join(", ")
                 )
-                .map_err(io)?;
+                .map_err(io())?;
             }
             Ok(false)
         }
-        Err(control::ClientError::Failed(e)) => Err(CliError::Message(e)),
+        Err(control::ClientError::Failed(e)) => Err(SupervisorError::Control(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::StatusReply;
+    use crate::state::ProcessStatus;
+
+    #[test]
+    fn the_table_names_every_column_and_says_why_a_process_is_down() {
+        let process = |name: &str, state, pid, last_exit: Option<&str>| ProcessStatus {
+            name: name.into(),
+            kind: Kind::LlamaServer,
+            pid,
+            state,
+            uptime_s: pid.map(|_| 75.0),
+            restarts: 2,
+            port: 8080,
+            address: crate::loopback(8080),
+            gpu: Some(1),
+            last_exit: last_exit.map(Into::into),
+            error_log: "logs/llama-8080-error.log".into(),
+            health: Some("ok".into()),
+        };
+        let reply = StatusReply {
+            pid: 42,
+            processes: vec![
+                process("tiny-a", State::Ready, Some(1234), None),
+                process("tiny-b", State::Backoff, None, Some("exited with status 3")),
+            ],
+        };
+        let text = table(&reply);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "supervisor pid 42");
+        let header: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            header,
+            [
+                "NAME", "PID", "STATE", "UPTIME", "RESTARTS", "HEALTH", "PORT", "GPU"
+            ]
+        );
+        let row: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            row,
+            ["tiny-a", "1234", "ready", "1m15s", "2", "ok", "8080", "1"]
+        );
+        assert_eq!(lines[3].split_whitespace().nth(1), Some("-"));
+        assert_eq!(
+            lines[4],
+            "tiny-b: last exited with status 3; see logs/llama-8080-error.log"
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use si_core::{BackendConfig, Config, GpuSource};
 
-use super::{Kind, ProcessSpec, UpOptions, loopback, say};
-use crate::CliError;
+use crate::state::{Kind, ProcessSpec};
+use crate::{Host, SupervisorError, UpOptions, launch, loopback, say};
 
 /// Checks everything a start needs and describes each process, or lists every
 /// problem found (nothing has been started then). `config` may be changed by the
@@ -19,14 +19,12 @@ use crate::CliError;
 pub fn prepare(
     config: &mut Config,
     options: &UpOptions,
-    root: &Path,
-    gateway_program: &Path,
-) -> Result<Vec<ProcessSpec>, CliError> {
+    host: &Host,
+) -> Result<Vec<ProcessSpec>, SupervisorError> {
+    let root = &host.root;
     let mut problems = Vec::new();
-    let supervisor = &config.supervisor;
-    let llama_server = find_program(&supervisor.llama_server, root).map_err(|problem| {
-        problems.push(problem);
-    });
+    let llama_server = find_program(&config.supervisor.llama_server, host)
+        .map_err(|problem| problems.push(problem));
     for backend in &config.backends {
         check_model(backend, root, &mut problems);
         if backend.api_key.is_none() {
@@ -37,6 +35,18 @@ pub fn prepare(
             ));
         }
     }
+    check_ports(config, &mut problems);
+    if problems.is_empty() {
+        check_gpus(config, options.apply_plan, root, &mut problems);
+    }
+    match llama_server {
+        Ok(path) if problems.is_empty() => Ok(specs(config, options, host, &path)),
+        _ => Err(SupervisorError::NotStarted(problems)),
+    }
+}
+
+/// Every backend and the gateway on a port of its own that is free now.
+fn check_ports(config: &Config, problems: &mut Vec<String>) {
     let mut ports = HashSet::new();
     for backend in &config.backends {
         if !ports.insert(backend.url.port) {
@@ -47,11 +57,7 @@ pub fn prepare(
             continue;
         }
         let address = format!("{}:{}", backend.url.host, backend.url.port);
-        check_port(
-            &address,
-            &format!("backend `{}`", backend.name),
-            &mut problems,
-        );
+        check_port(&address, &format!("backend `{}`", backend.name), problems);
     }
     let listen = config.gateway.listen;
     if ports.contains(&listen.port()) {
@@ -62,57 +68,32 @@ pub fn prepare(
         check_port(
             &listen.to_string(),
             "the gateway (gateway.listen)",
-            &mut problems,
+            problems,
         );
     }
-    if problems.is_empty() {
-        check_gpus(config, options.apply_plan, root, &mut problems);
-    }
-    let llama_server = match llama_server {
-        Ok(path) if problems.is_empty() => path,
-        _ => {
-            let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-            return Err(CliError::Message(format!(
-                "nothing was started:\n{}",
-                list.join("\n")
-            )));
-        }
-    };
-    Ok(specs(config, options, root, &llama_server, gateway_program))
 }
 
-/// `name` as a path, or found on `PATH`.
-fn find_program(name: &Path, root: &Path) -> Result<PathBuf, String> {
+/// `name` as a path (relative to the root), or found on `PATH`.
+fn find_program(name: &Path, host: &Host) -> Result<PathBuf, String> {
     let how = "build it from llama.cpp (see the README, \"Running it for real\") and put it \
                on PATH, or set supervisor.llama_server to its path";
-    if name.components().count() > 1 || name.is_absolute() {
-        let path = root.join(name);
-        return if is_executable(&path) {
-            Ok(path)
-        } else {
-            Err(format!(
+    // A name with a directory in it is a path, which `which` does not look up
+    // on PATH either.
+    let is_path = name.components().count() > 1 || name.is_absolute();
+    which::which_in(name, host.path.as_ref(), &host.root).map_err(|_| {
+        if is_path {
+            format!(
                 "llama-server not found: supervisor.llama_server is {}, which is not an \
                  executable file; {how}",
-                path.display()
-            ))
-        };
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| is_executable(path))
-    });
-    found.ok_or_else(|| {
-        format!(
-            "llama-server not found: no `{}` on PATH; {how}",
-            name.display()
-        )
+                host.root.join(name).display()
+            )
+        } else {
+            format!(
+                "llama-server not found: no `{}` on PATH; {how}",
+                name.display()
+            )
+        }
     })
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn check_model(backend: &BackendConfig, root: &Path, problems: &mut Vec<String>) {
@@ -185,26 +166,7 @@ fn check_gpus(config: &mut Config, apply: bool, root: &Path, problems: &mut Vec<
     let plan = si_gpu::plan::plan(&servers, &gpus, config.gpu.margin_bytes, overhead);
     match plan.verdict {
         si_gpu::plan::Verdict::Fits => {}
-        si_gpu::plan::Verdict::FitsWithChanges if apply => {
-            for remedy in &plan.remedies {
-                say(&format!("GPU plan: {}: {}", remedy.server(), remedy.cost()));
-            }
-            for placement in &plan.placements {
-                let Some(backend) = config
-                    .backends
-                    .iter_mut()
-                    .find(|b| b.name == placement.server)
-                else {
-                    continue;
-                };
-                backend.gpu = placement.gpu;
-                let launch = &mut backend.launch;
-                launch.context = Some(placement.context);
-                launch.cache_type_k = Some(placement.cache_type_k.as_str().to_owned());
-                launch.cache_type_v = Some(placement.cache_type_v.as_str().to_owned());
-                launch.gpu_layers = placement.gpu_layers;
-            }
-        }
+        si_gpu::plan::Verdict::FitsWithChanges if apply => apply_plan(config, &plan),
         si_gpu::plan::Verdict::FitsWithChanges => problems.push(format!(
             "as configured, the model servers do not fit the GPUs; {} change(s) make them fit: \
              see `si-cli gpu plan`, and start with them with `si-cli up --apply-plan`",
@@ -218,18 +180,43 @@ fn check_gpus(config: &mut Config, apply: bool, root: &Path, problems: &mut Vec<
     }
 }
 
+/// Takes the plan's placement and settings into `config`, saying what changed.
+fn apply_plan(config: &mut Config, plan: &si_gpu::plan::Plan) {
+    for remedy in &plan.remedies {
+        say(&format!("GPU plan: {}: {}", remedy.server(), remedy.cost()));
+    }
+    for placement in &plan.placements {
+        let Some(backend) = config
+            .backends
+            .iter_mut()
+            .find(|b| b.name == placement.server)
+        else {
+            continue;
+        };
+        backend.gpu = placement.gpu;
+        let launch = &mut backend.launch;
+        launch.context = Some(placement.context);
+        launch.cache_type_k = Some(placement.cache_type_k.as_str().to_owned());
+        launch.cache_type_v = Some(placement.cache_type_v.as_str().to_owned());
+        launch.gpu_layers = placement.gpu_layers;
+    }
+}
+
+/// Each model server, then the gateway.
 fn specs(
     config: &Config,
     options: &UpOptions,
-    root: &Path,
+    host: &Host,
     llama_server: &Path,
-    gateway_program: &Path,
 ) -> Vec<ProcessSpec> {
     // A model server inherits only what it needs to run and find its GPU: no
     // secret of the gateway's (JWT_SECRET, SI_*), no other backend's key, and no
     // LLAMA_* variable that would change its flags behind the configuration's back.
-    let env_pass: Vec<(OsString, OsString)> = std::env::vars_os()
+    let env_pass: Vec<(OsString, OsString)> = host
+        .env
+        .iter()
         .filter(|(name, _)| passed_to_model_servers(&name.to_string_lossy()))
+        .cloned()
         .collect();
     let mut specs: Vec<ProcessSpec> = config
         .backends
@@ -238,15 +225,14 @@ fn specs(
             let health = format!("{}:{}", backend.url.host, backend.url.port)
                 .parse()
                 .unwrap_or_else(|_| loopback(backend.url.port));
+            let launch = launch::llama_server(backend, &host.root);
             ProcessSpec {
                 name: backend.name.clone(),
                 kind: Kind::LlamaServer,
                 program: llama_server.to_owned(),
-                args: crate::commands::deploy::llama_args(backend, root)
-                    .into_iter()
-                    .map(OsString::from)
-                    .collect(),
-                env: crate::commands::deploy::gpu_env(backend)
+                args: launch.args.into_iter().map(OsString::from).collect(),
+                env: launch
+                    .env
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v))
                     .collect(),
@@ -259,6 +245,12 @@ fn specs(
             }
         })
         .collect();
+    specs.push(gateway(config, options, host));
+    specs
+}
+
+/// The gateway: `PROGRAM serve`, with the configuration `up` was given.
+fn gateway(config: &Config, options: &UpOptions, host: &Host) -> ProcessSpec {
     let listen = config.gateway.listen;
     let health = if listen.ip().is_unspecified() {
         loopback(listen.port())
@@ -267,12 +259,13 @@ fn specs(
     };
     let mut args = vec![OsString::from("serve")];
     if let Some(path) = &options.config_path {
-        args.extend([OsString::from("--config"), root.join(path).into_os_string()]);
+        let path = host.root.join(path).into_os_string();
+        args.extend([OsString::from("--config"), path]);
     }
-    specs.push(ProcessSpec {
+    ProcessSpec {
         name: "gateway".into(),
         kind: Kind::Gateway,
-        program: gateway_program.to_owned(),
+        program: host.program.clone(),
         args,
         env: Vec::new(),
         env_pass: None,
@@ -281,8 +274,7 @@ fn specs(
         gpu: None,
         log_stem: "gateway".into(),
         stop_timeout: config.gateway.stop_timeout(),
-    });
-    specs
+    }
 }
 
 /// Whether a variable of the supervisor's environment reaches the model servers.
