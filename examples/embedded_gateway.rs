@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     config.apply_env(&Environment::from_pairs([("TRIAGE_API_KEY", key)]))?;
 
     let listen = config.gateway.listen;
-    let gateway = Gateway::open(config)?;
+    let gateway = Gateway::open(config).await?;
     let listener = TcpListener::bind(listen).await?;
     println!("gateway on http://{listen}; agents: Triage; Ctrl-C stops it");
     si::run(listener, gateway, async {

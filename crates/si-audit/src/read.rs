@@ -48,7 +48,10 @@ pub async fn verify(
                 })
             };
             if stored.seq != expected {
-                return broken(format!("record {expected} is missing (next is {})", stored.seq));
+                return broken(format!(
+                    "record {expected} is missing (next is {})",
+                    stored.seq
+                ));
             }
             if stored.prev_hash != prev {
                 return broken("its link to the previous record does not match".into());

@@ -106,7 +106,8 @@ impl Accounts {
             .as_ref()
             .map_or_else(|| self.dummy_hash.to_string(), |(_, h)| h.clone());
         let password = password.clone();
-        let matches = blocking(move || Ok(password::verify(password.expose_secret(), &hash))).await?;
+        let matches =
+            blocking(move || Ok(password::verify(password.expose_secret(), &hash))).await?;
         match found {
             Some((user, _)) if matches && !user.disabled => Ok(user),
             _ => Err(AuthError::InvalidCredentials),
@@ -154,7 +155,11 @@ impl Accounts {
 
     /// Spends `token` and issues the next one of its family. Reuse of a spent token
     /// revokes the family ([`AuthError::RefreshReused`]).
-    pub async fn refresh(&self, token: &SecretString, ttl_secs: u64) -> Result<Refreshed, AuthError> {
+    pub async fn refresh(
+        &self,
+        token: &SecretString,
+        ttl_secs: u64,
+    ) -> Result<Refreshed, AuthError> {
         let (next, expires_at) = new_token(ttl_secs);
         let spent = self
             .sessions

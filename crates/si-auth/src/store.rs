@@ -83,8 +83,12 @@ pub trait SessionStore: Send + Sync + Debug {
 pub trait RevocationStore: Send + Sync + Debug {
     /// Revokes an access token (until `expires_at`, Unix seconds) and, if given,
     /// its session family.
-    async fn revoke(&self, jti: &str, expires_at: u64, family: Option<&str>)
-    -> Result<(), AuthError>;
+    async fn revoke(
+        &self,
+        jti: &str,
+        expires_at: u64,
+        family: Option<&str>,
+    ) -> Result<(), AuthError>;
 
     /// Everything revoked now (expired entries are purged on the way).
     async fn revoked(&self) -> Result<RevokedSet, AuthError>;

@@ -6,13 +6,14 @@ use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use secrecy::SecretString;
-use si_auth::{NewUser, UserStore};
+use si_auth::NewUser;
 
 /// A child process, stopped when dropped.
 pub struct Process {
@@ -126,17 +127,20 @@ pub async fn start_gateway(exe: &Path, mock: &Mock, dir: &Path) -> Result<Gatewa
     let config = gateway_config(port, metrics_port, &data, mock);
     let config_path = dir.join("si-bench.toml");
     std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let users =
-        UserStore::open(&si_auth::secret::user_db_path(&data)).map_err(|e| e.to_string())?;
-    users
+    let users = si_store::sqlite::SqliteUsers::open(&si_store::users_path(&data))
+        .map_err(|e| e.to_string())?;
+    let accounts = si_auth::Accounts::new(Arc::new(users.clone()), Arc::new(users))
+        .map_err(|e| e.to_string())?;
+    accounts
         .add(&NewUser {
             username: "bench",
             password: &SecretString::from(PASSWORD),
             role: "admin".parse().map_err(|_| "no admin role")?,
             location: "*",
         })
+        .await
         .map_err(|e| e.to_string())?;
-    drop(users);
+    drop(accounts);
     let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
     let child = Command::new(exe)
         .arg("gateway")

@@ -10,7 +10,11 @@
 //! - [`commands::up`]: `up`, `status` and `stop`, run by [`si_supervisor`] with
 //!   this process's directory, executable and environment.
 
+pub mod args;
 pub mod commands;
+mod run;
+
+pub use run::main;
 
 /// A command that failed, with the message to print.
 #[derive(Debug, thiserror::Error)]
@@ -27,4 +31,12 @@ pub enum CliError {
     /// Anything else, already phrased for a person.
     #[error("{0}")]
     Message(String),
+}
+
+/// A single-threaded async runtime for a command's network and database calls.
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Message(format!("cannot start the async runtime: {e}")))
 }

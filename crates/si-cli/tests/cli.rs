@@ -195,17 +195,18 @@ fn users_disable_enable_and_passwd() {
             .status
             .success()
     );
-    let store = si_auth::UserStore::open(&dir.path().join("data/users.db")).unwrap();
-    assert!(
-        store
-            .authenticate("nurse", &"second long password".to_owned().into())
-            .is_ok()
-    );
-    assert!(
-        store
-            .authenticate("nurse", &"first long password".to_owned().into())
-            .is_err()
-    );
+    let users = si_store::sqlite::SqliteUsers::open(&dir.path().join("data/users.db")).unwrap();
+    let accounts = si_auth::Accounts::new(
+        std::sync::Arc::new(users.clone()),
+        std::sync::Arc::new(users),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let login = |password: &str| {
+        runtime.block_on(accounts.authenticate("nurse", &password.to_owned().into()))
+    };
+    assert!(login("second long password").is_ok());
+    assert!(login("first long password").is_err());
 
     let unknown = si_cli_with_stdin(dir.path(), &["users", "disable", "nobody"], None);
     assert_eq!(unknown.status.code(), Some(1));
@@ -253,10 +254,11 @@ fn jwt_rotate_keeps_the_previous_secret() {
 fn audit_verify_finds_an_edited_record_and_export_filters_by_time() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data/audit.db");
-    let log = si_auth::audit::AuditLog::open(&path).unwrap();
+    use si_audit::AuditStore;
+    let log = si_store::sqlite::SqliteAudit::open(&path).unwrap();
     for n in 0..5 {
-        log.append_detached(si_auth::audit::AuditRecord {
-            at: si_auth::audit::now_rfc3339(),
+        log.append_detached(si_audit::AuditRecord {
+            at: si_audit::now_rfc3339(),
             request_id: format!("r{n}"),
             status: 200,
             ..Default::default()

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use http::HeaderMap;
-use si_auth::Claims;
 use si_audit::AuditRecord;
+use si_auth::Claims;
 
 use crate::client_ip::client_ip;
 

@@ -75,7 +75,7 @@ pub async fn status(
 /// is not ready last exited.
 fn table(reply: &control::StatusReply) -> String {
     let mut table = comfy_table::Table::new();
-    table.load_preset(comfy_table::presets::NOTHING);
+    table.load_style(comfy_table::presets::NOTHING);
     table.set_header([
         "NAME", "PID", "STATE", "UPTIME", "RESTARTS", "HEALTH", "PORT", "GPU",
     ]);

@@ -1,25 +1,24 @@
 //! `si-cli audit verify` and `si-cli audit export`.
 
 use std::io::Write;
-use std::path::Path;
 
-use si_auth::audit::{AUDIT_FILE, VerifyReport};
+use si_audit::VerifyReport;
+use si_core::Config;
 
 use crate::CliError;
 
-/// Checks the chain in `data_dir` (and that it still holds `expect_head`, if given),
-/// reports to `out`, and returns whether it is intact.
-pub fn verify(
-    data_dir: &Path,
+/// Checks the chain of the audit trail `config` names (and that it still holds
+/// `expect_head`, if given), reports to `out`, and returns whether it is intact.
+pub async fn verify(
+    config: &Config,
     expect_head: Option<&str>,
     out: &mut impl Write,
 ) -> Result<bool, CliError> {
-    let path = data_dir.join(AUDIT_FILE);
+    let store = si_store::audit_reader(config).map_err(|e| CliError::Message(e.to_string()))?;
     let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
-    let report = match expect_head {
-        Some(head) => si_auth::audit::verify_with_head(&path, head)?,
-        None => si_auth::audit::verify(&path)?,
-    };
+    let report = si_audit::verify(store.as_ref(), expect_head)
+        .await
+        .map_err(|e| CliError::Message(e.to_string()))?;
     match report {
         VerifyReport::Intact { records, head } => {
             writeln!(out, "audit log intact: {records} records, last hash {head}").map_err(io)?;
@@ -33,20 +32,18 @@ pub fn verify(
 }
 
 /// Writes the records between `since` and `until` as JSON lines.
-pub fn export(
-    data_dir: &Path,
+pub async fn export(
+    config: &Config,
     since: Option<&str>,
     until: Option<&str>,
-    out: &mut impl Write,
+    out: &mut (impl Write + Send),
 ) -> Result<u64, CliError> {
     let since = since.map(parse_time).transpose()?;
     let until = until.map(parse_time).transpose()?;
-    Ok(si_auth::audit::export(
-        &data_dir.join(AUDIT_FILE),
-        since,
-        until,
-        out,
-    )?)
+    let store = si_store::audit_reader(config).map_err(|e| CliError::Message(e.to_string()))?;
+    si_audit::export(store.as_ref(), since, until, out)
+        .await
+        .map_err(|e| CliError::Message(e.to_string()))
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time, or of midnight UTC of a date.

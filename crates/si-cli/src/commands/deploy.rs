@@ -18,6 +18,7 @@ use si_core::secret::SecretRef;
 use si_core::{BackendConfig, Config};
 
 use crate::CliError;
+use crate::args::DeployArgs;
 
 /// Where the rendered files expect things to be on the host.
 #[derive(Clone, Debug)]
@@ -309,6 +310,51 @@ fn prometheus(config: &Config) -> Value {
         gateway => gateway.to_string(),
         llama_servers => servers,
     }
+}
+
+/// `si-cli deploy`: renders every file for `args` into `args.out`, run from the
+/// current directory with the configuration file at `config_path`.
+pub fn run(
+    config: &Config,
+    args: DeployArgs,
+    config_path: Option<PathBuf>,
+) -> Result<bool, CliError> {
+    let DeployArgs {
+        out,
+        root,
+        si_server,
+        si_cli,
+        llama_server,
+        user,
+        server_name,
+        tls_cert,
+        tls_key,
+    } = args;
+    let here = std::env::current_dir()
+        .map_err(|e| CliError::Message(format!("cannot read the current directory: {e}")))?;
+    let root = root.unwrap_or(here.clone());
+    let config_file = match config_path {
+        Some(path) if path.is_absolute() => path,
+        Some(path) => here.join(path),
+        None => root.join("si.toml"),
+    };
+    let layout = Layout {
+        root,
+        si_server,
+        si_cli,
+        llama_server,
+        config: config_file,
+        user,
+        server_name,
+        tls_certificate: tls_cert,
+        tls_key,
+    };
+    let files = render(config, &layout)?;
+    write(&out, &files)?;
+    for (name, _) in &files {
+        println!("wrote {}", out.join(name).display());
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

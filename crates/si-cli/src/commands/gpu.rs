@@ -14,6 +14,7 @@ use si_gpu::plan::{GpuLoad, Placement, Plan, Verdict};
 use si_gpu::profile::ModelProfile;
 
 use crate::CliError;
+use crate::args::GpuCommand;
 use crate::commands::table;
 
 fn io(e: std::io::Error) -> CliError {
@@ -306,6 +307,70 @@ pub fn launch_line(config: &Config, p: &Placement) -> String {
         p.cache_type_v,
         if p.flash_attn { "on" } else { "off" },
     )
+}
+
+/// `si-cli gpu ...`; returns whether everything fits (for `plan`).
+pub fn run(command: GpuCommand, config: &Config, out: &mut impl Write) -> Result<bool, CliError> {
+    let overhead = config.gpu.process_overhead_bytes;
+    let inventory = || {
+        si_gpu::inventory::open(&config.gpu)
+            .map_err(|e| CliError::Message(format!("cannot read the GPUs: {e}")))
+    };
+    match command {
+        GpuCommand::Estimate {
+            model,
+            ctx,
+            cache_type_k,
+            cache_type_v,
+            flash_attn,
+            ngl,
+            json,
+        } => {
+            let settings = si_gpu::estimate::ServerSettings {
+                context: ctx,
+                cache_type_k,
+                cache_type_v,
+                flash_attn: flash_attn != "off",
+                gpu_layers: ngl,
+                ubatch: si_gpu::estimate::DEFAULT_UBATCH,
+            };
+            if cache_type_v.is_quantized() && !settings.flash_attn {
+                return Err(CliError::Message(
+                    "a quantised V cache needs flash attention (--flash-attn on)".into(),
+                ));
+            }
+            estimate(&model, &settings, overhead, json, out)?;
+        }
+        GpuCommand::Status { json } => {
+            let (inventory, note) = inventory()?;
+            status(config, inventory.as_ref(), note.as_deref(), json, out)?;
+        }
+        GpuCommand::Plan { json } => {
+            let servers = si_gpu::deployment::servers(config, Path::new("."))
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            let (inventory, note) = inventory()?;
+            if let (Some(note), false) = (&note, json) {
+                writeln!(out, "note: {note}\n")
+                    .map_err(|e| CliError::Message(format!("cannot write output: {e}")))?;
+            }
+            let readings = inventory
+                .read()
+                .map_err(|e| CliError::Message(format!("cannot read the GPUs: {e}")))?;
+            let gpus = si_gpu::deployment::gpu_specs(&readings);
+            let plan = si_gpu::plan::plan(&servers, &gpus, config.gpu.margin_bytes, overhead);
+            return write_plan(config, &plan, json, out);
+        }
+    }
+    Ok(true)
+}
+
+/// `si-cli tiny-model`: writes the tiny random-weight model to `path`.
+pub fn write_tiny_model(path: &Path, seed: u64, out: &mut impl Write) -> Result<(), CliError> {
+    let bytes = si_gpu::gguf::write::tiny_llama(seed);
+    std::fs::write(path, &bytes)
+        .map_err(|e| CliError::Message(format!("cannot write {}: {e}", path.display())))?;
+    writeln!(out, "wrote {} ({} bytes)", path.display(), bytes.len())
+        .map_err(|e| CliError::Message(format!("cannot write output: {e}")))
 }
 
 #[cfg(test)]

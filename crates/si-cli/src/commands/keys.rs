@@ -9,6 +9,10 @@ use si_core::secret::SecretRef;
 use si_core::{BackendConfig, Config};
 
 use crate::CliError;
+use crate::args::KeysCommand;
+
+/// The backends' API keys, in the working directory.
+pub const KEY_FILE: &str = ".api_keys.env";
 
 /// Random bytes per key (hex-encoded, so 64 characters).
 pub const KEY_BYTES: usize = 32;
@@ -197,6 +201,50 @@ fn replace_private(file: &Path, contents: &str) -> Result<(), CliError> {
     write_private(&temporary, contents)
         .and_then(|()| std::fs::rename(&temporary, file))
         .map_err(|e| CliError::Message(format!("cannot write {}: {e}", file.display())))
+}
+
+/// `si-cli keys ...`, on `.api_keys.env` in the current directory.
+pub fn run(command: KeysCommand, config: &Config) -> Result<bool, CliError> {
+    let file = Path::new(KEY_FILE);
+    match command {
+        KeysCommand::Generate { force } => {
+            let names = generate(config, file, Path::new(".gitignore"), force)?;
+            println!(
+                "wrote {} keys to {KEY_FILE} (mode 0600): {}",
+                names.len(),
+                names.join(", ")
+            );
+            println!(
+                "start each llama-server with its key in LLAMA_API_KEY (see the README); \
+                 never with --api-key, which `ps` shows"
+            );
+        }
+        KeysCommand::Rotate { backend } => {
+            let runtime = crate::runtime()?;
+            let accepts = |b: &BackendConfig, key: &SecretString| {
+                runtime.block_on(super::probe::accepts_key(b, key))
+            };
+            match rotate(config, file, &backend, accepts)? {
+                RotationStep::Staged { current, next } => {
+                    println!("added {next} to {KEY_FILE} beside {current}");
+                    println!(
+                        "now restart llama-server `{backend}` accepting both keys, e.g. \
+                         LLAMA_API_KEY=\"${current},${next}\", then run this command again"
+                    );
+                }
+                RotationStep::Switched { current } => {
+                    println!(
+                        "{current} now holds the new key; a running gateway switches within 2 s"
+                    );
+                    println!(
+                        "then restart llama-server `{backend}` with only the new key \
+                         (LLAMA_API_KEY=\"${current}\") to retire the old one"
+                    );
+                }
+            }
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]

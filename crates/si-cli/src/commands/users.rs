@@ -1,14 +1,15 @@
-//! `si-cli users add` and `si-cli users list`.
+//! `si-cli users`: add, list, disable, enable, new password; through the stores
+//! the configuration names.
 
 use std::io::{BufRead, Write};
-use std::path::Path;
 
 use secrecy::SecretString;
-use si_auth::secret::user_db_path;
-use si_auth::{NewUser, UserStore};
-use si_core::Role;
+use si_auth::{Accounts, NewUser};
+use si_core::{Config, Role};
+use si_store::AccountStores;
 
 use crate::CliError;
+use crate::commands::table;
 
 /// Reads one password line from `input` (the trailing newline is not part of it).
 pub fn read_password(input: &mut impl BufRead) -> Result<SecretString, CliError> {
@@ -26,59 +27,64 @@ pub fn read_password(input: &mut impl BufRead) -> Result<SecretString, CliError>
     Ok(SecretString::from(password))
 }
 
-/// Adds a user to the database in `data_dir`.
-pub fn add(
-    data_dir: &Path,
+/// Writes one line for a person to `out`.
+pub fn say(out: &mut impl Write, line: &str) -> Result<(), CliError> {
+    writeln!(out, "{line}").map_err(|e| CliError::Message(format!("cannot write output: {e}")))
+}
+
+/// The accounts `config` names.
+fn accounts(config: &Config) -> Result<Accounts, CliError> {
+    let stores = AccountStores::open(config).map_err(|e| CliError::Message(e.to_string()))?;
+    Ok(stores.accounts()?)
+}
+
+/// Adds a user.
+pub async fn add(
+    config: &Config,
     username: &str,
     role: Role,
     location: &str,
     password: &SecretString,
 ) -> Result<(), CliError> {
-    let store = UserStore::open(&user_db_path(data_dir))?;
-    store.add(&NewUser {
+    let new = NewUser {
         username,
         password,
         role,
         location,
-    })?;
+    };
+    accounts(config)?.add(&new).await?;
     Ok(())
 }
 
-/// Disables (or re-enables) a user in the database in `data_dir`.
-pub fn set_disabled(data_dir: &Path, username: &str, disabled: bool) -> Result<(), CliError> {
-    Ok(UserStore::open(&user_db_path(data_dir))?.set_disabled(username, disabled)?)
+/// Disables (or re-enables) a user.
+pub async fn set_disabled(config: &Config, username: &str, disabled: bool) -> Result<(), CliError> {
+    Ok(accounts(config)?.set_disabled(username, disabled).await?)
 }
 
-/// Replaces a user's password in the database in `data_dir`.
-pub fn set_password(
-    data_dir: &Path,
+/// Replaces a user's password.
+pub async fn set_password(
+    config: &Config,
     username: &str,
     password: &SecretString,
 ) -> Result<(), CliError> {
-    Ok(UserStore::open(&user_db_path(data_dir))?.set_password(username, password)?)
+    Ok(accounts(config)?.set_password(username, password).await?)
 }
 
-/// Writes a table of the users in `data_dir` to `out`.
-pub fn list(data_dir: &Path, out: &mut impl Write) -> Result<(), CliError> {
-    let store = UserStore::open(&user_db_path(data_dir))?;
-    let users = store.list()?;
-    let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
-    writeln!(
-        out,
-        "{:<24} {:<10} {:<16} STATUS",
-        "USERNAME", "ROLE", "LOCATION"
-    )
-    .map_err(io)?;
-    for user in users {
+/// Writes a table of the users to `out`.
+pub async fn list(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
+    let users = accounts(config)?.list().await?;
+    let rows = users.iter().map(|user| {
         let status = if user.disabled { "disabled" } else { "active" };
-        writeln!(
-            out,
-            "{:<24} {:<10} {:<16} {status}",
-            user.username, user.role, user.location
-        )
-        .map_err(io)?;
-    }
-    Ok(())
+        [
+            user.username.as_str(),
+            user.role.as_str(),
+            &user.location,
+            status,
+        ]
+    });
+    let table = table::plain(&["USERNAME", "ROLE", "LOCATION", "STATUS"], rows, &[]);
+    table::write(out, &table, "")
+        .map_err(|e| CliError::Message(format!("cannot write output: {e}")))
 }
 
 #[cfg(test)]
@@ -87,31 +93,35 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn add_then_list() {
+    #[tokio::test]
+    async fn add_then_list() {
         let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::builtin().unwrap();
+        config.gateway.data_dir = dir.path().to_owned();
         let password = read_password(&mut "correct horse battery\n".as_bytes()).unwrap();
         assert_eq!(password.expose_secret(), "correct horse battery");
         add(
-            dir.path(),
+            &config,
             "doctor1",
             Role::Clinician,
             "hospital-01",
             &password,
         )
+        .await
         .unwrap();
         assert!(
             add(
-                dir.path(),
+                &config,
                 "doctor1",
                 Role::Clinician,
                 "hospital-01",
                 &password
             )
+            .await
             .is_err()
         );
         let mut out = Vec::new();
-        list(dir.path(), &mut out).unwrap();
+        list(&config, &mut out).await.unwrap();
         let out = String::from_utf8(out).unwrap();
         assert!(out.lines().nth(1).unwrap().starts_with("doctor1"), "{out}");
         assert!(out.contains("clinician") && out.contains("hospital-01") && out.contains("active"));

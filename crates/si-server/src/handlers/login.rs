@@ -111,12 +111,16 @@ async fn sign_in(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<(User, String, IssuedRefresh), AuthError> {
     let accounts = &gateway.inner.accounts;
-    let user = accounts.authenticate(&login.username, &login.password).await?;
+    let user = accounts
+        .authenticate(&login.username, &login.password)
+        .await?;
     drop(permit);
     let known = &gateway.config().auth.locations;
     let location = login_location(&user, login.location_id.as_deref(), known)?;
     let ttl = gateway.config().auth.refresh_expiry.as_secs();
-    let refresh = accounts.start_session(&user.username, &location, ttl).await?;
+    let refresh = accounts
+        .start_session(&user.username, &location, ttl)
+        .await?;
     Ok((user, location, refresh))
 }
 

@@ -17,7 +17,6 @@ use si_core::config::RateLimitConfig;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
-
 /// One keyed limiter with a bound on the keys it tracks.
 struct Limiter<K: Hash + Eq + Clone> {
     scope: &'static str,

@@ -42,9 +42,11 @@ pub(crate) fn apply(conn: &mut Connection, migrations: &[Migration]) -> Result<(
     .map_err(sql)?;
     let tx = conn.transaction().map_err(sql)?;
     let current: i64 = tx
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )
         .map_err(sql)?;
     let known = migrations.last().map_or(0, |m| m.version);
     if current > known {

@@ -115,7 +115,9 @@ impl UserStore for SqliteUsers {
         self.run(|conn, path| {
             let store = |e: rusqlite::Error| AuthError::store(path, e);
             let mut stmt = conn
-                .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))
+                .prepare(&format!(
+                    "SELECT {USER_COLUMNS} FROM users ORDER BY username"
+                ))
                 .map_err(store)?;
             let rows = stmt.query_map([], user_from_row).map_err(store)?;
             rows.map(|row| row.map(|(user, _)| user).map_err(store))

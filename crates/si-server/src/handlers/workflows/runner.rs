@@ -5,8 +5,8 @@
 use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Value, json};
-use si_auth::Claims;
 use si_audit::{AuditRecord, now_rfc3339};
+use si_auth::Claims;
 use si_core::{AgentConfig, StepConfig};
 use si_router::workflow::{StepAnswer, StepRunner};
 

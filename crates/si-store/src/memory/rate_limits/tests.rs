@@ -37,25 +37,16 @@ fn each_scope_admits_its_quota_then_refuses() {
 
     assert!(limits.identity("ann", "ward").is_ok());
     assert!(limits.identity("ann", "ward").is_ok());
-    assert_eq!(
-        limits.identity("ann", "ward").unwrap_err().scope,
-        "user"
-    );
+    assert_eq!(limits.identity("ann", "ward").unwrap_err().scope, "user");
     assert!(limits.identity("bob", "ward").is_ok());
     assert!(limits.identity("cy", "ward").is_ok());
-    assert_eq!(
-        limits.identity("di", "ward").unwrap_err().scope,
-        "location"
-    );
+    assert_eq!(limits.identity("di", "ward").unwrap_err().scope, "location");
     // A listed location has its own quota.
     for user in ["a", "b", "c", "d", "e"] {
         assert!(limits.identity(user, "main-campus").is_ok(), "{user}");
     }
     assert_eq!(
-        limits
-            .identity("f", "main-campus")
-            .unwrap_err()
-            .per_minute,
+        limits.identity("f", "main-campus").unwrap_err().per_minute,
         5
     );
 }

@@ -175,11 +175,15 @@ async fn export_writes_json_lines_within_the_window() {
     let at = at_millis(&lines[0].at);
     let mut none = Vec::new();
     assert_eq!(
-        export(&path, Some(at + 60_000), None, &mut none).await.unwrap(),
+        export(&path, Some(at + 60_000), None, &mut none)
+            .await
+            .unwrap(),
         0
     );
     assert_eq!(
-        export(&path, None, Some(at - 60_000), &mut none).await.unwrap(),
+        export(&path, None, Some(at - 60_000), &mut none)
+            .await
+            .unwrap(),
         0
     );
     assert!(none.is_empty());

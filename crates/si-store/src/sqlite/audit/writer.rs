@@ -244,10 +244,12 @@ fn chain_head(conn: &Connection) -> rusqlite::Result<ChainHead> {
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
         )
         .optional()?;
-    Ok(head.map_or_else(ChainHead::default, |(seq, hash)| ChainHead {
-        seq: u64::try_from(seq).unwrap_or(0),
-        hash,
-    }))
+    Ok(
+        head.map_or_else(ChainHead::default, |(seq, hash)| ChainHead {
+            seq: u64::try_from(seq).unwrap_or(0),
+            hash,
+        }),
+    )
 }
 
 fn write_batch(

@@ -118,7 +118,8 @@ impl SessionStore for SqliteUsers {
                 .optional()
                 .map_err(store)?;
             let family = family.ok_or(AuthError::InvalidToken("unknown refresh token"))?;
-            conn.execute(REVOKE_FAMILY, params![family]).map_err(store)?;
+            conn.execute(REVOKE_FAMILY, params![family])
+                .map_err(store)?;
             Ok(family)
         })
         .await
@@ -155,10 +156,16 @@ impl RevocationStore for SqliteUsers {
         self.run(|conn, path| {
             let store = |e: rusqlite::Error| AuthError::store(path, e);
             let now = unix_now();
-            conn.execute("DELETE FROM revoked_tokens WHERE expires_at <= ?1", params![now])
-                .map_err(store)?;
-            conn.execute("DELETE FROM refresh_tokens WHERE expires_at <= ?1", params![now])
-                .map_err(store)?;
+            conn.execute(
+                "DELETE FROM revoked_tokens WHERE expires_at <= ?1",
+                params![now],
+            )
+            .map_err(store)?;
+            conn.execute(
+                "DELETE FROM refresh_tokens WHERE expires_at <= ?1",
+                params![now],
+            )
+            .map_err(store)?;
             let strings = |sql: &str| -> Result<HashSet<String>, AuthError> {
                 let mut stmt = conn.prepare(sql).map_err(store)?;
                 let rows = stmt

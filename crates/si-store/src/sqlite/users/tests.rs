@@ -21,7 +21,11 @@ struct Store {
 impl Store {
     async fn open(path: &Path) -> Store {
         let db = SqliteUsers::open(path).unwrap();
-        let accounts = Accounts::new(std::sync::Arc::new(db.clone()), std::sync::Arc::new(db.clone())).unwrap();
+        let accounts = Accounts::new(
+            std::sync::Arc::new(db.clone()),
+            std::sync::Arc::new(db.clone()),
+        )
+        .unwrap();
         Store { accounts, db }
     }
     async fn add(&self, user: &NewUser<'_>) -> Result<User, AuthError> {
@@ -39,13 +43,23 @@ impl Store {
     async fn set_password(&self, name: &str, password: &SecretString) -> Result<(), AuthError> {
         self.accounts.set_password(name, password).await
     }
-    async fn start_session(&self, name: &str, location: &str, ttl: u64) -> Result<IssuedRefresh, AuthError> {
+    async fn start_session(
+        &self,
+        name: &str,
+        location: &str,
+        ttl: u64,
+    ) -> Result<IssuedRefresh, AuthError> {
         self.accounts.start_session(name, location, ttl).await
     }
     async fn refresh(&self, token: &SecretString, ttl: u64) -> Result<Refreshed, AuthError> {
         self.accounts.refresh(token, ttl).await
     }
-    async fn revoke(&self, jti: &str, expires_at: u64, family: Option<&str>) -> Result<(), AuthError> {
+    async fn revoke(
+        &self,
+        jti: &str,
+        expires_at: u64,
+        family: Option<&str>,
+    ) -> Result<(), AuthError> {
         self.db.revoke(jti, expires_at, family).await
     }
     async fn revoked_set(&self) -> Result<RevokedSet, AuthError> {
@@ -96,10 +110,13 @@ async fn add(store: &Store, name: &str, role: Role, location: &str) -> Result<Us
 #[tokio::test]
 async fn add_list_and_authenticate() {
     let (_dir, store) = store().await;
-    add(&store, "doctor1", Role::Clinician, "hospital-01").await.unwrap();
+    add(&store, "doctor1", Role::Clinician, "hospital-01")
+        .await
+        .unwrap();
     add(&store, "biller", Role::Billing, "*").await.unwrap();
     let names: Vec<_> = store
-        .list().await
+        .list()
+        .await
         .unwrap()
         .into_iter()
         .map(|u| (u.username, u.role))
@@ -113,15 +130,20 @@ async fn add_list_and_authenticate() {
     );
 
     let user = store
-        .authenticate("doctor1", &pw("correct horse battery")).await
+        .authenticate("doctor1", &pw("correct horse battery"))
+        .await
         .unwrap();
     assert_eq!(user.location, "hospital-01");
     assert!(matches!(
-        store.authenticate("doctor1", &pw("wrong horse battery")).await,
+        store
+            .authenticate("doctor1", &pw("wrong horse battery"))
+            .await,
         Err(AuthError::InvalidCredentials)
     ));
     assert!(matches!(
-        store.authenticate("nobody", &pw("correct horse battery")).await,
+        store
+            .authenticate("nobody", &pw("correct horse battery"))
+            .await,
         Err(AuthError::InvalidCredentials)
     ));
 }
@@ -129,7 +151,9 @@ async fn add_list_and_authenticate() {
 #[tokio::test]
 async fn duplicate_and_invalid_users_are_refused() {
     let (_dir, store) = store().await;
-    add(&store, "doctor1", Role::Clinician, "hospital-01").await.unwrap();
+    add(&store, "doctor1", Role::Clinician, "hospital-01")
+        .await
+        .unwrap();
     assert!(matches!(
         add(&store, "doctor1", Role::Admin, "x").await,
         Err(AuthError::UserExists(_))
@@ -149,13 +173,18 @@ async fn duplicate_and_invalid_users_are_refused() {
         role: Role::Admin,
         location: "x",
     };
-    assert!(matches!(store.add(&new).await, Err(AuthError::InvalidUser(_))));
+    assert!(matches!(
+        store.add(&new).await,
+        Err(AuthError::InvalidUser(_))
+    ));
 }
 
 #[tokio::test]
 async fn stored_rows_hold_a_hash_not_the_password() {
     let (dir, store) = store().await;
-    add(&store, "doctor1", Role::Clinician, "hospital-01").await.unwrap();
+    add(&store, "doctor1", Role::Clinician, "hospital-01")
+        .await
+        .unwrap();
     drop(store);
     let conn = Connection::open(dir.path().join("data/users.db")).unwrap();
     let hash: String = conn
@@ -177,17 +206,20 @@ async fn stored_rows_hold_a_hash_not_the_password() {
 #[tokio::test]
 async fn disabled_users_cannot_log_in() {
     let (_dir, store) = store().await;
-    add(&store, "doctor1", Role::Clinician, "hospital-01").await.unwrap();
+    add(&store, "doctor1", Role::Clinician, "hospital-01")
+        .await
+        .unwrap();
     rusqlite::Connection::open(store.db.path())
         .unwrap()
         .execute("UPDATE users SET disabled = 1", [])
         .unwrap();
     assert!(matches!(
-        store.authenticate("doctor1", &pw("correct horse battery")).await,
+        store
+            .authenticate("doctor1", &pw("correct horse battery"))
+            .await,
         Err(AuthError::InvalidCredentials)
     ));
 }
-
 
 #[tokio::test]
 async fn refresh_rotates_and_reuse_revokes_the_family() {
@@ -210,7 +242,8 @@ async fn refresh_rotates_and_reuse_revokes_the_family() {
     assert!(store.refresh(&second.refresh.token, 3600).await.is_err());
     assert!(
         store
-            .revoked_set().await
+            .revoked_set()
+            .await
             .unwrap()
             .families
             .contains(&first.family)
@@ -251,7 +284,8 @@ async fn unknown_expired_and_disabled_are_refused() {
     assert!(store.refresh(&live.token, 60).await.is_err());
     assert!(
         store
-            .revoked_set().await
+            .revoked_set()
+            .await
             .unwrap()
             .disabled_users
             .contains("doctor1")
@@ -269,7 +303,8 @@ async fn logout_revocations_are_listed_until_they_expire() {
     let (_dir, store) = store_with_doctor().await;
     let session = store.start_session("doctor1", "h1", 3600).await.unwrap();
     store
-        .revoke("jti-1", u64::MAX / 2, Some(&session.family)).await
+        .revoke("jti-1", u64::MAX / 2, Some(&session.family))
+        .await
         .unwrap();
     store.revoke("jti-old", 1, None).await.unwrap();
     let set = store.revoked_set().await.unwrap();
@@ -287,22 +322,26 @@ async fn a_new_password_ends_every_session() {
     let (_dir, store) = store_with_doctor().await;
     let session = store.start_session("doctor1", "h1", 3600).await.unwrap();
     store
-        .set_password("doctor1", &"another long password".to_owned().into()).await
+        .set_password("doctor1", &"another long password".to_owned().into())
+        .await
         .unwrap();
     assert!(store.refresh(&session.token, 60).await.is_err());
     assert!(
         store
-            .authenticate("doctor1", &"another long password".to_owned().into()).await
+            .authenticate("doctor1", &"another long password".to_owned().into())
+            .await
             .is_ok()
     );
     assert!(
         store
-            .authenticate("doctor1", &"correct horse battery".to_owned().into()).await
+            .authenticate("doctor1", &"correct horse battery".to_owned().into())
+            .await
             .is_err()
     );
     assert!(
         store
-            .set_password("doctor1", &"short".to_owned().into()).await
+            .set_password("doctor1", &"short".to_owned().into())
+            .await
             .is_err()
     );
 }

@@ -89,14 +89,14 @@ async fn chat_without_a_valid_token_is_401() {
     // A token signed by another gateway's secret.
     let mut other = h.gateway.config().auth.clone();
     other.issuer = "synthetic-intelligence".into();
-    let forged = si::si_auth::TokenIssuer::new(
+    let forged = si_auth::TokenIssuer::new(
         &other,
-        &si::si_auth::JwtSecrets {
+        &si_auth::JwtSecrets {
             current: "another-secret-another-secret-another".to_owned().into(),
             previous: None,
         },
     )
-    .issue("doctor1", si::si_core::Role::Admin, "hospital-01", "s1")
+    .issue("doctor1", si_core::Role::Admin, "hospital-01", "s1")
     .unwrap();
     use secrecy::ExposeSecret;
     let (status, _) = h

@@ -100,11 +100,13 @@ async fn revocations_survive_a_restart() {
     let token = tokens["access_token"].as_str().unwrap();
     h.post_json("/v1/auth/logout", Some(token), json!({})).await;
     // A second gateway on the same data directory, as after a restart.
-    let restarted = si::Gateway::open(h.gateway.config().clone()).unwrap();
+    let restarted = si_server::Gateway::open(h.gateway.config().clone())
+        .await
+        .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(si::run(listener, restarted, async move {
+    let server = tokio::spawn(si_server::run(listener, restarted, async move {
         let _ = stopped.await;
     }));
     let request = http::Request::post(format!("{base}/v1/chat/completions"))
@@ -169,9 +171,11 @@ async fn disabling_a_user_elsewhere_stops_their_tokens_within_seconds() {
     let tokens = login(&h, "doctor1").await;
     assert_eq!(chat_status(&h, &tokens).await, 200);
     // Another process's connection, as `si-cli users disable` would use.
-    let db = h.gateway.config().gateway.data_dir.join("users.db");
-    let cli = si::si_auth::UserStore::open(&db).unwrap();
-    cli.set_disabled("doctor1", true).unwrap();
+    let cli = si_store::AccountStores::open(h.gateway.config())
+        .unwrap()
+        .accounts()
+        .unwrap();
+    cli.set_disabled("doctor1", true).await.unwrap();
     let mut status = 200;
     for _ in 0..50 {
         status = chat_status(&h, &tokens).await;
@@ -191,7 +195,7 @@ async fn disabling_a_user_elsewhere_stops_their_tokens_within_seconds() {
         (status, error_parts(&body).1.as_str()),
         (401, "invalid_credentials")
     );
-    cli.set_disabled("doctor1", false).unwrap();
+    cli.set_disabled("doctor1", false).await.unwrap();
     let fresh = login(&h, "doctor1").await;
     let mut status = 401;
     for _ in 0..50 {

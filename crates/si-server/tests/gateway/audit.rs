@@ -2,19 +2,26 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use si::si_auth::audit::{AuditRecord, VerifyReport, export, verify};
+use si_audit::{AuditRecord, VerifyReport};
 
 use crate::raw_backend::GatedStreamBackend;
 use crate::support::{Harness, Options, TEST_PASSWORD, chat_body};
 
 const PROMPT: &str = "Patient Jane Roe, DOB 1961-02-03, chest pain";
 
-pub(crate) fn records(h: &Harness) -> Vec<AuditRecord> {
-    let path = h.gateway.config().gateway.data_dir.join("audit.db");
+/// Every record of `h`'s audit trail, as `si-cli audit export` reads them.
+pub(crate) async fn export(h: &Harness) -> String {
+    let store = si_store::audit_reader(h.gateway.config()).unwrap();
     let mut out = Vec::new();
-    export(&path, None, None, &mut out).unwrap();
-    String::from_utf8(out)
-        .unwrap()
+    si_audit::export(store.as_ref(), None, None, &mut out)
+        .await
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+pub(crate) async fn records(h: &Harness) -> Vec<AuditRecord> {
+    export(h)
+        .await
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -43,7 +50,7 @@ async fn every_request_leaves_one_metadata_only_record() {
     h.get_json("/healthz", None).await; // not audited
 
     // Each response was complete only once its record was committed.
-    let log = records(&h);
+    let log = records(&h).await;
     let summary: Vec<(u64, &str, u16)> = log
         .iter()
         .map(|r| (r.seq, r.path.as_str(), r.status))
@@ -115,8 +122,9 @@ async fn every_request_leaves_one_metadata_only_record() {
     ] {
         assert!(!raw.contains(secret), "audit log contains `{secret}`");
     }
+    let store = si_store::audit_reader(h.gateway.config()).unwrap();
     assert!(matches!(
-        verify(&path).unwrap(),
+        si_audit::verify(store.as_ref(), None).await.unwrap(),
         VerifyReport::Intact { records: 5, .. }
     ));
     h.shutdown().await;
@@ -138,7 +146,7 @@ async fn a_client_that_leaves_mid_stream_is_recorded_as_499() {
     drop(body);
     let mut statuses = Vec::new();
     for _ in 0..100 {
-        statuses = records(&h).iter().map(|r| r.status).collect();
+        statuses = records(&h).await.iter().map(|r| r.status).collect();
         if statuses.len() == 2 {
             break;
         }

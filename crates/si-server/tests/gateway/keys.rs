@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use si::Environment;
+use si_core::Environment;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{Harness, Options, chat_body, error_parts};
@@ -70,7 +70,7 @@ async fn the_gateway_follows_changes_to_the_key_file() {
     let sim = h.sim(8081);
     sim.set_keys(&[&sim.key, "rotated-key-8081-0123456789abcdef"]);
     let write = |key: &str| {
-        si::si_auth::secret::write_private(
+        si_auth::secret::write_private(
             &file.with_extension("tmp"),
             &format!("API_KEY_BIMEDIX2_8081={key}"),
         )
@@ -78,7 +78,7 @@ async fn the_gateway_follows_changes_to_the_key_file() {
         std::fs::rename(file.with_extension("tmp"), &file).unwrap();
     };
     let stop = CancellationToken::new();
-    let watcher = si::watch_key_file(
+    let watcher = si_server::watch_key_file(
         h.gateway.clone(),
         file.clone(),
         Environment::default(),

@@ -10,8 +10,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use si::si_core::config::BUILTIN_TOML;
-use si::{Config, Environment, Gateway};
+use si_core::config::BUILTIN_TOML;
+use si_core::{Config, Environment};
+use si_server::Gateway;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -53,7 +54,7 @@ pub struct Options {
     /// Give the gateway no key for these ports.
     pub no_key_ports: Vec<u16>,
     /// Read GPUs from this instead of NVML or the declared ones.
-    pub gpus: Option<std::sync::Arc<dyn si::si_gpu::GpuInventory>>,
+    pub gpus: Option<std::sync::Arc<dyn si_gpu::GpuInventory>>,
 }
 
 pub const TEST_PASSWORD: &str = "correct horse battery staple";
@@ -103,29 +104,31 @@ impl Harness {
         }
         let mut config = Config::parse(&toml, "test.toml").expect("test config");
         config.apply_env(&env).expect("test env");
-        let gateway = Gateway::open(config).expect("gateway");
+        let mut parts = Gateway::parts(&config).expect("gateway parts");
         if let Some(gpus) = &options.gpus {
-            gateway.set_gpu_inventory(gpus.clone());
+            parts.gpus = gpus.clone();
         }
-        let users = gateway.users();
+        let gateway = Gateway::new(config, parts).await.expect("gateway");
+        let users = gateway.accounts();
         for (name, role, location) in [
             ("doctor1", "clinician", "hospital-01"),
             ("biller", "billing", "*"),
             ("admin1", "admin", "*"),
         ] {
             users
-                .add(&si::si_auth::NewUser {
+                .add(&si_auth::NewUser {
                     username: name,
                     password: &TEST_PASSWORD.to_owned().into(),
                     role: role.parse().expect("role"),
                     location,
                 })
+                .await
                 .expect("add user");
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(si::run(listener, gateway.clone(), async move {
+        let server = tokio::spawn(si_server::run(listener, gateway.clone(), async move {
             let _ = stopped.await;
         }));
         let harness = Harness {

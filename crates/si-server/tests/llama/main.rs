@@ -15,7 +15,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use si::{Config, Environment, Gateway};
+use si_core::{Config, Environment};
+use si_server::Gateway;
 
 struct Server(Child);
 
@@ -99,7 +100,7 @@ async fn chat_streams_and_fails_over_across_real_llama_servers() {
         .expect("SI_LLAMA_SERVER: the llama-server to run (.ci/llama-server builds one)");
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny.gguf");
-    std::fs::write(&model, si::si_gpu::gguf::write::tiny_llama(1)).unwrap();
+    std::fs::write(&model, si_gpu::gguf::write::tiny_llama(1)).unwrap();
     let (a, b) = free_ports();
     let (key_a, key_b) = ("key-a-0123456789abcdef", "key-b-0123456789abcdef");
     let first = llama_server(&binary, &model, a, key_a);
@@ -144,20 +145,21 @@ admin = ["*"]
         ),
     ]);
     config.apply_env(&env).unwrap();
-    let gateway = Gateway::open(config).unwrap();
+    let gateway = Gateway::open(config).await.unwrap();
     gateway
-        .users()
-        .add(&si::si_auth::NewUser {
+        .accounts()
+        .add(&si_auth::NewUser {
             username: "admin1",
             password: &"a long enough password".to_owned().into(),
             role: "admin".parse().unwrap(),
             location: "*",
         })
+        .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(si::run(listener, gateway, async move {
+    let server = tokio::spawn(si_server::run(listener, gateway, async move {
         let _ = stopped.await;
     }));
 

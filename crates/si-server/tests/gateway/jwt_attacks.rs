@@ -8,7 +8,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use si::si_auth::token::key_id;
+use si_auth::token::key_id;
 
 use crate::support::{Harness, Options, chat_body, read_json};
 

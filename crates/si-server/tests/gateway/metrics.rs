@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde_json::json;
 
-use si::si_gpu::{GpuError, GpuInventory, GpuReading};
+use si_gpu::{GpuError, GpuInventory, GpuReading};
 
 use crate::support::{Harness, Options, chat_body};
 
@@ -115,12 +115,7 @@ async fn metrics_use_the_original_names_and_bounded_labels() {
     // Scrapes are neither audited nor counted as requests.
     let again = crate::metrics_text(&h).await;
     assert!(value(&again, "http_requests_total", &["endpoint=\"/metrics\""]).is_none());
-    let audited = {
-        let path = h.gateway.config().gateway.data_dir.join("audit.db");
-        let mut out = Vec::new();
-        si::si_auth::audit::export(&path, None, None, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
-    };
+    let audited = crate::audit::export(&h).await;
     assert!(!audited.contains("/metrics"), "{audited}");
     // Unknown paths are one label value, not one per path; no user or token anywhere.
     assert!(text.contains("endpoint=\"other\"") && !text.contains("user-12345"));
@@ -136,7 +131,7 @@ async fn metrics_are_not_on_the_public_port_by_default_but_on_their_own_listener
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(si::si_server::serve_metrics(
+    let server = tokio::spawn(si_server::serve_metrics(
         listener,
         h.gateway.clone(),
         async move {

@@ -10,16 +10,15 @@ mod health;
 mod jwt_attacks;
 mod keys;
 mod limits;
-mod llama_sim;
 mod metrics;
-mod raw_backend;
 mod reliability;
 mod routing;
 mod sessions;
 mod stream_faults;
 mod streaming;
-mod support;
 mod workflows;
+
+use si_test_support::{harness as support, raw_backend};
 
 /// The gateway's `/metrics` text (it must serve them on its own port).
 async fn metrics_text(h: &support::Harness) -> String {

@@ -5,16 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-// Shared with the gateway tests, which use the parts this binary does not.
-#[allow(dead_code, unused_imports)]
-#[path = "../gateway/llama_sim.rs"]
-mod llama_sim;
-#[allow(dead_code, unused_imports)]
-#[path = "../gateway/raw_backend.rs"]
-mod raw_backend;
-#[allow(dead_code, unused_imports)]
-#[path = "../gateway/support.rs"]
-mod support;
+use si_test_support::{harness as support, raw_backend};
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};

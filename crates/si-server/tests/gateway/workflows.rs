@@ -120,7 +120,7 @@ async fn the_discharge_summary_runs_its_three_views_in_parallel() {
 
     // Each step is audited like a chat request, under the run's id (the run
     // request's own id), without text; the run request has its own record.
-    let records = crate::audit::records(&h);
+    let records = crate::audit::records(&h).await;
     let (steps, run_records): (Vec<_>, Vec<_>) = records
         .iter()
         .filter(|r| r.request_id == run["run_id"].as_str().unwrap())
@@ -378,15 +378,16 @@ async fn a_step_dropped_mid_way_is_still_audited() {
     assert!(
         crate::reliability::eventually(|| async {
             crate::audit::records(&h)
+                .await
                 .iter()
                 .any(|r| r.step.as_deref() == Some("clinical_justification") && r.status == 499)
         })
         .await,
         "{:?}",
-        crate::audit::records(&h)
+        crate::audit::records(&h).await
     );
     // The step's record and the run's request share the run's id.
-    let records = crate::audit::records(&h);
+    let records = crate::audit::records(&h).await;
     let step = records
         .iter()
         .find(|r| r.step.as_deref() == Some("clinical_justification"))

@@ -216,7 +216,7 @@ impl LlamaSim {
         shape: StreamShape,
     ) -> Self {
         let server = MockServer::builder().start().await;
-        let key = format!("key-{port_tag}-{}", si::si_auth::secret::random_hex(8));
+        let key = format!("key-{port_tag}-{}", si_auth::secret::random_hex(8));
         let loading = Arc::new(AtomicBool::new(false));
         let keys = Arc::new(Mutex::new(vec![key.clone()]));
         let failing = Arc::new(AtomicBool::new(false));
