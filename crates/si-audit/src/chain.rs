@@ -83,3 +83,30 @@ pub fn chain_hash(prev_hash: &str, record_json: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealing_numbers_links_and_covers_every_record() {
+        let mut head = ChainHead::default();
+        let mut first = AuditRecord {
+            at: "2026-12-01T08:00:00.000Z".into(),
+            status: 200,
+            ..AuditRecord::default()
+        };
+        let mut second = first.clone();
+        let a = head.seal(&mut first).unwrap();
+        let b = head.seal(&mut second).unwrap();
+        assert_eq!((a.seq, b.seq, head.seq), (1, 2, 2));
+        assert_eq!(a.prev_hash, GENESIS_HASH);
+        assert_eq!(b.prev_hash, a.hash);
+        assert_eq!(head.hash, b.hash);
+        assert_eq!(a.at_ms, 1_796_112_000_000);
+        assert_eq!(b.hash, chain_hash(&a.hash, &b.json));
+        // The same content at another position hashes differently.
+        assert_ne!(a.hash, b.hash);
+        assert!(b.json.contains("\"seq\":2"));
+    }
+}

@@ -10,7 +10,6 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -81,7 +80,13 @@ fn main() -> ExitCode {
             delay_ms,
             chunks,
             interval_ms,
-        }) => run_mock(delay_ms, chunks, interval_ms),
+        }) => match mock::run(delay_ms, chunks, interval_ms) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("si-bench mock: {e}");
+                ExitCode::FAILURE
+            }
+        },
         None => {
             let settings = if args.smoke {
                 plan::Settings::smoke()
@@ -95,54 +100,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+/// The benchmark's async runtime.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))
-}
-
-fn run_mock(delay_ms: u64, chunks: u32, interval_ms: u64) -> ExitCode {
-    let served = runtime().and_then(|runtime| {
-        runtime.block_on(async {
-            let mut listeners = Vec::new();
-            for _ in 0..3 {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                listeners.push(listener);
-            }
-            let addresses: Vec<String> = listeners
-                .iter()
-                .filter_map(|l| l.local_addr().ok())
-                .map(|a| a.to_string())
-                .collect();
-            println!("READY {}", addresses.join(" "));
-            let modes = [
-                mock::Mode::Immediate,
-                mock::Mode::Delayed(Duration::from_millis(delay_ms)),
-                mock::Mode::Streaming {
-                    chunks,
-                    interval: Duration::from_millis(interval_ms),
-                },
-            ];
-            let mut tasks = Vec::new();
-            for (listener, mode) in listeners.into_iter().zip(modes) {
-                tasks.push(tokio::spawn(mock::serve(listener, mode)));
-            }
-            for task in tasks {
-                let _ = task.await;
-            }
-            Ok(())
-        })
-    });
-    match served {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("si-bench mock: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 fn run_benchmark(settings: &plan::Settings, out: &std::path::Path, with_nginx: bool) -> ExitCode {

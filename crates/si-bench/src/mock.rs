@@ -174,3 +174,40 @@ impl Body for Chunks {
         }
     }
 }
+
+/// The mock llama-server process: three listeners (immediate, delayed by
+/// `delay_ms`, streaming `chunks` every `interval_ms`), their addresses on the
+/// first line of standard output, served until killed.
+pub fn run(delay_ms: u64, chunks: u32, interval_ms: u64) -> Result<(), String> {
+    crate::runtime()?.block_on(async {
+        let mut listeners = Vec::new();
+        for _ in 0..3 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?;
+            listeners.push(listener);
+        }
+        let addresses: Vec<String> = listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+            .collect();
+        println!("READY {}", addresses.join(" "));
+        let modes = [
+            Mode::Immediate,
+            Mode::Delayed(Duration::from_millis(delay_ms)),
+            Mode::Streaming {
+                chunks,
+                interval: Duration::from_millis(interval_ms),
+            },
+        ];
+        let mut tasks = Vec::new();
+        for (listener, mode) in listeners.into_iter().zip(modes) {
+            tasks.push(tokio::spawn(serve(listener, mode)));
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        Ok(())
+    })
+}

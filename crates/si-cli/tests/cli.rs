@@ -2,11 +2,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "support/si_cli.rs"]
-mod support;
-
-use support::si_cli_with_stdin;
-
 #[test]
 fn keys_generate_writes_the_six_variables_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,9 +283,14 @@ fn audit_verify_finds_an_edited_record_and_export_filters_by_time() {
     );
     assert_eq!(bad.status.code(), Some(1));
 
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute(r#"UPDATE audit SET record = replace(record, '"status":200', '"status":500') WHERE seq = 4"#, []).unwrap();
-    drop(conn);
+    // An edit made behind the database's back, as someone with the file would:
+    // record 4 (request r3) says 500 now.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let record = find(&bytes, b"\"request_id\":\"r3\"").unwrap();
+    let status = record + find(&bytes[record..], b"\"status\":200").unwrap();
+    bytes[status + 9..status + 12].copy_from_slice(b"500");
+    std::fs::write(&path, bytes).unwrap();
     let broken = si_cli_with_stdin(dir.path(), &["audit", "verify"], None);
     assert_eq!(broken.status.code(), Some(1));
     assert!(
@@ -298,4 +298,13 @@ fn audit_verify_finds_an_edited_record_and_export_filters_by_time() {
         "{}",
         String::from_utf8_lossy(&broken.stdout)
     );
+}
+
+/// `si-cli ARGS` in `dir`, with `stdin` on its standard input.
+fn si_cli_with_stdin(
+    dir: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    si_test_support::cli::run(env!("CARGO_BIN_EXE_si-cli"), dir, args, stdin)
 }

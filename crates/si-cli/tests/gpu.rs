@@ -3,14 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "support/si_cli.rs"]
-mod support;
-
 use std::process::Output;
 
 use serde_json::Value;
 use si_gpu::gguf::write::{llama_header, shapes};
-use support::si_cli;
 
 /// A directory holding the original's model headers under `models/` and the
 /// built-in configuration with declared GPUs only.
@@ -160,4 +156,9 @@ fn status_without_a_driver_shows_the_declared_gpus() {
     assert_eq!(gpus.len(), 2);
     assert_eq!(gpus[0]["memory_total"].as_u64(), Some(24 << 30));
     assert!(gpus[0]["memory_used"].is_null());
+}
+
+/// `si-cli ARGS` in `dir`, with nothing on standard input.
+fn si_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    si_test_support::cli::run(env!("CARGO_BIN_EXE_si-cli"), dir, args, None)
 }

@@ -9,9 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "support/si_cli.rs"]
-mod support;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -21,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use support::{free_ports, si_cli_with_stdin};
+use si_test_support::ports::free_ports;
 
 fn ok(out: Output) -> String {
     assert!(
@@ -357,4 +354,13 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
         assert!(!text.is_empty(), "{file} is empty");
         assert!(!text.contains("Say something"), "{file} holds a prompt");
     }
+}
+
+/// `si-cli ARGS` in `dir`, with `stdin` on its standard input.
+fn si_cli_with_stdin(
+    dir: &std::path::Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> std::process::Output {
+    si_test_support::cli::run(env!("CARGO_BIN_EXE_si-cli"), dir, args, stdin)
 }

@@ -7,9 +7,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
-#[path = "support/si_cli.rs"]
-mod support;
-
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -17,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{free_ports, si_cli};
+use si_test_support::ports::free_ports;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -527,4 +524,9 @@ fn sighup_is_ignored_and_a_second_sigterm_kills_what_ignores_the_first() {
                 .starts_with('Z')
         }
     );
+}
+
+/// `si-cli ARGS` in `dir`, with nothing on standard input.
+fn si_cli(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    si_test_support::cli::run(env!("CARGO_BIN_EXE_si-cli"), dir, args, None)
 }

@@ -265,7 +265,8 @@ async fn failing_gpu_readings_leave_the_gateway_serving() {
 
 /// Every PromQL expression in the dashboard and the alert rules.
 fn deploy_expressions() -> Vec<String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    // The monitoring files live at the workspace root.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("grafana-dashboard.json")).unwrap(),
     )

@@ -2,7 +2,7 @@
 //! tiny model: login, chat, streaming with usage, and failover when one replica
 //! dies. It needs a llama-server binary, which `.ci/run` builds
 //! (`.ci/llama-server`) and passes in `SI_LLAMA_SERVER`; run it with
-//! `cargo test --test llama -- --ignored`.
+//! `cargo test -p si-server --test llama -- --ignored`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
