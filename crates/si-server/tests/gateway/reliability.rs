@@ -215,6 +215,43 @@ async fn another_model_answers_only_where_the_agent_names_a_fallback() {
 }
 
 #[tokio::test]
+async fn a_fallback_agent_answers_only_a_caller_whose_role_may_use_it() {
+    // Documentation falls back to Billing, which clinicians may not use.
+    let fallback = (
+        "description = \"Clinical documentation such as SOAP notes\"",
+        "description = \"Clinical documentation such as SOAP notes\"\nfallback = \"Billing\"",
+    );
+    let h = Harness::start(Options {
+        toml_edits: edits(&[fallback]),
+        url_overrides: vec![(8082, closed_port_url())],
+        ..Options::default()
+    })
+    .await;
+    let clinician = h.login("doctor1").await;
+    let (status, body) = h
+        .post_json(
+            "/v1/chat/completions",
+            Some(&clinician),
+            chat_body("Documentation"),
+        )
+        .await;
+    let (_, code, message) = error_parts(&body);
+    assert_eq!((status, code.as_str()), (403, "agent_forbidden"));
+    assert!(message.contains("Billing"), "{message}");
+    for port in [8080, 8083] {
+        assert!(
+            h.sim(port).chats().await.is_empty(),
+            "the fallback's model was asked anyway"
+        );
+    }
+    let admin = h.login("admin1").await;
+    let response = h.chat(&admin, &chat_body("Documentation")).await;
+    assert_eq!(response.headers()["x-si-model"], "tiny-llama-1b");
+    assert_eq!(read_json(response).await.0, 200);
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_least_busy_replica_takes_the_next_request() {
     let (h, gated) = with_gated(8080, Behaviour::PauseAfterFirstEvent, Vec::new()).await;
     let token = h.login("admin1").await;
