@@ -2,8 +2,11 @@
 //! (paths, an [`si_core::Environment`], readers and writers) so they can be tested
 //! without a terminal or process environment.
 //!
-//! - [`commands::keys`]: `keys generate`, the backends' API key file.
-//! - [`commands::users`]: `users add` and `users list`.
+//! - [`args`]: the command line; [`main`]: one dispatch, one exit status.
+//! - [`commands::keys`]: `keys generate` and `keys rotate`, the backends' API key file.
+//! - [`commands::users`]: `users add`, `list`, `disable`, `enable` and `passwd`,
+//!   through the stores the configuration names.
+//! - [`commands::audit`]: `audit verify` and `audit export`.
 //! - [`commands::health`]: `health`, a table of the gateway's view of each backend.
 //! - [`commands::gpu`]: `gpu estimate`, `gpu status` and `gpu plan`.
 //! - [`commands::deploy`]: `deploy`, the PM2, systemd, nginx and Prometheus files.

@@ -98,11 +98,11 @@ async fn dispatch(command: Command, config: &Config) -> Result<bool, CliError> {
         Command::Jwt(JwtCommand::Rotate) => {
             let kid = jwt::rotate(config)?;
             let data_dir = config.gateway.data_dir.display();
-            users::say(
+            say(
                 out,
                 &format!("new JWT signing secret (key id {kid}) in {data_dir}"),
             )?;
-            users::say(
+            say(
                 out,
                 "restart the gateway to sign with it; tokens signed with the previous secret \
                  stay valid until they expire",
@@ -128,7 +128,7 @@ async fn run_users(
     config: &Config,
     out: &mut impl std::io::Write,
 ) -> Result<(), CliError> {
-    let mut said = |line: String| users::say(out, &line);
+    let mut said = |line: String| say(out, &line);
     match command {
         UsersCommand::Add {
             name,
@@ -183,4 +183,9 @@ fn load_config(path: Option<&Path>, read_key_file: bool) -> Result<Config, CliEr
         env = env.with_file_defaults(Path::new(keys::KEY_FILE))?;
     }
     Ok(Config::load(path, &env)?)
+}
+
+/// Writes one line for a person to `out`.
+fn say(out: &mut impl std::io::Write, line: &str) -> Result<(), CliError> {
+    writeln!(out, "{line}").map_err(|e| CliError::Message(format!("cannot write output: {e}")))
 }

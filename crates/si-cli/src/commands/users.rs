@@ -27,11 +27,6 @@ pub fn read_password(input: &mut impl BufRead) -> Result<SecretString, CliError>
     Ok(SecretString::from(password))
 }
 
-/// Writes one line for a person to `out`.
-pub fn say(out: &mut impl Write, line: &str) -> Result<(), CliError> {
-    writeln!(out, "{line}").map_err(|e| CliError::Message(format!("cannot write output: {e}")))
-}
-
 /// The accounts `config` names.
 fn accounts(config: &Config) -> Result<Accounts, CliError> {
     let stores = AccountStores::open(config).map_err(|e| CliError::Message(e.to_string()))?;
