@@ -100,8 +100,13 @@ pub struct GatewayConfig {
     pub health_timeout: Duration,
     /// Longest a TCP connect to a backend may take.
     pub connect_timeout: Duration,
-    /// Most client connections open at once; more wait to be accepted.
+    /// Most client connections open at once; more are refused with 503.
     pub max_connections: u32,
+    /// Most connections open at once from one client address (an IPv6 /64);
+    /// trusted proxies are exempt, since they carry many clients.
+    pub max_connections_per_address: u32,
+    /// Most connections open at once to the metrics listener.
+    pub metrics_max_connections: u32,
     /// How long in-flight requests may finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// After SIGTERM, how long `/healthz` reports draining while new connections

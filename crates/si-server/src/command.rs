@@ -109,7 +109,13 @@ fn load_config(path: Option<&Path>) -> Result<Config, String> {
     Config::load(path, &env).map_err(|e| e.to_string())
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(mut config: Config) -> Result<(), String> {
+    if let Some(limit) = crate::server::raise_descriptor_limit() {
+        tracing::debug!(limit, "open-file limit");
+        if let Some(warning) = crate::server::fit_to_descriptors(&mut config.gateway, limit) {
+            tracing::warn!("{warning}");
+        }
+    }
     let listen = config.gateway.listen;
     for backend in config.backends_without_key() {
         tracing::warn!(

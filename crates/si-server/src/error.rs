@@ -16,6 +16,7 @@ use si_auth::store::Limited;
 use si_router::{CutShort, Interrupted, RouterError};
 
 use crate::response::json;
+use crate::server::Refused;
 
 /// The status recorded for a request whose client went away before its answer
 /// was complete (nginx's "client closed request").
@@ -97,6 +98,35 @@ pub(crate) enum ApiError {
     NoMessage { backend: String, status: u16 },
     #[error("no workflow is named `{name}`; GET /v1/workflows lists them: {known}")]
     UnknownWorkflow { name: String, known: String },
+    #[error("{}", refused_message(*.0))]
+    ConnectionRefused(Refused),
+}
+
+fn refused_message(refused: Refused) -> String {
+    match refused {
+        Refused::Full { cap } => {
+            format!("the gateway has {cap} connections open, its limit; retry shortly")
+        }
+        Refused::AddressFull { per_address } => format!(
+            "too many connections from your address (limit {per_address}); \
+             reuse or close idle connections, or retry shortly"
+        ),
+    }
+}
+
+/// The whole HTTP/1.1 response that refuses a connection, written straight to the
+/// socket before its request is read (so a refusal costs no parsing and no task).
+pub(crate) fn refused_connection(refused: Refused) -> Bytes {
+    let error = ApiError::ConnectionRefused(refused);
+    let (status, kind, code) = error.classify();
+    let body = serde_json::to_string(&error.body(status, kind, code)).unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("");
+    Bytes::from(format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        body.len()
+    ))
 }
 
 #[derive(Serialize)]
@@ -158,6 +188,16 @@ impl ApiError {
                 UNAVAILABLE,
                 "audit_unavailable",
             ),
+            ApiError::ConnectionRefused(Refused::Full { .. }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "too_many_connections",
+            ),
+            ApiError::ConnectionRefused(Refused::AddressFull { .. }) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "too_many_connections_from_address",
+            ),
         }
     }
 
@@ -187,7 +227,24 @@ impl ApiError {
             | ApiError::BodyTooLarge { .. }
             | ApiError::BodyTimeout { .. }
             | ApiError::BadRequest(_)
-            | ApiError::UnknownWorkflow { .. } => {}
+            | ApiError::UnknownWorkflow { .. }
+            | ApiError::ConnectionRefused(_) => {}
+        }
+    }
+
+    fn body<'a>(&self, status: StatusCode, kind: &'a str, code: &'a str) -> ErrorBody<'a> {
+        // Internal details (paths, database errors) stay in the log.
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            "internal error; the gateway's log has the details".to_owned()
+        } else {
+            self.to_string()
+        };
+        ErrorBody {
+            error: ErrorDetail {
+                message,
+                kind,
+                code,
+            },
         }
     }
 
@@ -202,20 +259,7 @@ impl ApiError {
         if status.is_server_error() {
             self.log(status, code);
         }
-        // Internal details (paths, database errors) stay in the log.
-        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            "internal error; the gateway's log has the details".to_owned()
-        } else {
-            self.to_string()
-        };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                message,
-                kind,
-                code,
-            },
-        };
-        let mut response = json(status, &body);
+        let mut response = json(status, &self.body(status, kind, code));
         let headers = response.headers_mut();
         match &self {
             ApiError::MethodNotAllowed { allowed, .. } => {

@@ -24,6 +24,8 @@ const CANCELLED: &str = "si_cancelled_requests_total";
 const TIME_TO_FIRST_TOKEN: &str = "si_time_to_first_token_seconds";
 const TIER: &str = "si_speed_tier_requests_total";
 const RATE_LIMITED: &str = "si_rate_limited_total";
+const CONNECTIONS_OPEN: &str = "si_connections_open";
+const CONNECTIONS_REFUSED: &str = "si_connections_refused_total";
 const BACKEND_UP: &str = "si_backend_up";
 const BACKEND_IN_FLIGHT: &str = "si_backend_in_flight";
 const BACKEND_WAITING: &str = "si_backend_queue_depth";
@@ -93,6 +95,11 @@ fn describe() {
         "Request duration, to the last byte"
     );
     describe_gauge!(IN_PROGRESS, "Requests being answered now");
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open now, by listener");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused on arrival, by listener and reason (listener_full, address_full)"
+    );
     describe_counter!(TOKENS_GENERATED, "Completion tokens generated");
     describe_counter!(
         TOKENS,
@@ -219,6 +226,16 @@ pub(crate) fn tier(tier: &'static str) {
 /// A request refused by a limit of `scope`.
 pub(crate) fn rate_limited(scope: &'static str) {
     counter!(RATE_LIMITED, "scope" => scope).increment(1);
+}
+
+/// `open` connections on `listener` now.
+pub(crate) fn connections_open(listener: &'static str, open: usize) {
+    gauge!(CONNECTIONS_OPEN, "listener" => listener).set(open as f64);
+}
+
+/// A connection to `listener` was refused for `reason`.
+pub(crate) fn connection_refused(listener: &'static str, reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason).increment(1);
 }
 
 /// The current state of every backend, set just before a scrape.

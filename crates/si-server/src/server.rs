@@ -12,11 +12,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use bytes::Bytes;
@@ -24,6 +22,17 @@ use http_body_util::Full;
 
 use crate::body::GatewayBody;
 use crate::{Gateway, routes};
+
+mod admission;
+mod descriptors;
+
+pub(crate) use admission::Refused;
+use admission::{Admission, Admitted};
+pub use descriptors::{fit_to_descriptors, raise_descriptor_limit};
+
+/// How long the accept loop pauses after a failed accept (usually out of
+/// descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How often the revocation list checks the database for changes by other processes.
 const REVOCATION_SYNC: Duration = Duration::from_secs(1);
@@ -51,13 +60,20 @@ pub async fn run(
         stop_polling.clone(),
     );
     let graceful = GracefulShutdown::new();
-    let connections = Arc::new(Semaphore::new(settings.max_connections as usize));
-    accept_until(&listener, &gateway, &graceful, &connections, shutdown).await;
+    let admission = Admission::new(
+        "gateway",
+        settings.max_connections as usize,
+        settings.max_connections_per_address as usize,
+        &gateway.config().rate_limits.trusted_proxies,
+    );
+    let serve =
+        |stream, peer, admitted| serve_connection(&gateway, &graceful, stream, peer, admitted);
+    accept_until(&listener, &admission, shutdown, serve).await;
     // Draining: /healthz says so while the listener stays open a moment longer, so
     // load balancers see it and move traffic away before connections are refused.
     gateway.inner.draining.store(true, Ordering::Relaxed);
     let notice = tokio::time::sleep(settings.drain_notice);
-    accept_until(&listener, &gateway, &graceful, &connections, notice).await;
+    accept_until(&listener, &admission, notice, serve).await;
     drop(listener);
     let grace = settings.shutdown_grace;
     tracing::info!(
@@ -77,28 +93,29 @@ pub async fn run(
     Ok(())
 }
 
-/// Accepts connections (at most `connections` open at once) until `stop`.
+/// Accepts connections until `stop`, handing each one `admission` admits to
+/// `serve` and answering the others at once with a refusal.
 async fn accept_until(
     listener: &TcpListener,
-    gateway: &Gateway,
-    graceful: &GracefulShutdown,
-    connections: &Arc<Semaphore>,
+    admission: &Admission,
     stop: impl Future<Output = ()>,
+    mut serve: impl FnMut(TcpStream, SocketAddr, Admitted),
 ) {
     tokio::pin!(stop);
     loop {
-        // At the connection cap, wait for one to close before accepting more.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.ok(),
-            () = &mut stop => return,
-        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => serve_connection(gateway, graceful, stream, peer, permit),
+                Ok((stream, peer)) => match admission.admit(peer.ip()) {
+                    Ok(admitted) => serve(stream, peer, admitted),
+                    // A fresh socket's send buffer is empty, so this write does not
+                    // block; the socket closes as it is dropped.
+                    Err(refused) => drop(stream.try_write(&admission.refusal(refused))),
+                },
                 Err(e) => {
-                    // Usually EMFILE: back off instead of spinning.
+                    // Out of descriptors (EMFILE/ENFILE) or memory: back off instead of
+                    // spinning; connections already open keep being served meanwhile.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
             () = &mut stop => return,
@@ -109,52 +126,58 @@ async fn accept_until(
 fn serve_connection(
     gateway: &Gateway,
     graceful: &GracefulShutdown,
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
-    permit: Option<OwnedSemaphorePermit>,
+    admitted: Admitted,
 ) {
     let _ = stream.set_nodelay(true);
-    let header_read_timeout = gateway.config().gateway.header_read_timeout;
     let gateway = gateway.clone();
+    let header_read_timeout = gateway.config().gateway.header_read_timeout;
     let service = service_fn(move |request: Request<Incoming>| {
         let gateway = gateway.clone();
         async move {
             Ok::<Response<GatewayBody>, Infallible>(routes::handle(&gateway, request, peer).await)
         }
     });
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .serve_connection(TokioIo::new(stream), service);
+    let connection =
+        http1_server(header_read_timeout).serve_connection(TokioIo::new(stream), service);
     let connection = graceful.watch(connection);
     tokio::spawn(async move {
-        let _permit = permit;
+        let _admitted = admitted;
         if let Err(e) = connection.await {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
     });
 }
 
+/// The HTTP/1 settings every listener shares: a client that has not sent its
+/// request headers within `header_read_timeout` is disconnected.
+fn http1_server(header_read_timeout: Duration) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
+}
+
 /// Serves `GET /metrics` only, on its own listener (loopback by default, so the
-/// metrics are not public), until `shutdown` completes.
+/// metrics are not public), until `shutdown` completes. It has its own small cap of
+/// connections and the same header timeout, so it cannot take the descriptors the
+/// gateway's own port needs.
 pub async fn serve_metrics(
     listener: TcpListener,
     gateway: Gateway,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
+    let settings = &gateway.config().gateway;
+    let admission = Admission::new(
+        "metrics",
+        settings.metrics_max_connections as usize,
+        settings.metrics_max_connections as usize,
+        &[],
+    );
+    let header_read_timeout = settings.header_read_timeout;
+    accept_until(&listener, &admission, shutdown, |stream, _, admitted| {
         let gateway = gateway.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let response = match (request.method(), request.uri().path()) {
@@ -168,9 +191,13 @@ pub async fn serve_metrics(
             };
             async move { Ok::<Response<Full<Bytes>>, Infallible>(response) }
         });
+        let connection =
+            http1_server(header_read_timeout).serve_connection(TokioIo::new(stream), service);
         tokio::spawn(async move {
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let _admitted = admitted;
             let _ = connection.await;
         });
-    }
+    })
+    .await;
+    Ok(())
 }

@@ -206,3 +206,82 @@ fn insecure_dev_mode_is_refused_on_a_public_address() {
         "{stderr}"
     );
 }
+
+/// Opens `count` connections to `port` that each send half a request head and then
+/// wait, as a slow or hostile client does.
+fn half_open_connections(port: u16, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .filter_map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n")
+                .ok()?;
+            Some(stream)
+        })
+        .collect()
+}
+
+#[test]
+fn a_flood_on_the_metrics_port_cannot_take_the_gateways_descriptors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let config = si_core::config::BUILTIN_TOML
+        .replace("127.0.0.1:8000", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9464", &format!("127.0.0.1:{metrics_port}"))
+        .replace(
+            "header_read_timeout_ms = 10000",
+            "header_read_timeout_ms = 60000",
+        );
+    std::fs::write(dir.path().join("site.toml"), config).unwrap();
+    let log = std::fs::File::create(dir.path().join("gateway.log")).unwrap();
+    // 400 descriptors in all, soft and hard: far fewer than the flood below.
+    let mut child = Command::new("sh")
+        .current_dir(dir.path())
+        .env_remove("JWT_SECRET")
+        .env_remove("SI_DATA_DIR")
+        .args(["-c", "ulimit -n 400 && exec \"$0\" --config site.toml"])
+        .arg(env!("CARGO_BIN_EXE_si-server"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for_healthz(port);
+
+    let flood = half_open_connections(metrics_port, 600);
+    assert!(
+        flood.len() >= 500,
+        "only {} connections opened",
+        flood.len()
+    );
+    // Past its cap, the metrics listener answered and closed at once.
+    let mut last = flood.last().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut refused = String::new();
+    let _ = last.read_to_string(&mut refused);
+    // The gateway's own port still accepts and answers.
+    let healthz = {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    child.kill().unwrap();
+    let _ = child.wait();
+    drop(flood);
+    let log = std::fs::read_to_string(dir.path().join("gateway.log")).unwrap();
+    assert!(healthz.starts_with("HTTP/1.1 200"), "{healthz:?}\n{log}");
+    assert!(
+        refused.starts_with("HTTP/1.1 503") && refused.contains("too_many_connections"),
+        "{refused:?}"
+    );
+    assert!(
+        log.contains("open-file limit (400) cannot cover gateway.max_connections = 10000"),
+        "{log}"
+    );
+}

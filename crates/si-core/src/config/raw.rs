@@ -62,6 +62,8 @@ struct RawGateway {
     health_timeout_ms: u64,
     connect_timeout_ms: u64,
     max_connections: u32,
+    max_connections_per_address: u32,
+    metrics_max_connections: u32,
     shutdown_grace_ms: u64,
     drain_notice_ms: u64,
     header_read_timeout_ms: u64,
@@ -81,6 +83,8 @@ impl Default for RawGateway {
             health_timeout_ms: 2_000,
             connect_timeout_ms: 2_000,
             max_connections: 10_000,
+            max_connections_per_address: 256,
+            metrics_max_connections: 32,
             shutdown_grace_ms: 30_000,
             drain_notice_ms: 2_000,
             metrics_listen: "127.0.0.1:9464".into(),
@@ -218,6 +222,24 @@ impl RawGateway {
                 self.max_connections
             } else {
                 return Err(err("gateway.max_connections", "expected 1 to 1000000"));
+            },
+            max_connections_per_address: if (1..=1_000_000)
+                .contains(&self.max_connections_per_address)
+            {
+                self.max_connections_per_address
+            } else {
+                return Err(err(
+                    "gateway.max_connections_per_address",
+                    "expected 1 to 1000000",
+                ));
+            },
+            metrics_max_connections: if (1..=10_000).contains(&self.metrics_max_connections) {
+                self.metrics_max_connections
+            } else {
+                return Err(err(
+                    "gateway.metrics_max_connections",
+                    "expected 1 to 10000",
+                ));
             },
             shutdown_grace: millis("gateway.shutdown_grace_ms", self.shutdown_grace_ms, 0)?,
             drain_notice: millis("gateway.drain_notice_ms", self.drain_notice_ms, 0)?,

@@ -5,6 +5,7 @@
 
 mod audit;
 mod auth;
+mod connections;
 mod errors;
 mod health;
 mod jwt_attacks;
