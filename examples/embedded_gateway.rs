@@ -33,6 +33,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         api_key_ref: SecretRef::Env("TRIAGE_API_KEY".into()),
         api_key: None,
         gpu: None,
+        vision: false,
         limits,
         launch: Default::default(),
     }];

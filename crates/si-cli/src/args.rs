@@ -88,6 +88,10 @@ pub enum Command {
         /// The gateway's base URL (default: http:// + `gateway.listen`).
         #[arg(long, value_name = "URL")]
         gateway: Option<String>,
+        /// Its metrics listener, which shows each backend (default: http:// +
+        /// `gateway.metrics_listen`).
+        #[arg(long, value_name = "URL")]
+        metrics: Option<String>,
     },
 }
 

@@ -114,9 +114,12 @@ async fn dispatch(command: Command, config: &Config) -> Result<bool, CliError> {
             up::stop(config, out).await?;
         }
         Command::TinyModel { path, seed } => gpu::write_tiny_model(&path, seed, out)?,
-        Command::Health { gateway } => {
+        Command::Health { gateway, metrics } => {
             let gateway = gateway.unwrap_or_else(|| format!("http://{}", config.gateway.listen));
-            return health::check(&gateway, out).await;
+            let metrics = metrics.or_else(|| {
+                (config.gateway.metrics_listen).map(|address| format!("http://{address}"))
+            });
+            return health::check(&gateway, metrics.as_deref(), out).await;
         }
         Command::Up { .. } | Command::Deploy(_) | Command::Keys(_) | Command::Serve { .. } => {}
     }

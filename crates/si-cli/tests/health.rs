@@ -9,7 +9,7 @@ async fn cli_health_prints_a_table_and_fails_when_a_backend_is_down() {
     let h = Harness::start(Options::default()).await;
     let mut out = Vec::new();
     assert!(
-        si_cli::commands::health::check(&h.base, &mut out)
+        si_cli::commands::health::check(&h.base, Some(&h.metrics_base), &mut out)
             .await
             .unwrap()
     );
@@ -28,16 +28,25 @@ async fn cli_health_prints_a_table_and_fails_when_a_backend_is_down() {
     .await;
     let mut out = Vec::new();
     assert!(
-        !si_cli::commands::health::check(&h.base, &mut out)
+        !si_cli::commands::health::check(&h.base, Some(&h.metrics_base), &mut out)
             .await
             .unwrap()
     );
     assert!(String::from_utf8(out).unwrap().contains("down"));
+    // Without the metrics listener the backends are not known: not healthy.
+    let mut out = Vec::new();
+    assert!(
+        !si_cli::commands::health::check(&h.base, None, &mut out)
+            .await
+            .unwrap()
+    );
+    let table = String::from_utf8(out).unwrap();
+    assert!(table.contains("backends not shown"), "{table}");
     h.shutdown().await;
 
     let mut out = Vec::new();
     assert!(
-        !si_cli::commands::health::check(&closed_port_url(), &mut out)
+        !si_cli::commands::health::check(&closed_port_url(), None, &mut out)
             .await
             .unwrap()
     );

@@ -99,7 +99,7 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
         &["tiny-model", "models/other.gguf", "--seed", "2"],
         None,
     ));
-    let [a, b, c, gateway] = free_ports();
+    let [a, b, c, gateway, metrics] = free_ports();
     let backend = |name: &str, port: u16, model: &str, file: &str, key: &str| {
         format!(
             "[[backends]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:{port}\"\n\
@@ -108,7 +108,7 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
         )
     };
     let toml = format!(
-        "[gateway]\nlisten = \"127.0.0.1:{gateway}\"\nmetrics_listen = \"\"\n\
+        "[gateway]\nlisten = \"127.0.0.1:{gateway}\"\nmetrics_listen = \"127.0.0.1:{metrics}\"\n\
          data_dir = \"data\"\nhealth_interval_ms = 200\n\n\
          [supervisor]\nllama_server = \"{binary}\"\nrestart_delay_ms = 200\n\
          unhealthy_restart_ms = 2000\nstop_timeout_ms = 1000\n\n\
@@ -275,7 +275,13 @@ async fn si_cli_up_runs_real_llama_servers_behind_the_gateway() {
     let hung = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (_, body) = request("GET", &format!("{base}/healthz"), None, None).await;
+        let (_, body) = request(
+            "GET",
+            &format!("http://127.0.0.1:{metrics}/backends"),
+            None,
+            None,
+        )
+        .await;
         let health: Value = serde_json::from_slice(&body).unwrap();
         let tiny_b = health["backends"]
             .as_array()

@@ -182,6 +182,9 @@ pub struct BackendConfig {
     pub api_key: Option<SecretString>,
     /// The GPU it runs on, if known.
     pub gpu: Option<u32>,
+    /// Whether it accepts image parts (its llama-server has a vision projector);
+    /// requests with images for a model without one are refused before sending.
+    pub vision: bool,
     /// Capacity and timeouts.
     pub limits: BackendLimits,
     /// How its llama-server is started.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use si_core::{BackendLimits, FailoverConfig};
@@ -144,7 +144,16 @@ struct Ejection {
 pub(crate) struct PassiveHealth {
     failures: AtomicU32,
     ejection: Mutex<Ejection>,
+    /// Fingerprints of the different requests among the current run of failures:
+    /// one request failing again and again says more about the request than the
+    /// server, so it counts once.
+    failed_requests: Mutex<Vec<u64>>,
+    /// A health check after a failure is running.
+    checking: AtomicBool,
 }
+
+/// Most request fingerprints remembered per run of failures.
+const FAILED_REQUESTS_KEPT: usize = 16;
 
 impl PassiveHealth {
     fn lock(&self) -> std::sync::MutexGuard<'_, Ejection> {
@@ -158,7 +167,44 @@ impl PassiveHealth {
     }
 
     pub(crate) fn succeeded(&self) {
+        if self.failures.load(Ordering::Relaxed) > 0 {
+            self.forget_failures();
+        }
+    }
+
+    fn forget_failures(&self) {
         self.failures.store(0, Ordering::Relaxed);
+        self.failed_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Whether a failure of the request with `fingerprint` is the first of it in the
+    /// current run of failures (and so counts).
+    pub(crate) fn is_new_failure(&self, fingerprint: u64) -> bool {
+        let mut seen = self
+            .failed_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.contains(&fingerprint) {
+            return false;
+        }
+        if seen.len() == FAILED_REQUESTS_KEPT {
+            seen.remove(0);
+        }
+        seen.push(fingerprint);
+        true
+    }
+
+    /// Claims the one health check after a failure; `false` while one runs.
+    pub(crate) fn start_check(&self) -> bool {
+        !self.checking.swap(true, Ordering::AcqRel)
+    }
+
+    /// The health check after a failure is over.
+    pub(crate) fn check_done(&self) {
+        self.checking.store(false, Ordering::Release);
     }
 
     /// Counts a failure; ejects when the count reaches the threshold and `may_eject`
@@ -190,7 +236,7 @@ impl PassiveHealth {
             .min(policy.eject_max);
         ejection.count += 1;
         ejection.until = Some(now + period);
-        self.failures.store(0, Ordering::Relaxed);
+        self.forget_failures();
         Some(period)
     }
 
@@ -202,7 +248,7 @@ impl PassiveHealth {
             Some(until) if now >= until => {
                 ejection.until = None;
                 ejection.last_end = Some(now);
-                self.failures.store(0, Ordering::Relaxed);
+                self.forget_failures();
                 true
             }
             _ => false,

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use crate::RouterError;
+use crate::error::Reach;
 use crate::pool::{Backend, HealthState};
 
 /// Most of an error body read from a backend; its messages are short.
@@ -154,14 +155,27 @@ fn transport_error(backend: &Backend, error: &hyper_util::client::legacy::Error)
     while let Some(next) = cause.source() {
         cause = next;
     }
-    let reason = if error.is_connect() {
-        format!("cannot connect to {}: {cause}", backend.url)
-    } else {
-        format!("connection to {} failed: {cause}", backend.url)
+    let refused = std::iter::successors(Some(error as &dyn std::error::Error), |e| e.source())
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+    let (reach, reason) = match (error.is_connect(), refused) {
+        (true, true) => (
+            Reach::Refused,
+            format!("cannot connect to {}: {cause}", backend.url),
+        ),
+        (true, false) => (
+            Reach::NotConnected,
+            format!("cannot connect to {}: {cause}", backend.url),
+        ),
+        (false, _) => (
+            Reach::Dropped,
+            format!("connection to {} failed: {cause}", backend.url),
+        ),
     };
     RouterError::Unreachable {
         backend: backend.name.clone(),
         reason,
+        reach,
     }
 }
 
@@ -213,11 +227,40 @@ pub(crate) fn classify(backend: &Backend, status: StatusCode, body: &[u8]) -> Ro
                 .unwrap_or_else(|| "invalid_request_error".into()),
             message,
         },
+        // llama-server answers some requests it cannot take with a 500 (an image for a
+        // model without a projector, a template it cannot apply). Another replica would
+        // fail the same way, and the server is healthy: pass it back as the caller's.
+        s if s.is_server_error() && blames_the_request(&message) => RouterError::Rejected {
+            backend: name,
+            status: StatusCode::BAD_REQUEST.as_u16(),
+            kind: "invalid_request_error".into(),
+            message,
+        },
         s => RouterError::Failed {
             backend: name,
             message: format!("status {}: {message}", s.as_u16()),
         },
     }
+}
+
+/// Phrases of llama-server's 500 messages that name something in the request it
+/// cannot take (its request parser throws these as plain runtime errors).
+const REQUEST_FAULTS: [&str; 9] = [
+    "is not supported",
+    "unsupported",
+    "invalid",
+    "must be",
+    "requires",
+    "cannot use",
+    "only one of",
+    "failed to parse",
+    "expected '",
+];
+
+/// Whether a backend's 5xx `message` says the request was at fault.
+fn blames_the_request(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    REQUEST_FAULTS.iter().any(|phrase| message.contains(phrase))
 }
 
 #[cfg(test)]
@@ -267,5 +310,33 @@ mod tests {
         );
         let e = classify(&b, StatusCode::INTERNAL_SERVER_ERROR, b"<html>oops</html>");
         assert!(matches!(&e, RouterError::Failed { message, .. } if message.contains("500")));
+        let e = classify(
+            &b,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            body(500, "slot crashed", "server_error").as_bytes(),
+        );
+        assert!(matches!(&e, RouterError::Failed { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn a_500_that_names_the_request_is_the_callers() {
+        let b = backend();
+        for message in [
+            "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
+            "audio input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
+            "Unsupported content part type: \\\"video\\\"",
+            "Expected 'messages' to be an array",
+            "tools param requires --jinja flag",
+        ] {
+            let body = format!(
+                r#"{{"error":{{"code":500,"message":"{message}","type":"server_error"}}}}"#
+            );
+            let e = classify(&b, StatusCode::INTERNAL_SERVER_ERROR, body.as_bytes());
+            assert!(
+                matches!(&e, RouterError::Rejected { status: 400, .. }),
+                "{message}: {e:?}"
+            );
+            assert!(!e.is_retryable());
+        }
     }
 }

@@ -37,6 +37,19 @@ pub enum RouterError {
         backend: String,
         /// What the connection attempt said.
         reason: String,
+        /// How far the request got.
+        reach: Reach,
+    },
+    /// The request has image parts and the agent's model takes none.
+    #[error(
+        "agent `{agent}` cannot read images: its model `{model}` has no vision projector; \
+         send text only, or ask an agent whose model takes images"
+    )]
+    ImagesNotAccepted {
+        /// The agent asked for.
+        agent: String,
+        /// Its model.
+        model: String,
     },
     /// The backend rejected the gateway's API key: a gateway misconfiguration.
     #[error("{}", key_rejected_message(.backend, .key_source, *.had_key))]
@@ -148,7 +161,30 @@ fn key_rejected_message(backend: &str, key_source: &str, had_key: bool) -> Strin
     }
 }
 
+/// How far a request got before its backend could not be reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The connection was refused: nothing listens there; the request was never sent.
+    Refused,
+    /// No connection was made (timed out, no route); the request was never sent.
+    NotConnected,
+    /// The connection broke after the request may have been sent.
+    Dropped,
+}
+
 impl RouterError {
+    /// The request never left the gateway (no connection was made), so sending it
+    /// to another replica cannot run it twice.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            RouterError::Unreachable {
+                reach: Reach::Refused | Reach::NotConnected,
+                ..
+            }
+        )
+    }
+
     /// Worth another replica: nothing reached the client, and another server of the
     /// same model may well answer (refused or dropped connection, 5xx, loading).
     pub fn is_retryable(&self) -> bool {
@@ -157,17 +193,6 @@ impl RouterError {
             RouterError::Unreachable { .. }
                 | RouterError::Failed { .. }
                 | RouterError::Unavailable { .. }
-        )
-    }
-
-    /// Counts against the backend's passive health: connect errors, 5xx and
-    /// unexpected 4xx (`Failed`), and hangs before the headers.
-    pub fn is_backend_fault(&self) -> bool {
-        matches!(
-            self,
-            RouterError::Unreachable { .. }
-                | RouterError::Failed { .. }
-                | RouterError::Timeout { .. }
         )
     }
 
@@ -185,6 +210,7 @@ impl RouterError {
             | RouterError::TooLarge { backend, .. }
             | RouterError::UnusableKey { backend, .. } => Some(backend),
             RouterError::InvalidRequest(_)
+            | RouterError::ImagesNotAccepted { .. }
             | RouterError::UnknownAgent { .. }
             | RouterError::NoAgent { .. }
             | RouterError::FallbackForbidden { .. }

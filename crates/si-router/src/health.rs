@@ -50,23 +50,52 @@ async fn poll_forever(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        let (state, took) = client.health(&backend, timeout).await;
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let previous = backend.set_state(state, micros);
-        let came_up = state == HealthState::Ok && previous != HealthState::Ok;
-        if came_up
-            && backend.limits.slots_from_server
-            && let Some(slots) = client.total_slots(&backend, timeout).await
-        {
-            backend.capacity.resize(slots as usize);
-            tracing::info!(backend = %backend.name, slots, "using the server's slot count");
-        }
-        if state == HealthState::Ok && backend.passive.probe_succeeded(std::time::Instant::now()) {
-            tracing::info!(backend = %backend.name, "ejected backend re-admitted after a good health poll");
-        }
-        if previous != state {
-            log_change(&backend, previous, state);
-        }
+        check(&backend, &client, timeout).await;
+    }
+}
+
+/// Polls `backend`'s `/health` once and records what it says; returns the state.
+async fn check(backend: &Backend, client: &LlamaClient, timeout: Duration) -> HealthState {
+    let (state, took) = client.health(backend, timeout).await;
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let previous = backend.set_state(state, micros);
+    let came_up = state == HealthState::Ok && previous != HealthState::Ok;
+    if came_up
+        && backend.limits.slots_from_server
+        && let Some(slots) = client.total_slots(backend, timeout).await
+    {
+        backend.capacity.resize(slots as usize);
+        tracing::info!(backend = %backend.name, slots, "using the server's slot count");
+    }
+    if state == HealthState::Ok && backend.passive.probe_succeeded(std::time::Instant::now()) {
+        tracing::info!(backend = %backend.name, "ejected backend re-admitted after a good health poll");
+    }
+    if previous != state {
+        log_change(backend, previous, state);
+    }
+    state
+}
+
+/// After a failed request, asks `backend`'s `/health` at once instead of waiting for
+/// the next poll (one check at a time per backend): a server that fails its check
+/// leaves the pick now; one that passes was failed by the request, not by itself.
+pub(crate) fn check_after_failure(backend: &Arc<Backend>, client: &LlamaClient, timeout: Duration) {
+    if !backend.passive.start_check() {
+        return;
+    }
+    let (backend, client) = (backend.clone(), client.clone());
+    tokio::spawn(async move {
+        check(&backend, &client, timeout).await;
+        backend.passive.check_done();
+    });
+}
+
+/// `backend` refused a connection: nothing listens there, so it leaves the pick at
+/// once, until its `/health` answers again.
+pub(crate) fn refused(backend: &Backend) {
+    let previous = backend.set_state(HealthState::Down, backend.last_probe_micros());
+    if previous != HealthState::Down {
+        log_change(backend, previous, HealthState::Down);
     }
 }
 

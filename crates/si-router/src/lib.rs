@@ -45,7 +45,7 @@ pub use answer::Answer;
 pub use body::{CutShort, Interrupted, UpstreamBody};
 pub use capacity::InFlight;
 pub use client::LlamaClient;
-pub use error::RouterError;
+pub use error::{Reach, RouterError};
 pub use pool::{Backend, BackendPool, HealthState};
 pub use request::ChatRequestHead;
 
@@ -65,6 +65,16 @@ pub struct Router {
     client: LlamaClient,
     failover: FailoverConfig,
     budget: Arc<RetryBudget>,
+    /// How long a health check after a failure may take.
+    health_timeout: std::time::Duration,
+}
+
+/// A fingerprint of a request body, to tell different failing requests apart.
+fn fingerprint(body: &[u8]) -> u64 {
+    use std::hash::{DefaultHasher, Hasher};
+    let mut hasher = DefaultHasher::new();
+    hasher.write(body);
+    hasher.finish()
 }
 
 impl Router {
@@ -76,6 +86,7 @@ impl Router {
             client: LlamaClient::new(config.gateway.connect_timeout),
             failover: config.failover.clone(),
             budget: Arc::new(RetryBudget::default()),
+            health_timeout: config.gateway.health_timeout,
         })
     }
 
@@ -96,8 +107,18 @@ impl Router {
 
     /// The agent a chat request's `body` is for; an error says where the body is not
     /// a chat request, or lists the agents when it names none of them.
+    /// Image parts are refused here for a model that takes none, before any backend
+    /// sees them.
     pub fn agent_for(&self, body: &[u8]) -> Result<&AgentConfig, RouterError> {
-        self.resolve(&ChatRequestHead::parse(body)?)
+        let head = ChatRequestHead::parse(body)?;
+        let agent = self.resolve(&head)?;
+        if head.has_images() && !self.pool.accepts_images(&agent.model) {
+            return Err(RouterError::ImagesNotAccepted {
+                agent: agent.name.clone(),
+                model: agent.model.clone(),
+            });
+        }
+        Ok(agent)
     }
 
     /// Answers a chat request for `agent` with `body`, forwarded unchanged: to the
@@ -136,17 +157,19 @@ impl Router {
     }
 
     /// Sends `body` unchanged to the least busy routable backend of `agent`'s
-    /// model. A connect failure or a 5xx (nothing has reached the client yet) is
-    /// tried once more on another replica of the same model, within the retry
-    /// budget; failures count towards ejecting the backend.
+    /// model. A request that never left (no connection was made) goes on to the
+    /// next replica at no cost; a 5xx or a dropped connection (nothing has reached
+    /// the client yet) is tried once more on another replica, within the retry
+    /// budget.
     async fn send(&self, agent: &AgentConfig, body: Bytes) -> Result<Upstream, RouterError> {
         let _active = self.budget.request();
         let mut tried: Vec<String> = Vec::new();
-        let mut retry = None;
+        let mut retried = None;
+        let mut last_failure = None;
         loop {
             let backend = match self.pool.pick(&agent.model, &tried) {
                 Ok(backend) => backend,
-                Err(e) => return Err(retry.map_or(e, |(_, failed)| failed)),
+                Err(e) => return Err(last_failure.unwrap_or(e)),
             };
             tried.push(backend.name.clone());
             let slot = backend
@@ -163,7 +186,7 @@ impl Router {
             let sent = std::time::Instant::now();
             let answered = backend.client.chat(&backend, body.clone()).await;
             metrics::upstream_headers(&backend.name, sent.elapsed().as_secs_f64());
-            match answered {
+            let e = match answered {
                 Ok(response) => {
                     backend.passive.succeeded();
                     return Ok(Upstream {
@@ -172,27 +195,52 @@ impl Router {
                         slot,
                     });
                 }
-                Err(e) => {
-                    drop(slot);
-                    self.count_failure(&backend, &e);
-                    let second_try = retry.is_none() && e.is_retryable();
-                    match second_try
-                        .then(|| self.budget.retry(&self.failover))
-                        .flatten()
-                    {
-                        Some(guard) => {
-                            metrics::failover(&agent.model);
-                            retry = Some((guard, e));
-                        }
-                        None => return Err(e),
-                    }
+                Err(e) => e,
+            };
+            drop(slot);
+            self.count_failure(&backend, &e, &body);
+            // Never sent, so never run: another replica is always safe, and the
+            // retry budget (which protects a sick model from doubled load) is not
+            // spent on a server that is not there.
+            let free = e.never_sent();
+            let budgeted = || {
+                (retried.is_none() && e.is_retryable())
+                    .then(|| self.budget.retry(&self.failover))
+                    .flatten()
+            };
+            if !free {
+                match budgeted() {
+                    Some(guard) => retried = Some(guard),
+                    None => return Err(e),
                 }
             }
+            metrics::failover(&agent.model);
+            last_failure = Some(e);
         }
     }
 
-    fn count_failure(&self, backend: &Backend, error: &RouterError) {
-        if !error.is_backend_fault() {
+    /// Judges a failure of `backend` at `body`: a refused connection takes it out of
+    /// the pick at once; a dropped one counts towards ejecting it; a 5xx or a hang
+    /// counts only for a request that has not failed on it already in this run of
+    /// failures (one user repeating a request the server cannot take must not eject
+    /// it), and has its `/health` checked at once.
+    fn count_failure(&self, backend: &Arc<Backend>, error: &RouterError, body: &[u8]) {
+        let counts = match error {
+            RouterError::Unreachable {
+                reach: Reach::Refused,
+                ..
+            } => {
+                health::refused(backend);
+                false
+            }
+            RouterError::Unreachable { .. } => true,
+            RouterError::Failed { .. } | RouterError::Timeout { .. } => {
+                health::check_after_failure(backend, &self.client, self.health_timeout);
+                backend.passive.is_new_failure(fingerprint(body))
+            }
+            _ => false,
+        };
+        if !counts {
             return;
         }
         if let Some(period) = self.pool.backend_failed(backend, &self.failover) {

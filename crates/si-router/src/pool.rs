@@ -78,6 +78,8 @@ pub struct Backend {
     state: AtomicU8,
     /// Microseconds the last health poll took.
     last_probe_micros: AtomicU64,
+    /// Whether it accepts image parts.
+    pub vision: bool,
     /// Capacity and timeouts from configuration.
     pub limits: BackendLimits,
     pub(crate) capacity: Capacity,
@@ -110,6 +112,7 @@ impl Backend {
             authorization: RwLock::new(authorization),
             state: AtomicU8::new(HealthState::Unknown.to_u8()),
             last_probe_micros: AtomicU64::new(0),
+            vision: config.vision,
             capacity: Capacity::new(&config.limits),
             limits: config.limits.clone(),
             passive: PassiveHealth::default(),
@@ -311,6 +314,11 @@ impl BackendPool {
             .min_by_key(|b| b.in_flight())
             .unwrap_or(candidates[start]);
         Ok(Arc::clone(chosen))
+    }
+
+    /// Whether `model` takes image parts (its replicas agree; configuration checks).
+    pub fn accepts_images(&self, model: &str) -> bool {
+        self.backends.iter().any(|b| b.model == model && b.vision)
     }
 
     /// Counts a failure of `backend`, ejecting it when the policy says so and

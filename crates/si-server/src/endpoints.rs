@@ -15,11 +15,12 @@ pub(crate) enum Endpoint {
     Workflows,
     WorkflowRun,
     Health,
+    Backends,
     Metrics,
 }
 
 /// Every route: method, path (`{name}` matches one path segment) and endpoint.
-const ROUTES: [(Method, &str, Endpoint); 9] = [
+const ROUTES: [(Method, &str, Endpoint); 10] = [
     (Method::POST, "/v1/chat/completions", Endpoint::Chat),
     (Method::POST, "/v1/auth/login", Endpoint::Login),
     (Method::POST, "/v1/auth/refresh", Endpoint::Refresh),
@@ -28,6 +29,7 @@ const ROUTES: [(Method, &str, Endpoint); 9] = [
     (Method::GET, "/v1/workflows", Endpoint::Workflows),
     (Method::POST, WORKFLOW_RUNS, Endpoint::WorkflowRun),
     (Method::GET, "/healthz", Endpoint::Health),
+    (Method::GET, "/v1/admin/backends", Endpoint::Backends),
     (Method::GET, "/metrics", Endpoint::Metrics),
 ];
 
@@ -85,7 +87,11 @@ impl Endpoint {
     pub(crate) fn needs_bearer(self) -> bool {
         matches!(
             self,
-            Endpoint::Chat | Endpoint::Models | Endpoint::Workflows | Endpoint::WorkflowRun
+            Endpoint::Chat
+                | Endpoint::Models
+                | Endpoint::Workflows
+                | Endpoint::WorkflowRun
+                | Endpoint::Backends
         )
     }
 }

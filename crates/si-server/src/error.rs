@@ -100,6 +100,15 @@ pub(crate) enum ApiError {
     UnknownWorkflow { name: String, known: String },
     #[error("{}", refused_message(*.0))]
     ConnectionRefused(Refused),
+    #[error("{}", admin_only_message(*.role))]
+    AdminOnly { role: Option<si_core::Role> },
+}
+
+fn admin_only_message(role: Option<si_core::Role>) -> String {
+    match role {
+        Some(role) => format!("this view is for the admin role; yours is `{role}`"),
+        None => "this view is for the admin role; sign in as an admin".to_owned(),
+    }
 }
 
 fn refused_message(refused: Refused) -> String {
@@ -167,6 +176,7 @@ impl ApiError {
                 "method_not_allowed",
             ),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, PERMISSION, "agent_forbidden"),
+            ApiError::AdminOnly { .. } => (StatusCode::FORBIDDEN, PERMISSION, "admin_only"),
             ApiError::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -228,7 +238,8 @@ impl ApiError {
             | ApiError::BodyTimeout { .. }
             | ApiError::BadRequest(_)
             | ApiError::UnknownWorkflow { .. }
-            | ApiError::ConnectionRefused(_) => {}
+            | ApiError::ConnectionRefused(_)
+            | ApiError::AdminOnly { .. } => {}
         }
     }
 
@@ -292,6 +303,9 @@ fn classify_router(error: &RouterError) -> (StatusCode, &str, &str) {
         RouterError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_request"),
         RouterError::UnknownAgent { .. } => (StatusCode::BAD_REQUEST, INVALID, "unknown_agent"),
         RouterError::NoAgent { .. } => (StatusCode::BAD_REQUEST, INVALID, "missing_agent"),
+        RouterError::ImagesNotAccepted { .. } => {
+            (StatusCode::BAD_REQUEST, INVALID, "images_not_accepted")
+        }
         RouterError::NoHealthyBackend { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             UNAVAILABLE,

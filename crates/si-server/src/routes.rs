@@ -90,6 +90,7 @@ async fn answer(
             handlers::workflows::run(gateway, ctx, request, name).await
         }
         Endpoint::Health => Ok(handlers::health::handle(gateway)),
+        Endpoint::Backends => handlers::health::backends(gateway, ctx),
         Endpoint::Metrics => handlers::health::metrics(gateway).map(|r| r.map(Reply::Whole)),
     }
 }

@@ -160,8 +160,8 @@ fn http1_server(header_read_timeout: Duration) -> http1::Builder {
     builder
 }
 
-/// Serves `GET /metrics` only, on its own listener (loopback by default, so the
-/// metrics are not public), until `shutdown` completes. It has its own small cap of
+/// Serves `GET /metrics` and `GET /backends` (the backends view) only, on its own
+/// listener (loopback by default, so neither is public), until `shutdown` completes. It has its own small cap of
 /// connections and the same header timeout, so it cannot take the descriptors the
 /// gateway's own port needs.
 pub async fn serve_metrics(
@@ -183,6 +183,9 @@ pub async fn serve_metrics(
             let response = match (request.method(), request.uri().path()) {
                 (&http::Method::GET, "/metrics") => crate::handlers::health::metrics(&gateway)
                     .unwrap_or_else(crate::error::ApiError::into_response),
+                (&http::Method::GET, "/backends") => {
+                    crate::handlers::health::backends_view(&gateway)
+                }
                 (method, path) => crate::error::ApiError::NotFound {
                     method: method.to_string(),
                     path: path.chars().take(200).collect(),

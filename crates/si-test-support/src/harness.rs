@@ -31,6 +31,8 @@ pub const BACKENDS: [(u16, &str, &str); 6] = [
 /// The gateway under test plus its six backends.
 pub struct Harness {
     pub base: String,
+    /// The gateway's metrics listener (`/metrics`, `/backends`).
+    pub metrics_base: String,
     pub sims: Vec<LlamaSim>,
     pub gateway: Gateway,
     _data: tempfile::TempDir,
@@ -128,11 +130,23 @@ impl Harness {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
+        let stopped = futures_util::FutureExt::shared(stopped);
+        let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let metrics_base = format!("http://{}", metrics.local_addr().expect("addr"));
+        let metrics_stopped = stopped.clone();
+        tokio::spawn(si_server::serve_metrics(
+            metrics,
+            gateway.clone(),
+            async move {
+                let _ = metrics_stopped.await;
+            },
+        ));
         let server = tokio::spawn(si_server::run(listener, gateway.clone(), async move {
             let _ = stopped.await;
         }));
         let harness = Harness {
             base,
+            metrics_base,
             sims,
             gateway,
             _data: data,

@@ -103,13 +103,34 @@ impl LlamaBehaviour {
                 "code": 400, "type": "exceed_context_size_error", "n_prompt_tokens": 417, "n_ctx": 256,
                 "message": "request (417 tokens) exceeds the available context size (256 tokens), try increasing it"}}));
         }
+        // No vision projector here: llama-server refuses image parts with a 500 that
+        // the request, not the server, caused.
+        let has_image = body["messages"].as_array().is_some_and(|messages| {
+            messages.iter().any(|m| {
+                m["content"]
+                    .as_array()
+                    .is_some_and(|parts| parts.iter().any(|p| p["type"] == "image_url"))
+            })
+        });
+        if has_image {
+            return llama_error(
+                500,
+                "image input is not supported - hint: if this is unexpected, you may need to provide the mmproj",
+                "server_error",
+            );
+        }
         let content = body["messages"][0]["content"].as_str().unwrap_or("");
         if content == "think slowly" {
             return self.completion().set_delay(Duration::from_secs(60));
         }
-        // Some llama-server 500s (template and parser failures) quote the conversation.
+        // Some llama-server 500s quote the conversation: parser failures (the
+        // request's fault) and failures while decoding it (the server's).
         if content.starts_with("fail:") {
             let message = format!("failed to parse input: {content}");
+            return llama_error(500, &message, "server_error");
+        }
+        if content.starts_with("crash:") {
+            let message = format!("decode failed at: {content}");
             return llama_error(500, &message, "server_error");
         }
         if self.failing.load(Ordering::SeqCst) {

@@ -1,4 +1,5 @@
-//! `si-cli health`: the gateway's `/healthz` as a table.
+//! `si-cli health`: the gateway's `/healthz` and, from its metrics listener (which
+//! only the host itself reaches by default), each backend's state, as a table.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -17,6 +18,10 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Deserialize)]
 struct Health {
     status: String,
+}
+
+#[derive(Deserialize)]
+struct Backends {
     backends: Vec<BackendHealth>,
 }
 
@@ -28,48 +33,60 @@ struct BackendHealth {
     latency_ms: f64,
 }
 
-/// Fetches `<gateway>/healthz`, writes a table to `out`, and returns whether the
-/// gateway and every backend are ok.
-pub async fn check(gateway: &str, out: &mut impl Write) -> Result<bool, CliError> {
+/// Fetches `<gateway>/healthz` and `<metrics>/backends`, writes a table to `out`,
+/// and returns whether the gateway and every backend are ok.
+pub async fn check(
+    gateway: &str,
+    metrics: Option<&str>,
+    out: &mut impl Write,
+) -> Result<bool, CliError> {
     let started = Instant::now();
-    let health = fetch(gateway).await;
+    let health = fetch::<Health>(gateway, "/healthz").await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let backends = match metrics {
+        Some(metrics) => fetch::<Backends>(metrics, "/backends").await,
+        None => Err("gateway.metrics_listen is off: backends not shown (give --metrics)".into()),
+    };
     let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
     let row = |name: &str, url: &str, state: &str, latency: String| {
         [name.to_owned(), url.to_owned(), state.to_owned(), latency]
     };
     let ms = |value: f64| format!("{value:.1}ms");
-    let (rows, problem, healthy) = match health {
-        Ok(health) => {
-            let mut rows = vec![row("gateway", gateway, &health.status, ms(elapsed_ms))];
+    let mut problems = Vec::new();
+    let mut rows = vec![match &health {
+        Ok(health) => row("gateway", gateway, &health.status, ms(elapsed_ms)),
+        Err(_) => row("gateway", gateway, "down", "-".into()),
+    }];
+    let mut healthy = health.as_ref().is_ok_and(|h| h.status == "ok");
+    problems.extend(health.err());
+    match backends {
+        Ok(view) => {
+            healthy &= view.backends.iter().all(|b| b.state == "ok");
             rows.extend(
-                health
-                    .backends
+                view.backends
                     .iter()
                     .map(|b| row(&b.name, &b.url, &b.state, ms(b.latency_ms))),
             );
-            let healthy = health.status == "ok" && health.backends.iter().all(|b| b.state == "ok");
-            (rows, None, healthy)
         }
-        Err(message) => {
-            let rows = vec![row("gateway", gateway, "down", "-".into())];
-            (rows, Some(message), false)
+        Err(problem) => {
+            healthy = false;
+            problems.push(problem);
         }
-    };
+    }
     let header = ["NAME", "URL", "STATE", "LATENCY"];
     table::write(out, &table::plain(&header, rows, &[3]), "").map_err(io)?;
-    if let Some(problem) = problem {
+    for problem in problems {
         writeln!(out, "\n{problem}").map_err(io)?;
     }
     Ok(healthy)
 }
 
-/// The gateway's health document, or why it could not be had.
-async fn fetch(gateway: &str) -> Result<Health, String> {
-    let url = format!("{}/healthz", gateway.trim_end_matches('/'));
+/// The JSON document at `<base><path>`, or why it could not be had.
+async fn fetch<T: serde::de::DeserializeOwned>(base: &str, path: &str) -> Result<T, String> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
     let uri: http::Uri = url
         .parse()
-        .map_err(|e| format!("invalid gateway URL `{gateway}`: {e}"))?;
+        .map_err(|e| format!("invalid URL `{base}`: {e}"))?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let request = async {
         let response = client
@@ -85,7 +102,7 @@ async fn fetch(gateway: &str) -> Result<Health, String> {
         if !status.is_success() {
             return Err(format!("{url} answered {status}"));
         }
-        serde_json::from_slice::<Health>(&body)
+        serde_json::from_slice::<T>(&body)
             .map_err(|e| format!("{url} is not a gateway health document: {e}"))
     };
     tokio::time::timeout(TIMEOUT, request)

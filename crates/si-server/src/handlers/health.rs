@@ -1,20 +1,32 @@
-//! `GET /healthz`: liveness (always 200 while the process serves) plus readiness: each
-//! backend's state from the health poll, and whether every agent can be served.
+//! `GET /healthz`: liveness (200 while the process serves, 503 once draining) and
+//! readiness (every agent can be served), and nothing more, since anyone may ask.
+//! Each backend's address, state, key presence and load is the backends view, for
+//! admins (`GET /v1/admin/backends`) and on the metrics listener (`GET /backends`).
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::Full;
 use serde::Serialize;
 
+use si_core::Role;
+
 use crate::Gateway;
 use crate::body::Reply;
+use crate::context::RequestContext;
 use crate::error::ApiError;
 use crate::response::json;
 
 #[derive(Serialize)]
-struct Health<'a> {
+struct Health {
+    /// `ok`, or `draining` after SIGTERM.
     status: &'static str,
     /// Every agent has at least one routable backend.
+    ready: bool,
+}
+
+#[derive(Serialize)]
+struct BackendsView<'a> {
+    status: &'static str,
     ready: bool,
     backends: Vec<BackendHealth<'a>>,
     agents: Vec<AgentHealth<'a>>,
@@ -43,7 +55,39 @@ struct AgentHealth<'a> {
     ready: bool,
 }
 
+/// `GET /healthz`.
 pub(crate) fn handle(gateway: &Gateway) -> Response<Reply> {
+    let view = view(gateway);
+    let health = Health {
+        status: view.status,
+        ready: view.ready,
+    };
+    // A load balancer takes a draining gateway out of rotation.
+    let status = if gateway.is_draining() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    json(status, &health)
+}
+
+/// `GET /v1/admin/backends`: the backends view, for the admin role only.
+pub(crate) fn backends(
+    gateway: &Gateway,
+    ctx: &RequestContext,
+) -> Result<Response<Reply>, ApiError> {
+    match ctx.caller.as_ref().map(|caller| caller.role) {
+        Some(Role::Admin) => Ok(backends_view(gateway)),
+        role => Err(ApiError::AdminOnly { role }),
+    }
+}
+
+/// Each backend and agent with its state (also served on the metrics listener).
+pub(crate) fn backends_view<B: From<Full<Bytes>>>(gateway: &Gateway) -> Response<B> {
+    json(StatusCode::OK, &view(gateway))
+}
+
+fn view(gateway: &Gateway) -> BackendsView<'_> {
     let router = gateway.router();
     let backends = router.pool().all();
     let routable = |model: &str| backends.iter().any(|b| b.model == model && b.is_routable());
@@ -57,9 +101,12 @@ pub(crate) fn handle(gateway: &Gateway) -> Response<Reply> {
             ready: routable(&a.model),
         })
         .collect();
-    let draining = gateway.is_draining();
-    let health = Health {
-        status: if draining { "draining" } else { "ok" },
+    BackendsView {
+        status: if gateway.is_draining() {
+            "draining"
+        } else {
+            "ok"
+        },
         ready: agents.iter().all(|a| a.ready),
         backends: backends
             .iter()
@@ -76,14 +123,7 @@ pub(crate) fn handle(gateway: &Gateway) -> Response<Reply> {
             })
             .collect(),
         agents,
-    };
-    // A load balancer takes a draining gateway out of rotation.
-    let status = if draining {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    json(status, &health)
+    }
 }
 
 /// `GET /metrics`: the Prometheus exposition text.

@@ -256,13 +256,23 @@ async fn a_backend_wanting_a_key_we_do_not_have_says_which_variable_to_set() {
 }
 
 #[tokio::test]
-async fn a_backend_500_is_a_502() {
+async fn a_backend_500_is_a_502_unless_it_names_the_request() {
     let h = Harness::start(Options::default()).await;
     let token = h.login("admin1").await;
-    let failing =
+    // llama-server's parser failures are 500s about the request: the caller's.
+    let unparsable =
         json!({"agent_type": "Claims", "messages": [{"role": "user", "content": "fail: x"}]});
     let (status, body) = h
-        .post_json("/v1/chat/completions", Some(&token), failing)
+        .post_json("/v1/chat/completions", Some(&token), unparsable)
+        .await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (400, "backend_rejected_request"),
+        "{body}"
+    );
+    h.sim(8084).set_failing(true);
+    let (status, body) = h
+        .post_json("/v1/chat/completions", Some(&token), chat_body("Claims"))
         .await;
     assert_eq!(
         (status, error_parts(&body).1.as_str()),

@@ -12,6 +12,7 @@ mod jwt_attacks;
 mod keys;
 mod limits;
 mod metrics;
+mod poison;
 mod reliability;
 mod routing;
 mod sessions;

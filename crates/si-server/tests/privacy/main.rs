@@ -84,7 +84,15 @@ async fn logs_hold_metadata_only() {
             ask(format!("fail: {PROMPT}"), false),
         )
         .await;
-    assert_eq!(status, 502);
+    assert_eq!(status, 400, "the backend blamed the request");
+    let (status, _) = h
+        .post_json(
+            "/v1/chat/completions",
+            Some(&token),
+            ask(format!("crash: {PROMPT}"), false),
+        )
+        .await;
+    assert_eq!(status, 502, "the backend failed");
     // A workflow puts patient text into several prompts and answers.
     let inputs = json!({"inputs": {"diagnosis": PROMPT, "patient_context": PROMPT}});
     let (status, run) = h

@@ -21,6 +21,7 @@ pub(super) struct RawBackend {
     model: String,
     api_key: String,
     gpu: Option<u32>,
+    vision: Option<bool>,
     // Overrides of [backend_defaults] (serde's flatten cannot refuse unknown keys).
     max_in_flight: Option<u32>,
     queue_depth: Option<u32>,
@@ -112,6 +113,13 @@ pub(super) fn validate_backends(
             let limits =
                 defaults.resolve(&backend.overrides(), connect_default, &prefix, source)?;
             let launch = backend.launch().validate(&prefix, source)?;
+            // A projector named in the launch arguments makes a vision server.
+            let vision = backend.vision.unwrap_or_else(|| {
+                launch
+                    .extra_args
+                    .iter()
+                    .any(|arg| PROJECTOR_ARGS.contains(&arg.split('=').next().unwrap_or(arg)))
+            });
             let url = parse_backend_url(&backend.url)
                 .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
             let api_key_ref = SecretRef::parse(&backend.api_key)
@@ -123,11 +131,41 @@ pub(super) fn validate_backends(
                 api_key_ref,
                 api_key: None,
                 gpu: backend.gpu,
+                vision,
                 limits,
                 launch,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|backends| replicas_agree_on_vision(backends, source))
+}
+
+/// llama-server's arguments that load a vision projector.
+const PROJECTOR_ARGS: [&str; 4] = ["--mmproj", "-mm", "--mmproj-url", "-mmu"];
+
+/// Replicas of one model are interchangeable, so they must all take images or none:
+/// otherwise an image request would fail on some and not others.
+fn replicas_agree_on_vision(
+    backends: Vec<BackendConfig>,
+    source: &str,
+) -> Result<Vec<BackendConfig>, ConfigError> {
+    for (i, backend) in backends.iter().enumerate() {
+        if let Some(other) = backends[..i]
+            .iter()
+            .find(|o| o.model == backend.model && o.vision != backend.vision)
+        {
+            return Err(ConfigError::new(
+                source,
+                format!("backends[{i}].vision"),
+                format!(
+                    "expected {} like `{}`, the other replica of model `{}` (replicas must \
+                     all take images or none)",
+                    other.vision, other.name, backend.model
+                ),
+            ));
+        }
+    }
+    Ok(backends)
 }
 
 /// Accepts `http://host:port` with an optional trailing `/`.
