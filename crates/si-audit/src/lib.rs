@@ -5,7 +5,9 @@
 //! agent, model, backend), and how it went (status, tokens, latency): never a
 //! prompt, an answer, a token or a key. Each record's hash covers the previous
 //! record's hash, so editing, removing or reordering a record breaks the chain at
-//! that point.
+//! that point. What a store keeps beside the record for lookups (its number, its
+//! time in milliseconds) is checked against the hashed record, so changing it
+//! breaks the chain too.
 //!
 //! - [`AuditRecord`] and [`chain`]: the record and how it is sealed into the chain.
 //! - [`AuditStore`]: where records are kept; each database engine implements it
@@ -85,13 +87,28 @@ pub enum AuditError {
     /// Exported records could not be written out.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// A record read for export is not as it was written; [`verify`] says more.
+    #[error("audit record {seq} was altered: {reason}")]
+    Altered {
+        /// The record's sequence number.
+        seq: u64,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
-/// A record as stored: its position, its canonical JSON, and its links.
+/// A record as stored: every column of its row. The hash covers `prev_hash` and
+/// `json`; `seq` and `at_ms` repeat, for lookups, what `json` says (its `seq`, and
+/// its `at` as [`at_millis`]), so checking them against it binds them to the hash
+/// too, without sealing anything differently from the chains already written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRecord {
-    /// Its sequence number.
-    pub seq: u64,
+    /// Its sequence number as stored (any integer: a changed row may hold one no
+    /// record has, such as 0 or below).
+    pub seq: i64,
+    /// When it was made, milliseconds since the epoch as stored (the time windows
+    /// of [`Page`] select on it).
+    pub at_ms: i64,
     /// The record's canonical JSON, which its hash covers.
     pub json: String,
     /// The previous record's hash.
@@ -104,7 +121,9 @@ pub struct StoredRecord {
 /// with a time window (milliseconds since the epoch, `since <= at < until`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Page {
-    /// Records after this sequence number.
+    /// Records after this sequence number; 0 reads from the first row, even one
+    /// numbered 0 or below (no record is), so that a record renumbered there is
+    /// still seen.
     pub after_seq: u64,
     /// At most this many.
     pub limit: usize,

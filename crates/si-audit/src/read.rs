@@ -3,7 +3,11 @@
 use std::io::Write;
 
 use crate::chain::{GENESIS_HASH, chain_hash};
-use crate::{AuditError, AuditRecord, AuditStore, Page};
+use crate::{AuditError, AuditStore, Page, StoredRecord};
+use check::{Fault, RowFault};
+
+mod check;
+mod misplaced;
 
 /// Records read from the store at a time.
 const PAGE: usize = 1000;
@@ -28,9 +32,11 @@ pub enum VerifyReport {
 }
 
 /// Walks the whole chain and reports the first missing, reordered or altered
-/// record. With `expect_head`, a hash copied elsewhere earlier (the gateway logs
-/// one every 1,000 records), it also checks that some record still has it: this
-/// finds records cut off at the end, and a chain rewritten from the start.
+/// record, naming the column that was changed: `seq`, `at_ms`, `record`,
+/// `prev_hash` or `hash`. With `expect_head`, a hash copied elsewhere earlier (the
+/// gateway logs one every 1,000 records), it also checks that some record still
+/// has it: this finds records cut off at the end, and a chain rewritten from the
+/// start.
 pub async fn verify(
     store: &dyn AuditStore,
     expect_head: Option<&str>,
@@ -41,27 +47,13 @@ pub async fn verify(
         let page = store.page(page_after(expected - 1, None, None)).await?;
         let done = page.len() < PAGE;
         for stored in page {
-            let broken = |reason: String| {
-                Ok(VerifyReport::Broken {
-                    seq: expected,
-                    reason,
-                })
+            let place = Place {
+                seq: expected,
+                prev_hash: &prev,
+                expect_head,
             };
-            if stored.seq != expected {
-                return broken(format!(
-                    "record {expected} is missing (next is {})",
-                    stored.seq
-                ));
-            }
-            if stored.prev_hash != prev {
-                return broken("its link to the previous record does not match".into());
-            }
-            if chain_hash(&prev, &stored.json) != stored.hash {
-                return broken("its contents were changed after it was written".into());
-            }
-            match serde_json::from_str::<AuditRecord>(&stored.json) {
-                Ok(record) if record.seq == expected => {}
-                _ => return broken("its contents are not a record of this position".into()),
+            if let Some(Fault { seq, reason }) = place.fault(store, &stored).await? {
+                return Ok(VerifyReport::Broken { seq, reason });
             }
             head_seen |= expect_head == Some(stored.hash.as_str());
             prev = stored.hash;
@@ -86,7 +78,11 @@ pub async fn verify(
 }
 
 /// Writes the records with `since <= at < until` (milliseconds since the epoch) as
-/// JSON lines; returns how many.
+/// JSON lines; returns how many. Each record read is checked on its own (its hash,
+/// and that its `seq` and `at_ms` columns say what it says), and an altered one
+/// stops the export with [`AuditError::Altered`]. The window is read from the
+/// `at_ms` column, so a record whose time was moved out of it is not read here at
+/// all: [`verify`], which reads every record, finds that.
 pub async fn export(
     store: &dyn AuditStore,
     since_ms: Option<i64>,
@@ -98,12 +94,103 @@ pub async fn export(
         let page = store.page(page_after(after, since_ms, until_ms)).await?;
         let done = page.len() < PAGE;
         for stored in page {
+            let record = check::row(&stored).map_err(|fault| {
+                let Fault { seq, reason } = fault.at(&stored);
+                AuditError::Altered { seq, reason }
+            })?;
             writeln!(out, "{}", stored.json)?;
-            after = stored.seq;
+            // The row passed: its number is its record's, from 1, so pages advance.
+            after = record.seq;
             count += 1;
         }
         if done {
             return Ok(count);
+        }
+    }
+}
+
+/// Where a record belongs in the chain, as [`verify`] reaches it.
+struct Place<'a> {
+    /// The number it must have.
+    seq: u64,
+    /// The previous record's hash, already checked.
+    prev_hash: &'a str,
+    /// The head hash the caller expects.
+    expect_head: Option<&'a str>,
+}
+
+impl Place<'_> {
+    /// What is wrong with `stored`, read at this place, if anything. The unhashed
+    /// columns are judged by the record only once the hash vouches for it, so that
+    /// each fault names the column that was changed.
+    async fn fault(
+        &self,
+        store: &dyn AuditStore,
+        stored: &StoredRecord,
+    ) -> Result<Option<Fault>, AuditError> {
+        let here = i64::try_from(self.seq).ok();
+        if here != Some(stored.seq) {
+            return misplaced::fault(store, self.seq, stored).await.map(Some);
+        }
+        if let Some(record) = check::sealed_record(stored)
+            && record.seq != self.seq
+        {
+            return Ok(Some(self.broken(format!(
+                "its row holds record {}: a seq column was changed",
+                record.seq
+            ))));
+        }
+        if stored.prev_hash != self.prev_hash {
+            return Ok(Some(self.broken(
+                "its prev_hash column does not hold the previous record's hash".into(),
+            )));
+        }
+        Ok(match check::row(stored) {
+            Ok(_) => None,
+            Err(RowFault::Unsealed) => Some(self.unsealed(store, stored).await?),
+            Err(fault) => Some(fault.at(stored)),
+        })
+    }
+
+    /// Tells which of the record and hash columns of `stored` was changed, from
+    /// the copy of its hash the next record (or the expected head) holds.
+    async fn unsealed(
+        &self,
+        store: &dyn AuditStore,
+        stored: &StoredRecord,
+    ) -> Result<Fault, AuditError> {
+        let next = store
+            .page(Page {
+                limit: 1,
+                ..page_after(self.seq, None, None)
+            })
+            .await?;
+        let witness = match next.first() {
+            Some(next) if i64::try_from(self.seq + 1).ok() == Some(next.seq) => {
+                Some((next.prev_hash.as_str(), "the next record"))
+            }
+            _ => self.expect_head.map(|head| (head, "the expected head")),
+        };
+        let reason = match witness {
+            Some((hash, holder)) if hash == stored.hash => format!(
+                "its record column was changed after it was written: it no longer matches its \
+                 hash, which {holder} also holds"
+            ),
+            Some((hash, holder)) if hash == chain_hash(self.prev_hash, &stored.json) => {
+                format!("its hash column was changed: {holder} holds its record's true hash")
+            }
+            // Its link is checked already; the record or the hash is not.
+            _ => "its record column or its hash column was changed after it was written: \
+                  they no longer match"
+                .to_owned(),
+        };
+        Ok(self.broken(reason))
+    }
+
+    fn broken(&self, reason: String) -> Fault {
+        Fault {
+            seq: self.seq,
+            reason,
         }
     }
 }

@@ -300,6 +300,48 @@ fn audit_verify_finds_an_edited_record_and_export_filters_by_time() {
     );
 }
 
+#[test]
+fn audit_verify_names_a_record_moved_in_time_and_export_refuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/audit.db");
+    use si_audit::AuditStore;
+    let log = si_store::sqlite::SqliteAudit::open(&path).unwrap();
+    for n in 0..3 {
+        log.append_detached(si_audit::AuditRecord {
+            at: si_audit::now_rfc3339(),
+            request_id: format!("r{n}"),
+            status: 200,
+            ..Default::default()
+        });
+    }
+    drop(log);
+    // Record 2 moved back to 1999 behind the database's back, out of any recent
+    // window: its hashed time still says today.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE audit SET at_ms = 915148800000 WHERE seq = 2", [])
+        .unwrap();
+    let broken = si_cli_with_stdin(dir.path(), &["audit", "verify"], None);
+    assert_eq!(broken.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&broken.stdout);
+    assert!(said.contains("BROKEN at record 2"), "{said}");
+    assert!(
+        said.contains("at_ms column says 1999-01-01T00:00:00.000Z"),
+        "{said}"
+    );
+
+    let refused = si_cli_with_stdin(
+        dir.path(),
+        &["audit", "export", "--until", "2000-01-01"],
+        None,
+    );
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stdout.is_empty());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("audit record 2 was altered"), "{said}");
+    assert!(said.contains("si-cli audit verify"), "{said}");
+}
+
 /// `si-cli ARGS` in `dir`, with `stdin` on its standard input.
 fn si_cli_with_stdin(
     dir: &std::path::Path,

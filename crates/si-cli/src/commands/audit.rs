@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use si_audit::VerifyReport;
+use si_audit::{AuditError, VerifyReport};
 use si_core::Config;
 
 use crate::CliError;
@@ -31,7 +31,8 @@ pub async fn verify(
     }
 }
 
-/// Writes the records between `since` and `until` as JSON lines.
+/// Writes the records between `since` and `until` as JSON lines; stops at a
+/// record that is not as it was written.
 pub async fn export(
     config: &Config,
     since: Option<&str>,
@@ -43,7 +44,13 @@ pub async fn export(
     let store = si_store::audit_reader(config).map_err(|e| CliError::Message(e.to_string()))?;
     si_audit::export(store.as_ref(), since, until, out)
         .await
-        .map_err(|e| CliError::Message(e.to_string()))
+        .map_err(|e| match e {
+            // The export sees only its window; verify walks the whole chain.
+            AuditError::Altered { .. } => CliError::Message(format!(
+                "{e}; `si-cli audit verify` checks the whole audit log"
+            )),
+            e => CliError::Message(e.to_string()),
+        })
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time, or of midnight UTC of a date.

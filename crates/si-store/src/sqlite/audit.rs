@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, OpenFlags, Row, params};
 use si_audit::{AuditError, AuditRecord, AuditStore, AuditUnavailable, Page, StoredRecord};
 
 use super::migrate;
@@ -94,35 +95,72 @@ impl AuditStore for SqliteAudit {
             let conn = reader
                 .lock()
                 .map_err(|_| failed("connection lock poisoned".into()))?;
-            read_page(&conn, page).map_err(|e| failed(e.to_string()))
+            read_page(&conn, page).map_err(failed)
         })
         .await
         .map_err(|e| failed_join(format!("database task failed: {e}")))?
     }
 }
 
-fn read_page(conn: &Connection, page: Page) -> rusqlite::Result<Vec<StoredRecord>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT seq, record, prev_hash, hash FROM audit
-         WHERE seq > ?1 AND at_ms >= ?2 AND at_ms < ?3 ORDER BY seq LIMIT ?4",
-    )?;
-    let rows = stmt.query_map(
-        params![
-            i64::try_from(page.after_seq).unwrap_or(i64::MAX),
-            page.since_ms.unwrap_or(i64::MIN),
-            page.until_ms.unwrap_or(i64::MAX),
-            i64::try_from(page.limit).unwrap_or(i64::MAX)
-        ],
-        |r| {
-            Ok(StoredRecord {
-                seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
-                json: r.get(1)?,
-                prev_hash: r.get(2)?,
-                hash: r.get(3)?,
-            })
+fn read_page(conn: &Connection, page: Page) -> Result<Vec<StoredRecord>, String> {
+    let sql = |e: rusqlite::Error| e.to_string();
+    // From the start, rows numbered 0 or below too: none should exist, and
+    // verify must see one that does.
+    let first = match page.after_seq {
+        0 => i64::MIN,
+        after => match i64::try_from(after) {
+            Ok(after) if after < i64::MAX => after + 1,
+            _ => return Ok(Vec::new()),
         },
-    )?;
-    rows.collect()
+    };
+    let mut stmt = conn
+        .prepare_cached(&page_sql(page.since_ms.is_some(), page.until_ms.is_some()))
+        .map_err(sql)?;
+    let mut rows = stmt
+        .query(params![
+            first,
+            page.since_ms,
+            page.until_ms,
+            i64::try_from(page.limit).unwrap_or(i64::MAX)
+        ])
+        .map_err(sql)?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next().map_err(sql)? {
+        // seq is the rowid, always an integer; other columns may have been set
+        // to a value of another type, which names the row and the column.
+        let seq: i64 = row.get(0).map_err(sql)?;
+        records.push(StoredRecord {
+            seq,
+            at_ms: column(row, 1, seq)?,
+            json: column(row, 2, seq)?,
+            prev_hash: column(row, 3, seq)?,
+            hash: column(row, 4, seq)?,
+        });
+    }
+    Ok(records)
+}
+
+/// The query for a page from `?1` on, at most `?4` rows, `since` `?2` and
+/// `until` `?3` if bounded. Without a bound, no condition on at_ms, so that every
+/// row is read whatever it holds there; plain comparisons keep the search on the
+/// primary key (an `?2 IS NULL OR` form would scan the whole table every page).
+fn page_sql(since: bool, until: bool) -> String {
+    let window = match (since, until) {
+        (false, false) => "",
+        (true, false) => "AND at_ms >= ?2",
+        (false, true) => "AND at_ms < ?3",
+        (true, true) => "AND at_ms >= ?2 AND at_ms < ?3",
+    };
+    format!(
+        "SELECT seq, at_ms, record, prev_hash, hash FROM audit
+         WHERE seq >= ?1 {window} ORDER BY seq LIMIT ?4"
+    )
+}
+
+/// Column `index` of `row`, the row numbered `seq`.
+fn column<T: FromSql>(row: &Row<'_>, index: usize, seq: i64) -> Result<T, String> {
+    row.get(index)
+        .map_err(|e| format!("the row numbered {seq}: {e}"))
 }
 
 #[cfg(test)]

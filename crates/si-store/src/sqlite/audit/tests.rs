@@ -237,3 +237,21 @@ async fn a_record_that_cannot_be_written_is_reported_to_the_request() {
         VerifyReport::Intact { records: 2, .. }
     ));
 }
+
+#[tokio::test]
+async fn every_page_is_an_indexed_search_not_a_scan() {
+    let (_dir, path) = log_with(1).await;
+    let conn = Connection::open(&path).unwrap();
+    for (since, until) in [(false, false), (true, false), (false, true), (true, true)] {
+        let plan: String = conn
+            .query_row(
+                &format!("EXPLAIN QUERY PLAN {}", page_sql(since, until)),
+                params![1, 0, 0, 10],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.starts_with("SEARCH"), "{since} {until}: {plan}");
+    }
+}
+
+mod tampering;
