@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod flood;
 mod load;
 mod mock;
 mod plan;
@@ -62,6 +63,22 @@ enum Mode {
         #[arg(long)]
         interval_ms: u64,
     },
+    /// Flood the gateway with half-sent requests from one address, then its metrics
+    /// port, and time another client's health checks and login meanwhile.
+    Flood {
+        /// Connections from the flooding address.
+        #[arg(long, default_value_t = 12_000)]
+        connections: usize,
+        /// Connections to the metrics port.
+        #[arg(long, default_value_t = 6_000)]
+        metrics_connections: usize,
+        /// The gateway's open-file limit while its metrics port is flooded.
+        #[arg(long, default_value_t = 4_096)]
+        metrics_open_files: u64,
+        /// An `si-server` binary to measure instead of this executable's gateway.
+        #[arg(long, value_name = "PATH")]
+        gateway: Option<PathBuf>,
+    },
     /// Run the gateway, exactly as `si-server` does (used by the benchmark itself).
     #[command(hide = true)]
     Gateway {
@@ -87,6 +104,29 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Mode::Flood {
+            connections,
+            metrics_connections,
+            metrics_open_files,
+            gateway,
+        }) => {
+            let settings = flood::Settings {
+                connections,
+                metrics_connections,
+                metrics_open_files,
+                gateway,
+            };
+            let flooded = std::env::current_exe()
+                .map_err(|e| format!("cannot find this executable: {e}"))
+                .and_then(|exe| runtime()?.block_on(flood::run(&exe, &settings)));
+            match flooded {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("si-bench flood: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         None => {
             let settings = if args.smoke {
                 plan::Settings::smoke()

@@ -113,7 +113,7 @@ pub async fn run(settings: &Settings, with_nginx: bool) -> Result<Report, String
         settings.chunks,
         settings.interval_ms,
     )?;
-    let gateway = stack::start_gateway(&exe, &mock, dir.path()).await?;
+    let gateway = stack::start_gateway(&stack::Launch::embedded(&exe), &mock, dir.path()).await?;
     let nginx = if with_nginx {
         stack::start_nginx(mock.immediate, dir.path()).await?
     } else {

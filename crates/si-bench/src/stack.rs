@@ -111,20 +111,71 @@ pub struct Gateway {
     pub process: Process,
     /// Where it listens.
     pub address: SocketAddr,
+    /// Its metrics listener.
+    pub metrics: SocketAddr,
     /// `Bearer …` for a logged-in user.
     pub authorization: String,
 }
 
 const PASSWORD: &str = "benchmark password 0123456789";
 
+/// Which gateway to start and how.
+pub struct Launch {
+    /// This executable (run in its `gateway` mode), or an `si-server` binary.
+    pub program: PathBuf,
+    /// Whether `program` is this executable.
+    pub embedded: bool,
+    /// Lines added to the `[gateway]` table.
+    pub gateway_settings: &'static str,
+    /// An open-file limit (soft and hard) to start it under.
+    pub open_files: Option<u64>,
+}
+
+impl Launch {
+    /// This executable's own gateway, as the benchmark measures it: one client
+    /// address drives every connection, so that address may hold them all.
+    pub fn embedded(exe: &Path) -> Self {
+        Launch {
+            program: exe.to_owned(),
+            embedded: true,
+            gateway_settings: "max_connections_per_address = 20000\n",
+            open_files: None,
+        }
+    }
+
+    fn command(&self, config: &Path) -> Command {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if self.embedded {
+            args.push("gateway".into());
+        }
+        args.extend(["--config".into(), config.as_os_str().to_owned()]);
+        match self.open_files {
+            None => {
+                let mut command = Command::new(&self.program);
+                command.args(args);
+                command
+            }
+            Some(limit) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
+                    .arg(&self.program)
+                    .args(args);
+                command
+            }
+        }
+    }
+}
+
 /// Writes a configuration for `mock` into `dir` with authentication, rate limits
 /// (high enough never to trigger), metrics and audit on, as in production; adds a
-/// user; starts `exe gateway`; waits until it answers; logs in.
-pub async fn start_gateway(exe: &Path, mock: &Mock, dir: &Path) -> Result<Gateway, String> {
+/// user; starts the gateway `launch` names; waits until it answers; logs in.
+pub async fn start_gateway(launch: &Launch, mock: &Mock, dir: &Path) -> Result<Gateway, String> {
     let [port, metrics_port] = free_ports()?;
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-    let config = gateway_config(port, metrics_port, &data, mock);
+    let config = gateway_config(port, metrics_port, &data, mock, launch.gateway_settings);
     let config_path = dir.join("si-bench.toml");
     std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let users = si_store::sqlite::SqliteUsers::open(&si_store::users_path(&data))
@@ -142,10 +193,8 @@ pub async fn start_gateway(exe: &Path, mock: &Mock, dir: &Path) -> Result<Gatewa
         .map_err(|e| e.to_string())?;
     drop(accounts);
     let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(exe)
-        .arg("gateway")
-        .arg("--config")
-        .arg(&config_path)
+    let child = launch
+        .command(&config_path)
         .current_dir(dir)
         .env("JWT_SECRET", random_secret()?)
         .env("BENCH_API_KEY", "bench-backend-key-0123456789")
@@ -161,18 +210,25 @@ pub async fn start_gateway(exe: &Path, mock: &Mock, dir: &Path) -> Result<Gatewa
     Ok(Gateway {
         process,
         address,
+        metrics: ([127, 0, 0, 1], metrics_port).into(),
         authorization,
     })
 }
 
-fn gateway_config(port: u16, metrics_port: u16, data: &Path, mock: &Mock) -> String {
+fn gateway_config(
+    port: u16,
+    metrics_port: u16,
+    data: &Path,
+    mock: &Mock,
+    gateway_settings: &str,
+) -> String {
     format!(
         r#"[gateway]
 listen = "127.0.0.1:{port}"
 data_dir = "{data}"
 metrics_listen = "127.0.0.1:{metrics_port}"
 max_connections = 20000
-
+{gateway_settings}
 [backend_defaults]
 max_in_flight = 4096
 queue_depth = 4096
@@ -243,7 +299,7 @@ async fn wait_until_listening(address: SocketAddr, limit: Duration) -> Result<()
     Err(format!("nothing listened on {address} within {limit:?}"))
 }
 
-async fn login(address: SocketAddr) -> Result<String, String> {
+pub async fn login(address: SocketAddr) -> Result<String, String> {
     let stream = tokio::net::TcpStream::connect(address)
         .await
         .map_err(|e| e.to_string())?;
