@@ -17,6 +17,11 @@ pub enum AuthError {
     /// The user may log in anywhere, so the login must say where.
     #[error("`location_id` is required for user `{0}`")]
     LocationRequired(String),
+    /// A login named `*`, which allows any location but is not one.
+    #[error(
+        "`location_id` must name one location; `*` (any location) is only for where a user may log in"
+    )]
+    LocationNotAPlace,
     /// No `Authorization: Bearer` header.
     #[error(
         "missing bearer token: send `Authorization: Bearer <access_token>` from /v1/auth/login"

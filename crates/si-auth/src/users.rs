@@ -42,6 +42,8 @@ pub struct NewUser<'a> {
 
 /// The location a login is for: the one asked for, which must be the user's own
 /// unless the user may log in anywhere, and one of `known` when that list is given.
+/// [`ANY_LOCATION`] is refused: it is a rule for where a user may log in, not a
+/// place, and a token or audit record saying `*` would say nothing.
 pub fn login_location(
     user: &User,
     requested: Option<&str>,
@@ -52,6 +54,7 @@ pub fn login_location(
         location: location.to_owned(),
     };
     match requested.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(ANY_LOCATION) => Err(AuthError::LocationNotAPlace),
         Some(location) if !known.is_empty() && !known.iter().any(|k| k == location) => {
             Err(wrong(location))
         }

@@ -372,6 +372,8 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
         AuthError::UnknownUser(_) => (StatusCode::NOT_FOUND, "not_found_error", "unknown_user"),
         AuthError::WrongLocation { .. } => (StatusCode::FORBIDDEN, PERMISSION, "wrong_location"),
         AuthError::LocationRequired(_) => (StatusCode::BAD_REQUEST, INVALID, "location_required"),
+        // Like a missing location, not a wrong one: no user may log in at `*`.
+        AuthError::LocationNotAPlace => (StatusCode::BAD_REQUEST, INVALID, "invalid_location"),
         AuthError::UserExists(_) => (StatusCode::CONFLICT, INVALID, "user_exists"),
         AuthError::InvalidUser(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_user"),
         AuthError::Store { .. } | AuthError::SecretFile { .. } | AuthError::Internal(_) => {

@@ -31,3 +31,26 @@ fn login_location_rules() {
         Err(AuthError::WrongLocation { .. })
     ));
 }
+
+#[test]
+fn any_location_is_not_a_place_to_log_in() {
+    let user = |location: &str| User {
+        username: "u".into(),
+        role: Role::Clinician,
+        location: location.into(),
+        disabled: false,
+        created_at: 0,
+    };
+    let known = ["*".to_owned(), "h1".to_owned()];
+    for location in ["*", "h1"] {
+        for listed in [&[][..], &known[..]] {
+            assert!(
+                matches!(
+                    login_location(&user(location), Some(" * "), listed),
+                    Err(AuthError::LocationNotAPlace)
+                ),
+                "{location} {listed:?}"
+            );
+        }
+    }
+}

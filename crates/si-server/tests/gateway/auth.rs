@@ -273,3 +273,20 @@ async fn listed_locations_bound_where_anyone_may_log_in() {
     assert_eq!(login("hospital-01").await.0, 200);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_login_must_name_a_place_not_any_location() {
+    let h = Harness::start(Options::default()).await;
+    for username in ["biller", "doctor1"] {
+        let body = json!({"username": username, "password": TEST_PASSWORD, "location_id": " * "});
+        let (status, body) = h.post_json("/v1/auth/login", None, body).await;
+        let (kind, code, message) = error_parts(&body);
+        assert_eq!(
+            (status, kind.as_str(), code.as_str()),
+            (400, "invalid_request_error", "invalid_location"),
+            "{username}: {body}"
+        );
+        assert!(message.contains("must name one location"), "{message}");
+    }
+    h.shutdown().await;
+}
