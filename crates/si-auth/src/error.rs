@@ -58,6 +58,17 @@ pub enum AuthError {
     /// Usernames are unique.
     #[error("user `{0}` already exists")]
     UserExists(String),
+    /// The name differs from an existing user's only in case or character form
+    /// (fullwidth letters, ligatures), which would make two accounts one name.
+    #[error(
+        "username `{requested}` is taken: it matches the existing user `{existing}` ignoring case and character width"
+    )]
+    UsernameTaken {
+        /// The name asked for.
+        requested: String,
+        /// The existing user's name, as stored.
+        existing: String,
+    },
     /// A field of a new user is unusable.
     #[error("{0}")]
     InvalidUser(String),

@@ -9,20 +9,30 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::revocation::RevokedSet;
+use crate::users::UsernameKey;
 use crate::{AuthError, User};
 
 /// Users and their password hashes.
 #[async_trait]
 pub trait UserStore: Send + Sync + Debug {
-    /// Adds `user` with `password_hash`; [`AuthError::UserExists`] if the name is
-    /// taken.
-    async fn insert(&self, user: &User, password_hash: &str) -> Result<(), AuthError>;
+    /// Adds `user`, whose name has `key`, with `password_hash`:
+    /// [`AuthError::UserExists`] if the name is taken, [`AuthError::UsernameTaken`]
+    /// (naming the existing user) if another user has the key.
+    async fn insert(
+        &self,
+        user: &User,
+        key: &UsernameKey,
+        password_hash: &str,
+    ) -> Result<(), AuthError>;
 
     /// Every user, by name.
     async fn list(&self) -> Result<Vec<User>, AuthError>;
 
-    /// The user named `username` and its password hash.
+    /// The user named exactly `username` and its password hash.
     async fn find(&self, username: &str) -> Result<Option<(User, String)>, AuthError>;
+
+    /// The user whose name has `key`, and its password hash.
+    async fn find_by_key(&self, key: &UsernameKey) -> Result<Option<(User, String)>, AuthError>;
 
     /// Disables (ending every session of the user) or re-enables `username`.
     async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), AuthError>;
@@ -119,7 +129,9 @@ pub trait RequestCounters: Send + Sync + Debug {
     async fn check_identity(&self, user: &str, location: &str) -> Result<(), Limited>;
 }
 
-/// Failed-login slowing and lockout, per username and client address.
+/// Failed-login slowing and lockout, per username and client address. `user` is
+/// the [`UsernameKey`] of what the login typed, so case variants of a name share
+/// one budget.
 #[async_trait]
 pub trait LoginAttempts: Send + Sync + Debug {
     /// Books an attempt before its password is checked; `Err(wait)` while locked

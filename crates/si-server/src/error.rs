@@ -374,7 +374,9 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
         AuthError::LocationRequired(_) => (StatusCode::BAD_REQUEST, INVALID, "location_required"),
         // Like a missing location, not a wrong one: no user may log in at `*`.
         AuthError::LocationNotAPlace => (StatusCode::BAD_REQUEST, INVALID, "invalid_location"),
-        AuthError::UserExists(_) => (StatusCode::CONFLICT, INVALID, "user_exists"),
+        AuthError::UserExists(_) | AuthError::UsernameTaken { .. } => {
+            (StatusCode::CONFLICT, INVALID, "user_exists")
+        }
         AuthError::InvalidUser(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_user"),
         AuthError::Store { .. } | AuthError::SecretFile { .. } | AuthError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal")

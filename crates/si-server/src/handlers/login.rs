@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use si_auth::accounts::IssuedRefresh;
-use si_auth::users::login_location;
+use si_auth::users::{UsernameKey, login_location};
 use si_auth::{AuthError, User};
 
 use crate::Gateway;
@@ -68,8 +68,10 @@ pub(crate) async fn handle(
     let address = address_bucket(ctx.client);
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
+    // Counted by key, so `Doctor1` and `ｄｏｃｔｏｒ１` spend `doctor1`'s attempts.
+    let key = UsernameKey::of(&login.username);
     let throttle = &gateway.inner.throttle;
-    if let Err(wait) = throttle.begin(&login.username, &address).await {
+    if let Err(wait) = throttle.begin(key.as_str(), &address).await {
         let retry_after_secs = wait.as_secs().max(1);
         return Err(AuthError::LoginLocked { retry_after_secs }.into());
     }
@@ -85,18 +87,18 @@ pub(crate) async fn handle(
     let outcome = sign_in(gateway, &login, permit).await;
     let (user, location, refresh) = match outcome {
         Err(AuthError::InvalidCredentials) => {
-            let delay = throttle.failed(&login.username, &address).await;
+            let delay = throttle.failed(key.as_str(), &address).await;
             tokio::time::sleep(delay).await;
             return Err(AuthError::InvalidCredentials.into());
         }
         Err(e) => {
             // Not a password failure (wrong location, storage): the attempt is void.
-            throttle.succeeded(&login.username, &address).await;
+            throttle.succeeded(key.as_str(), &address).await;
             return Err(e.into());
         }
         Ok(outcome) => outcome,
     };
-    throttle.succeeded(&user.username, &address).await;
+    throttle.succeeded(key.as_str(), &address).await;
     ctx.notes
         .identify_login(&user.username, user.role.as_str(), &location);
     tracing::info!(user = %user.username, role = %user.role, %location, "login");

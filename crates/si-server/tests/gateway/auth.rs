@@ -290,3 +290,44 @@ async fn a_login_must_name_a_place_not_any_location() {
     }
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_login_finds_its_user_whatever_the_case_or_width() {
+    let h = Harness::start(Options::default()).await;
+    for typed in ["Doctor1", "ｄｏｃｔｏｒ１"] {
+        let body =
+            json!({"username": typed, "password": TEST_PASSWORD, "location_id": "hospital-01"});
+        let (status, body) = h.post_json("/v1/auth/login", None, body).await;
+        assert_eq!(status, 200, "{typed}: {body}");
+        let claims = h
+            .gateway
+            .tokens()
+            .verify(body["access_token"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(claims.sub, "doctor1", "the stored name, not what was typed");
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn case_and_width_variants_spend_one_budget() {
+    let h = Harness::start(Options::default()).await;
+    for variant in [
+        "doctor1",
+        "Doctor1",
+        "DOCTOR1",
+        "ｄｏｃｔｏｒ１",
+        "Ｄｏｃｔｏｒ１",
+    ] {
+        let body = json!({"username": variant, "password": "wrong password!!", "location_id": "hospital-01"});
+        assert_eq!(h.post_json("/v1/auth/login", None, body).await.0, 401);
+    }
+    let body =
+        json!({"username": "doctor1", "password": TEST_PASSWORD, "location_id": "hospital-01"});
+    let (status, body) = h.post_json("/v1/auth/login", None, body).await;
+    assert_eq!(
+        (status, error_parts(&body).1.as_str()),
+        (429, "login_locked")
+    );
+    h.shutdown().await;
+}
