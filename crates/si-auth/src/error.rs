@@ -41,10 +41,9 @@ pub enum AuthError {
         /// The revoked family.
         family: String,
     },
-    /// Too many failed logins for this username or address.
-    #[error(
-        "too many failed logins for this account or address; try again in {retry_after_secs} s"
-    )]
+    /// Too many failed logins for this username from this address, or from this
+    /// address for any username.
+    #[error("too many failed logins from this address; try again in {retry_after_secs} s")]
     LoginLocked {
         /// Seconds until the lockout ends.
         retry_after_secs: u64,

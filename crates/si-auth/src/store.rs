@@ -129,18 +129,43 @@ pub trait RequestCounters: Send + Sync + Debug {
     async fn check_identity(&self, user: &str, location: &str) -> Result<(), Limited>;
 }
 
-/// Failed-login slowing and lockout, per username and client address. `user` is
-/// the [`UsernameKey`] of what the login typed, so case variants of a name share
-/// one budget.
+/// A login attempt let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// How long to wait before checking the password: the username's slow-down
+    /// after recent failures from any address.
+    pub delay: Duration,
+}
+
+/// What a failed login showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailedLogin {
+    /// This failure was the first, within the window, to make the username's
+    /// failures come from several addresses: someone may be guessing from many
+    /// places. Reported once per username and window.
+    pub distributed: bool,
+}
+
+/// Failed-login bookkeeping. Guessing is made slow without letting anyone lock a
+/// user out from elsewhere: a username is locked out only at an address that
+/// failed it repeatedly, an address is locked out after many failures for any
+/// usernames, and a username failing from everywhere is only slowed down.
+///
+/// `user` is the [`UsernameKey`] of what the login typed, whether or not such a
+/// user exists, so neither the delay nor the lockout tells which accounts are
+/// real, and case variants of a name share one budget. `address` is the client
+/// address as counted for rate limits.
 #[async_trait]
 pub trait LoginAttempts: Send + Sync + Debug {
-    /// Books an attempt before its password is checked; `Err(wait)` while locked
-    /// out.
-    async fn begin(&self, user: &str, address: &str) -> Result<(), Duration>;
+    /// Books an attempt before its password is checked, so attempts sent at once
+    /// count as much as attempts sent one after another. `Err(wait)` while the
+    /// username at this address, or the address, is locked out.
+    async fn begin(&self, user: &str, address: &str) -> Result<Admitted, Duration>;
 
-    /// The attempt failed; returns how long to wait before answering it.
-    async fn failed(&self, user: &str, address: &str) -> Duration;
+    /// The attempt's password was wrong (or the user unknown or disabled).
+    async fn failed(&self, user: &str, address: &str) -> FailedLogin;
 
-    /// The attempt succeeded.
+    /// The attempt succeeded, or failed for a reason other than its password: it
+    /// does not count against the username at this address or the address.
     async fn succeeded(&self, user: &str, address: &str);
 }
