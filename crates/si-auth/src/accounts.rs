@@ -9,7 +9,9 @@ use sha2::{Digest, Sha256};
 
 use crate::secret::random_hex;
 use crate::store::{NewRefresh, SessionStore, UserStore};
-use crate::users::{unix_now, validate_location, validate_password, validate_username};
+use crate::users::{
+    UsernameKey, unix_now, validate_location, validate_password, validate_username,
+};
 use crate::{AuthError, NewUser, User, password};
 
 /// A new refresh token.
@@ -71,7 +73,8 @@ impl Accounts {
         })
     }
 
-    /// Creates a user; fails if the name is taken or a field is unusable.
+    /// Creates a user; fails if a field is unusable or the name is taken, also
+    /// when it differs from an existing name only in case or character form.
     pub async fn add(&self, new: &NewUser<'_>) -> Result<User, AuthError> {
         validate_username(new.username)?;
         validate_location(new.location)?;
@@ -85,7 +88,8 @@ impl Accounts {
             disabled: false,
             created_at: unix_now(),
         };
-        self.users.insert(&user, &hash).await?;
+        let key = UsernameKey::of(&user.username);
+        self.users.insert(&user, &key, &hash).await?;
         Ok(user)
     }
 
@@ -94,14 +98,16 @@ impl Accounts {
         self.users.list().await
     }
 
-    /// Checks a login. Unknown user, wrong password and disabled user all give
-    /// [`AuthError::InvalidCredentials`] after the same amount of hashing work.
+    /// Checks a login. `username` may differ from the stored name in case or
+    /// character form; the user returned carries the stored name. Unknown user,
+    /// wrong password and disabled user all give [`AuthError::InvalidCredentials`]
+    /// after the same amount of hashing work.
     pub async fn authenticate(
         &self,
         username: &str,
         password: &SecretString,
     ) -> Result<User, AuthError> {
-        let found = self.users.find(username).await?;
+        let found = self.find(username).await?;
         let hash = found
             .as_ref()
             .map_or_else(|| self.dummy_hash.to_string(), |(_, h)| h.clone());
@@ -114,18 +120,41 @@ impl Accounts {
         }
     }
 
-    /// Disables or re-enables `username`. Disabling also ends every session of
-    /// the user; a gateway rejects the user's access tokens once it has synced.
-    pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), AuthError> {
-        self.users.set_disabled(username, disabled).await
+    /// The user `username` names, and its password hash: the one of exactly that
+    /// name, else the one whose name has its [`UsernameKey`]. Exact names come
+    /// first so that users whose names collided before keys existed can each
+    /// still log in.
+    async fn find(&self, username: &str) -> Result<Option<(User, String)>, AuthError> {
+        match self.users.find(username).await? {
+            Some(found) => Ok(Some(found)),
+            None => self.users.find_by_key(&UsernameKey::of(username)).await,
+        }
     }
 
-    /// Replaces `username`'s password and ends every session of the user.
+    /// The stored name of the user `username` names, as a login would find it.
+    async fn stored_name(&self, username: &str) -> Result<String, AuthError> {
+        match self.find(username).await? {
+            Some((user, _)) => Ok(user.username),
+            None => Err(AuthError::UnknownUser(username.to_owned())),
+        }
+    }
+
+    /// Disables or re-enables `username` (found as a login would find it).
+    /// Disabling also ends every session of the user; a gateway rejects the
+    /// user's access tokens once it has synced.
+    pub async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), AuthError> {
+        let stored = self.stored_name(username).await?;
+        self.users.set_disabled(&stored, disabled).await
+    }
+
+    /// Replaces `username`'s password (found as a login would find it) and ends
+    /// every session of the user.
     pub async fn set_password(&self, username: &str, new: &SecretString) -> Result<(), AuthError> {
         validate_password(new)?;
+        let stored = self.stored_name(username).await?;
         let password = new.clone();
         let hash = blocking(move || password::hash(password.expose_secret())).await?;
-        self.users.set_password_hash(username, &hash).await
+        self.users.set_password_hash(&stored, &hash).await
     }
 
     /// Starts a new session family for `username` at `location`.
@@ -169,6 +198,7 @@ impl Accounts {
                 expires_at,
             )
             .await?;
+        // The session's own user only, never another whose name has the same key.
         let user = match self.users.find(&spent.username).await? {
             Some((user, _)) if !user.disabled => user,
             _ => return Err(AuthError::InvalidCredentials),

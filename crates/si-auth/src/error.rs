@@ -17,6 +17,11 @@ pub enum AuthError {
     /// The user may log in anywhere, so the login must say where.
     #[error("`location_id` is required for user `{0}`")]
     LocationRequired(String),
+    /// A login named `*`, which allows any location but is not one.
+    #[error(
+        "`location_id` must name one location; `*` (any location) is only for where a user may log in"
+    )]
+    LocationNotAPlace,
     /// No `Authorization: Bearer` header.
     #[error(
         "missing bearer token: send `Authorization: Bearer <access_token>` from /v1/auth/login"
@@ -36,10 +41,9 @@ pub enum AuthError {
         /// The revoked family.
         family: String,
     },
-    /// Too many failed logins for this username or address.
-    #[error(
-        "too many failed logins for this account or address; try again in {retry_after_secs} s"
-    )]
+    /// Too many failed logins for this username from this address, or from this
+    /// address for any username.
+    #[error("too many failed logins from this address; try again in {retry_after_secs} s")]
     LoginLocked {
         /// Seconds until the lockout ends.
         retry_after_secs: u64,
@@ -53,6 +57,17 @@ pub enum AuthError {
     /// Usernames are unique.
     #[error("user `{0}` already exists")]
     UserExists(String),
+    /// The name differs from an existing user's only in case or character form
+    /// (fullwidth letters, ligatures), which would make two accounts one name.
+    #[error(
+        "username `{requested}` is taken: it matches the existing user `{existing}` ignoring case and character width"
+    )]
+    UsernameTaken {
+        /// The name asked for.
+        requested: String,
+        /// The existing user's name, as stored.
+        existing: String,
+    },
     /// A field of a new user is unusable.
     #[error("{0}")]
     InvalidUser(String),

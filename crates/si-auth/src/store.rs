@@ -9,20 +9,30 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::revocation::RevokedSet;
+use crate::users::UsernameKey;
 use crate::{AuthError, User};
 
 /// Users and their password hashes.
 #[async_trait]
 pub trait UserStore: Send + Sync + Debug {
-    /// Adds `user` with `password_hash`; [`AuthError::UserExists`] if the name is
-    /// taken.
-    async fn insert(&self, user: &User, password_hash: &str) -> Result<(), AuthError>;
+    /// Adds `user`, whose name has `key`, with `password_hash`:
+    /// [`AuthError::UserExists`] if the name is taken, [`AuthError::UsernameTaken`]
+    /// (naming the existing user) if another user has the key.
+    async fn insert(
+        &self,
+        user: &User,
+        key: &UsernameKey,
+        password_hash: &str,
+    ) -> Result<(), AuthError>;
 
     /// Every user, by name.
     async fn list(&self) -> Result<Vec<User>, AuthError>;
 
-    /// The user named `username` and its password hash.
+    /// The user named exactly `username` and its password hash.
     async fn find(&self, username: &str) -> Result<Option<(User, String)>, AuthError>;
+
+    /// The user whose name has `key`, and its password hash.
+    async fn find_by_key(&self, key: &UsernameKey) -> Result<Option<(User, String)>, AuthError>;
 
     /// Disables (ending every session of the user) or re-enables `username`.
     async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), AuthError>;
@@ -119,16 +129,43 @@ pub trait RequestCounters: Send + Sync + Debug {
     async fn check_identity(&self, user: &str, location: &str) -> Result<(), Limited>;
 }
 
-/// Failed-login slowing and lockout, per username and client address.
+/// A login attempt let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// How long to wait before checking the password: the username's slow-down
+    /// after recent failures from any address.
+    pub delay: Duration,
+}
+
+/// What a failed login showed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FailedLogin {
+    /// This failure was the first, within the window, to make the username's
+    /// failures come from several addresses: someone may be guessing from many
+    /// places. Reported once per username and window.
+    pub distributed: bool,
+}
+
+/// Failed-login bookkeeping. Guessing is made slow without letting anyone lock a
+/// user out from elsewhere: a username is locked out only at an address that
+/// failed it repeatedly, an address is locked out after many failures for any
+/// usernames, and a username failing from everywhere is only slowed down.
+///
+/// `user` is the [`UsernameKey`] of what the login typed, whether or not such a
+/// user exists, so neither the delay nor the lockout tells which accounts are
+/// real, and case variants of a name share one budget. `address` is the client
+/// address as counted for rate limits.
 #[async_trait]
 pub trait LoginAttempts: Send + Sync + Debug {
-    /// Books an attempt before its password is checked; `Err(wait)` while locked
-    /// out.
-    async fn begin(&self, user: &str, address: &str) -> Result<(), Duration>;
+    /// Books an attempt before its password is checked, so attempts sent at once
+    /// count as much as attempts sent one after another. `Err(wait)` while the
+    /// username at this address, or the address, is locked out.
+    async fn begin(&self, user: &str, address: &str) -> Result<Admitted, Duration>;
 
-    /// The attempt failed; returns how long to wait before answering it.
-    async fn failed(&self, user: &str, address: &str) -> Duration;
+    /// The attempt's password was wrong (or the user unknown or disabled).
+    async fn failed(&self, user: &str, address: &str) -> FailedLogin;
 
-    /// The attempt succeeded.
+    /// The attempt succeeded, or failed for a reason other than its password: it
+    /// does not count against the username at this address or the address.
     async fn succeeded(&self, user: &str, address: &str);
 }

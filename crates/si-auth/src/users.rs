@@ -4,6 +4,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use si_core::Role;
+use unicode_normalization::UnicodeNormalization;
 
 use crate::AuthError;
 
@@ -28,6 +29,36 @@ pub struct User {
     pub created_at: i64,
 }
 
+/// The form of a username that decides whether two names are one account: NFKC
+/// (fullwidth `ｄｏｃｔｏｒ１` and ligatures become plain letters), lowercased, and
+/// NFKC again (lowercasing can undo a normalisation). No two users share a key, and
+/// a login finds its user by it, so `Doctor1` is `doctor1` and case variants of a
+/// name share one budget of failed logins.
+///
+/// Lowercasing stands in for full case folding: new usernames are ASCII, where the
+/// two agree, so folding only matters for what a login may type.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UsernameKey(String);
+
+impl UsernameKey {
+    /// The key of `username`.
+    pub fn of(username: &str) -> Self {
+        let lowered = username.nfkc().collect::<String>().to_lowercase();
+        UsernameKey(lowered.nfkc().collect())
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for UsernameKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// What is needed to create a user.
 pub struct NewUser<'a> {
     /// Login name: 1-64 of letters, digits, `.`, `_`, `-`, `@`.
@@ -42,6 +73,8 @@ pub struct NewUser<'a> {
 
 /// The location a login is for: the one asked for, which must be the user's own
 /// unless the user may log in anywhere, and one of `known` when that list is given.
+/// [`ANY_LOCATION`] is refused: it is a rule for where a user may log in, not a
+/// place, and a token or audit record saying `*` would say nothing.
 pub fn login_location(
     user: &User,
     requested: Option<&str>,
@@ -52,6 +85,7 @@ pub fn login_location(
         location: location.to_owned(),
     };
     match requested.map(str::trim).filter(|l| !l.is_empty()) {
+        Some(ANY_LOCATION) => Err(AuthError::LocationNotAPlace),
         Some(location) if !known.is_empty() && !known.iter().any(|k| k == location) => {
             Err(wrong(location))
         }
@@ -76,13 +110,20 @@ pub(crate) fn validate_password(password: &SecretString) -> Result<(), AuthError
     Ok(())
 }
 
-pub(crate) fn validate_username(name: &str) -> Result<(), AuthError> {
-    let ok = (1..=64).contains(&name.len())
+/// Whether `name` could be a username: 1-64 ASCII letters, digits, `.`, `_`, `-`
+/// or `@`.
+pub fn is_well_formed_username(name: &str) -> bool {
+    (1..=64).contains(&name.len())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
-    ok.then_some(()).ok_or_else(|| {
-        AuthError::InvalidUser("username must be 1-64 letters, digits, `.`, `_`, `-` or `@`".into())
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'))
+}
+
+pub(crate) fn validate_username(name: &str) -> Result<(), AuthError> {
+    is_well_formed_username(name).then_some(()).ok_or_else(|| {
+        AuthError::InvalidUser(
+            "username must be 1-64 ASCII letters, digits, `.`, `_`, `-` or `@`".into(),
+        )
     })
 }
 

@@ -128,6 +128,40 @@ fn users_add_reads_the_password_from_stdin_and_list_shows_them() {
 }
 
 #[test]
+fn users_add_refuses_a_name_that_differs_only_in_case_or_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let add = |name: &str| {
+        let args = [
+            "users",
+            "add",
+            name,
+            "--role",
+            "clinician",
+            "--location",
+            "hospital-01",
+            "--password-stdin",
+        ];
+        si_cli_with_stdin(dir.path(), &args, Some("a long enough password\n"))
+    };
+    assert!(add("doctor1").status.success());
+    let upper = add("Doctor1");
+    assert_eq!(upper.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&upper.stderr);
+    assert!(
+        stderr.contains("`Doctor1` is taken")
+            && stderr.contains("matches the existing user `doctor1`"),
+        "{stderr}"
+    );
+    let fullwidth = add("ｄｏｃｔｏｒ１");
+    assert_eq!(fullwidth.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&fullwidth.stderr);
+    assert!(stderr.contains("ASCII letters, digits"), "{stderr}");
+    let out = si_cli_with_stdin(dir.path(), &["users", "list"], None);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().count(), 2, "{table}");
+}
+
+#[test]
 fn health_exits_1_when_the_gateway_is_unreachable() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -372,7 +372,11 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
         AuthError::UnknownUser(_) => (StatusCode::NOT_FOUND, "not_found_error", "unknown_user"),
         AuthError::WrongLocation { .. } => (StatusCode::FORBIDDEN, PERMISSION, "wrong_location"),
         AuthError::LocationRequired(_) => (StatusCode::BAD_REQUEST, INVALID, "location_required"),
-        AuthError::UserExists(_) => (StatusCode::CONFLICT, INVALID, "user_exists"),
+        // Like a missing location, not a wrong one: no user may log in at `*`.
+        AuthError::LocationNotAPlace => (StatusCode::BAD_REQUEST, INVALID, "invalid_location"),
+        AuthError::UserExists(_) | AuthError::UsernameTaken { .. } => {
+            (StatusCode::CONFLICT, INVALID, "user_exists")
+        }
         AuthError::InvalidUser(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_user"),
         AuthError::Store { .. } | AuthError::SecretFile { .. } | AuthError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal")

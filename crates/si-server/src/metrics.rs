@@ -26,6 +26,8 @@ const TIER: &str = "si_speed_tier_requests_total";
 const RATE_LIMITED: &str = "si_rate_limited_total";
 const CONNECTIONS_OPEN: &str = "si_connections_open";
 const CONNECTIONS_REFUSED: &str = "si_connections_refused_total";
+const LOGIN_FAILURES: &str = "si_login_failures_total";
+const LOGIN_DISTRIBUTED: &str = "si_login_distributed_guessing_total";
 const BACKEND_UP: &str = "si_backend_up";
 const BACKEND_IN_FLIGHT: &str = "si_backend_in_flight";
 const BACKEND_WAITING: &str = "si_backend_queue_depth";
@@ -123,6 +125,18 @@ fn describe() {
         RATE_LIMITED,
         "Requests refused by a rate limit or login lockout, by scope"
     );
+    describe_counter!(
+        LOGIN_FAILURES,
+        "Logins refused for a wrong password, unknown user or disabled user"
+    );
+    describe_counter!(
+        LOGIN_DISTRIBUTED,
+        "Times one username's failed logins came from several addresses within 15 minutes"
+    );
+    // Present from the start, so the first increase is seen by `increase()` and
+    // alerts on these counters can fire on the first event.
+    counter!(LOGIN_FAILURES).absolute(0);
+    counter!(LOGIN_DISTRIBUTED).absolute(0);
     describe_gauge!(BACKEND_UP, "1 if the backend takes traffic, else 0");
     describe_gauge!(BACKEND_IN_FLIGHT, "Requests the backend is answering");
     describe_gauge!(
@@ -236,6 +250,15 @@ pub(crate) fn connections_open(listener: &'static str, open: usize) {
 /// A connection to `listener` was refused for `reason`.
 pub(crate) fn connection_refused(listener: &'static str, reason: &'static str) {
     counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason).increment(1);
+}
+
+/// A login failed its password check; `distributed` when its username has now
+/// failed from several addresses.
+pub(crate) fn login_failed(distributed: bool) {
+    counter!(LOGIN_FAILURES).increment(1);
+    if distributed {
+        counter!(LOGIN_DISTRIBUTED).increment(1);
+    }
 }
 
 /// The current state of every backend, set just before a scrape.

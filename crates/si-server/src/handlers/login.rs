@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use si_auth::accounts::IssuedRefresh;
-use si_auth::users::login_location;
+use si_auth::users::{UsernameKey, is_well_formed_username, login_location};
 use si_auth::{AuthError, User};
 
 use crate::Gateway;
@@ -68,11 +68,9 @@ pub(crate) async fn handle(
     let address = address_bucket(ctx.client);
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
-    let throttle = &gateway.inner.throttle;
-    if let Err(wait) = throttle.begin(&login.username, &address).await {
-        let retry_after_secs = wait.as_secs().max(1);
-        return Err(AuthError::LoginLocked { retry_after_secs }.into());
-    }
+    // Counted by key, so `Doctor1` and `ｄｏｃｔｏｒ１` spend `doctor1`'s attempts.
+    let key = UsernameKey::of(&login.username);
+    admit(gateway, &key, &address).await?;
     // argon2 takes tens of milliseconds of CPU and ~19 MiB per check: run a bounded
     // number at once, off the async workers, so a login flood cannot exhaust memory.
     let permit = tokio::time::timeout(
@@ -83,24 +81,65 @@ pub(crate) async fn handle(
     .map_err(|_| ApiError::Busy("too many logins in progress"))?
     .map_err(|_| ApiError::Internal("login slots closed".into()))?;
     let outcome = sign_in(gateway, &login, permit).await;
+    let throttle = &gateway.inner.throttle;
     let (user, location, refresh) = match outcome {
         Err(AuthError::InvalidCredentials) => {
-            let delay = throttle.failed(&login.username, &address).await;
-            tokio::time::sleep(delay).await;
+            password_failed(gateway, &key, &address).await;
             return Err(AuthError::InvalidCredentials.into());
         }
         Err(e) => {
             // Not a password failure (wrong location, storage): the attempt is void.
-            throttle.succeeded(&login.username, &address).await;
+            throttle.succeeded(key.as_str(), &address).await;
             return Err(e.into());
         }
         Ok(outcome) => outcome,
     };
-    throttle.succeeded(&user.username, &address).await;
+    throttle.succeeded(key.as_str(), &address).await;
     ctx.notes
         .identify_login(&user.username, user.role.as_str(), &location);
     tracing::info!(user = %user.username, role = %user.role, %location, "login");
     token_response(gateway, &user, &location, &refresh)
+}
+
+/// Books the attempt with the throttle and waits out the username's slow-down;
+/// refused while this address is locked out of the username or of logging in.
+async fn admit(gateway: &Gateway, key: &UsernameKey, address: &str) -> Result<(), ApiError> {
+    match gateway.inner.throttle.begin(key.as_str(), address).await {
+        // Before the check, not after a failure: a guesser cannot hang up early on
+        // a slow answer to learn that it is a failure.
+        Ok(admitted) => {
+            tokio::time::sleep(admitted.delay).await;
+            Ok(())
+        }
+        Err(wait) => {
+            let retry_after_secs = wait.as_secs().max(1);
+            Err(AuthError::LoginLocked { retry_after_secs }.into())
+        }
+    }
+}
+
+/// Books a wrong password, counts it, and reports guessing from many places.
+async fn password_failed(gateway: &Gateway, key: &UsernameKey, address: &str) {
+    let failed = gateway.inner.throttle.failed(key.as_str(), address).await;
+    crate::metrics::login_failed(failed.distributed);
+    if failed.distributed {
+        warn_of_distributed_guessing(key);
+    }
+}
+
+/// Logs that one username failed from several addresses. The name is logged only
+/// if it could be a username: people type passwords into the username field.
+fn warn_of_distributed_guessing(key: &UsernameKey) {
+    let user = if is_well_formed_username(key.as_str()) {
+        key.as_str()
+    } else {
+        "(not a username)"
+    };
+    tracing::warn!(
+        %user,
+        "failed logins for one username from several addresses: password guessing? \
+         each address that fails it repeatedly is locked out of it, and its logins are slowed"
+    );
 }
 
 /// Checks the password (holding a hashing slot), the location, and starts the

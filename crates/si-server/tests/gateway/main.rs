@@ -11,6 +11,7 @@ mod health;
 mod jwt_attacks;
 mod keys;
 mod limits;
+mod lockout;
 mod metrics;
 mod poison;
 mod reliability;

@@ -1,34 +1,50 @@
-//! Repeated failed logins are slowed, then locked out for a while, per username and
-//! per client address. Usernames are tracked whether or not they exist, so neither
-//! the delay nor the lockout reveals which accounts are real.
+//! Failed-login bookkeeping in this process's memory. A username is locked out
+//! only at an address that failed it repeatedly, and an address after many
+//! failures for any usernames; failures for a username from everywhere only slow
+//! its logins down, so nobody can lock a clinician out from elsewhere. Usernames
+//! are tracked whether or not they exist, so neither the delay nor the lockout
+//! reveals which accounts are real.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use si_auth::store::LoginAttempts;
+use si_auth::store::{Admitted, FailedLogin, LoginAttempts};
 
 /// When to slow down and when to lock out.
 #[derive(Clone, Debug)]
 pub struct ThrottlePolicy {
-    /// Failures for one username within `window` that lock it out.
-    pub user_failures: u32,
-    /// Failures from one address within `window` that lock it out (higher: a ward's
-    /// workstations may share one address).
+    /// Failures for one username from one address within `window` that lock the
+    /// username out at that address.
+    pub pair_failures: u32,
+    /// Failures from one address within `window`, for any usernames, that lock
+    /// the address out (higher: a ward's workstations may share one address).
     pub address_failures: u32,
+    /// The delay before checking a password once its username has failed once
+    /// (from any address); it doubles with each further failure.
+    pub first_delay: Duration,
+    /// The longest such delay.
+    pub max_delay: Duration,
+    /// Distinct addresses failing one username within `window` that are reported
+    /// as guessing from many places.
+    pub distributed_addresses: usize,
     /// How long failures are remembered.
     pub window: Duration,
     /// How long a lockout lasts.
     pub lockout: Duration,
-    /// Most usernames and addresses tracked at once.
+    /// Most entries (username at an address, address, username) kept at once.
     pub max_tracked: usize,
 }
 
 impl Default for ThrottlePolicy {
     fn default() -> Self {
         ThrottlePolicy {
-            user_failures: 5,
+            pair_failures: 5,
             address_failures: 20,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+            distributed_addresses: 3,
             window: Duration::from_secs(15 * 60),
             lockout: Duration::from_secs(15 * 60),
             max_tracked: 100_000,
@@ -41,6 +57,24 @@ struct Failures {
     count: u32,
     first: Instant,
     locked_until: Option<Instant>,
+    /// For a username: the first addresses that failed it in this window, up to
+    /// the policy's `distributed_addresses`.
+    addresses: Vec<String>,
+}
+
+impl Failures {
+    fn new(now: Instant) -> Self {
+        Failures {
+            count: 0,
+            first: now,
+            locked_until: None,
+            addresses: Vec::new(),
+        }
+    }
+
+    fn locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
 }
 
 /// Failed-login bookkeeping, in this process's memory (a restart forgets it,
@@ -49,35 +83,35 @@ struct Failures {
 pub struct LoginThrottle {
     policy: ThrottlePolicy,
     failures: Mutex<HashMap<String, Failures>>,
+    /// Hashes over-long usernames, with a key of this process's own.
+    hasher: RandomState,
 }
 
-fn user_key(user: &str) -> String {
-    format!("user:{user}")
-}
-
-fn address_key(address: &str) -> String {
-    format!("addr:{address}")
-}
+/// Usernames longer than this are kept as a hash: no user has such a name, and a
+/// flood of 8 KiB names must cost no more memory than short ones.
+const LONGEST_KEPT_USERNAME: usize = 128;
 
 impl LoginThrottle {
     /// A throttle with `policy`.
     pub fn new(policy: ThrottlePolicy) -> Self {
         LoginThrottle {
             policy,
-            failures: Mutex::default(),
+            ..LoginThrottle::default()
         }
     }
 
     /// Books a login attempt before its password is checked, so attempts sent all
     /// at once count as much as attempts sent one after another. `Err(wait)` while
-    /// `user` or `address` is locked out, or once its budget of attempts is spent.
-    pub fn begin(&self, user: &str, address: &str, now: Instant) -> Result<(), Duration> {
+    /// `user` is locked out at `address`, or `address` is, or once either's budget
+    /// of attempts is spent.
+    pub fn begin(&self, user: &str, address: &str, now: Instant) -> Result<Admitted, Duration> {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() >= self.policy.max_tracked {
+        if failures.len() + 3 > self.policy.max_tracked {
             self.forget_stale(&mut failures, now);
         }
-        let keys = self.keys(user, address);
-        for (key, limit) in &keys {
+        let user = self.user_key(user);
+        let limits = self.limits(&user, address);
+        for (key, limit) in &limits {
             let entry = self.current(&mut failures, key, now);
             if let Some(until) = entry.locked_until.filter(|until| *until > now) {
                 return Err(until - now);
@@ -87,41 +121,85 @@ impl LoginThrottle {
                 return Err(self.policy.lockout);
             }
         }
-        for (key, _) in &keys {
+        for (key, _) in &limits {
             self.current(&mut failures, key, now).count += 1;
         }
-        Ok(())
+        let failed = failures
+            .get(&user)
+            .filter(|f| now.duration_since(f.first) <= self.policy.window)
+            .map_or(0, |f| f.count);
+        Ok(Admitted {
+            delay: self.delay(failed),
+        })
     }
 
-    /// The attempt failed; returns how long to wait before answering it (doubling
-    /// from 100 ms with each failure, at most 2 s).
-    pub fn failed(&self, user: &str, address: &str, now: Instant) -> Duration {
+    /// The attempt's password was wrong: it counts against the username at this
+    /// address, the address, and the username everywhere.
+    pub fn failed(&self, user: &str, address: &str, now: Instant) -> FailedLogin {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let mut worst = 0;
-        for (key, limit) in self.keys(user, address) {
+        let user = self.user_key(user);
+        for (key, limit) in self.limits(&user, address) {
             let entry = self.current(&mut failures, &key, now);
             if entry.count >= limit {
                 entry.locked_until = Some(now + self.policy.lockout);
             }
-            worst = worst.max(entry.count);
         }
-        Duration::from_millis(100 << worst.saturating_sub(1).min(5)).min(Duration::from_secs(2))
+        let wanted = self.policy.distributed_addresses;
+        let entry = self.current(&mut failures, &user, now);
+        entry.count = entry.count.saturating_add(1);
+        let new_address = !entry.addresses.iter().any(|a| a == address);
+        let distributed = new_address && entry.addresses.len() < wanted && {
+            entry.addresses.push(address.to_owned());
+            entry.addresses.len() == wanted
+        };
+        FailedLogin { distributed }
     }
 
-    /// The attempt succeeded: the user's failures are forgotten, and the address
-    /// gets its booked attempt back (a ward's shared workstation logs in all day).
+    /// The attempt succeeded: the username's failures at this address are
+    /// forgotten, and the address gets its booked attempt back (a ward's shared
+    /// workstation logs in all day). The username's slow-down stays until its
+    /// window ends: a clinician logging in must not wipe out the evidence, or the
+    /// cost, of guessing elsewhere.
     pub fn succeeded(&self, user: &str, address: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.remove(&user_key(user));
-        if let Some(entry) = failures.get_mut(&address_key(address)) {
+        let [(pair_key, _), (address_key, _)] = self.limits(&self.user_key(user), address);
+        failures.remove(&pair_key);
+        if let Some(entry) = failures.get_mut(&address_key) {
             entry.count = entry.count.saturating_sub(1);
         }
     }
 
-    fn keys(&self, user: &str, address: &str) -> [(String, u32); 2] {
+    /// The delay after `failed` failures: none, then doubling up to the cap.
+    fn delay(&self, failed: u32) -> Duration {
+        match failed {
+            0 => Duration::ZERO,
+            n => self
+                .policy
+                .first_delay
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(self.policy.max_delay),
+        }
+    }
+
+    /// The table key of a username.
+    fn user_key(&self, user: &str) -> String {
+        if user.len() <= LONGEST_KEPT_USERNAME {
+            format!("user:{user}")
+        } else {
+            format!("user#{:016x}", self.hasher.hash_one(user))
+        }
+    }
+
+    /// The locked-out entries of an attempt and their limits: the username (by its
+    /// table key) at the address, and the address.
+    fn limits(&self, user: &str, address: &str) -> [(String, u32); 2] {
         [
-            (user_key(user), self.policy.user_failures),
-            (address_key(address), self.policy.address_failures),
+            // The address's length first, so no username can fake a separator.
+            (
+                format!("pair:{}:{address}:{user}", address.len()),
+                self.policy.pair_failures,
+            ),
+            (format!("addr:{address}"), self.policy.address_failures),
         ]
     }
 
@@ -132,18 +210,11 @@ impl LoginThrottle {
         key: &str,
         now: Instant,
     ) -> &'a mut Failures {
-        let entry = failures.entry(key.to_owned()).or_insert(Failures {
-            count: 0,
-            first: now,
-            locked_until: None,
-        });
-        let locked = entry.locked_until.is_some_and(|until| until > now);
-        if !locked && now.duration_since(entry.first) > self.policy.window {
-            *entry = Failures {
-                count: 0,
-                first: now,
-                locked_until: None,
-            };
+        let entry = failures
+            .entry(key.to_owned())
+            .or_insert_with(|| Failures::new(now));
+        if !entry.locked(now) && now.duration_since(entry.first) > self.policy.window {
+            *entry = Failures::new(now);
         }
         entry
     }
@@ -152,12 +223,11 @@ impl LoginThrottle {
     /// if even those overflow, starts afresh: memory stays bounded.
     fn forget_stale(&self, failures: &mut HashMap<String, Failures>, now: Instant) {
         let window = self.policy.window;
-        let locked = |f: &Failures| f.locked_until.is_some_and(|until| until > now);
-        failures.retain(|_, f| locked(f) || now.duration_since(f.first) <= window);
-        if failures.len() >= self.policy.max_tracked {
-            failures.retain(|_, f| locked(f));
+        failures.retain(|_, f| f.locked(now) || now.duration_since(f.first) <= window);
+        if failures.len() + 3 > self.policy.max_tracked {
+            failures.retain(|_, f| f.locked(now));
         }
-        if failures.len() >= self.policy.max_tracked {
+        if failures.len() + 3 > self.policy.max_tracked {
             tracing::warn!(
                 tracked = failures.len(),
                 "login throttle table full; starting afresh"
@@ -178,11 +248,11 @@ impl LoginThrottle {
 
 #[async_trait::async_trait]
 impl LoginAttempts for LoginThrottle {
-    async fn begin(&self, user: &str, address: &str) -> Result<(), Duration> {
+    async fn begin(&self, user: &str, address: &str) -> Result<Admitted, Duration> {
         LoginThrottle::begin(self, user, address, Instant::now())
     }
 
-    async fn failed(&self, user: &str, address: &str) -> Duration {
+    async fn failed(&self, user: &str, address: &str) -> FailedLogin {
         LoginThrottle::failed(self, user, address, Instant::now())
     }
 
@@ -192,113 +262,4 @@ impl LoginAttempts for LoginThrottle {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One failed attempt, as the login handler makes it.
-    fn fail(
-        throttle: &LoginThrottle,
-        user: &str,
-        address: &str,
-        now: Instant,
-    ) -> Result<Duration, Duration> {
-        throttle.begin(user, address, now)?;
-        Ok(throttle.failed(user, address, now))
-    }
-
-    #[test]
-    fn slows_then_locks_a_username_whether_or_not_it_exists() {
-        let throttle = LoginThrottle::default();
-        let t0 = Instant::now();
-        let delays: Vec<_> = (0..5)
-            .map(|_| fail(&throttle, "ghost", "10.0.0.1", t0).unwrap())
-            .collect();
-        assert_eq!(
-            delays,
-            [100, 200, 400, 800, 1600].map(Duration::from_millis)
-        );
-        let wait = throttle.begin("ghost", "10.0.0.2", t0).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(15 * 60));
-        assert!(
-            throttle.begin("other", "10.0.0.2", t0).is_ok(),
-            "other users are not affected"
-        );
-        let later = t0 + Duration::from_secs(15 * 60 + 1);
-        assert!(
-            throttle.begin("ghost", "10.0.0.2", later).is_ok(),
-            "the lockout ends"
-        );
-    }
-
-    #[test]
-    fn attempts_in_flight_count_before_they_fail() {
-        let throttle = LoginThrottle::default();
-        let t0 = Instant::now();
-        // Fifty guesses sent at once: five get their password checked.
-        let admitted = (0..50)
-            .filter(|_| throttle.begin("doctor1", "10.0.0.1", t0).is_ok())
-            .count();
-        assert_eq!(admitted, 5);
-    }
-
-    #[test]
-    fn an_address_spraying_many_usernames_is_locked_out() {
-        let throttle = LoginThrottle::default();
-        let t0 = Instant::now();
-        for n in 0..20 {
-            fail(&throttle, &format!("user{n}"), "10.9.9.9", t0).unwrap();
-        }
-        assert!(throttle.begin("fresh-user", "10.9.9.9", t0).is_err());
-        assert!(throttle.begin("fresh-user", "10.9.9.8", t0).is_ok());
-    }
-
-    #[test]
-    fn successes_do_not_use_up_a_shared_address() {
-        let throttle = LoginThrottle::default();
-        let t0 = Instant::now();
-        for n in 0..100 {
-            let user = format!("nurse{n}");
-            throttle.begin(&user, "ward-pc", t0).unwrap();
-            throttle.succeeded(&user, "ward-pc");
-        }
-        assert!(throttle.begin("nurse", "ward-pc", t0).is_ok());
-    }
-
-    #[test]
-    fn success_clears_the_user_and_old_failures_expire() {
-        let throttle = LoginThrottle::default();
-        let t0 = Instant::now();
-        for _ in 0..4 {
-            fail(&throttle, "ann", "a", t0).unwrap();
-        }
-        throttle.begin("ann", "a", t0).unwrap();
-        throttle.succeeded("ann", "a");
-        assert_eq!(
-            fail(&throttle, "ann", "b", t0),
-            Ok(Duration::from_millis(100))
-        );
-        for _ in 0..4 {
-            fail(&throttle, "bob", "c", t0).unwrap();
-        }
-        let later = t0 + Duration::from_secs(16 * 60);
-        assert_eq!(
-            fail(&throttle, "bob", "c", later),
-            Ok(Duration::from_millis(100)),
-            "window restarted"
-        );
-    }
-
-    #[test]
-    fn memory_stays_bounded_under_a_flood_of_names() {
-        let policy = ThrottlePolicy {
-            max_tracked: 1_000,
-            ..ThrottlePolicy::default()
-        };
-        let throttle = LoginThrottle::new(policy);
-        let t0 = Instant::now();
-        for n in 0..50_000 {
-            let _ = fail(&throttle, &format!("u{n}"), &format!("a{n}"), t0);
-            assert!(throttle.tracked() <= 1_000 + 2);
-        }
-    }
-}
+mod tests;

@@ -1,8 +1,12 @@
 //! Versioned schema migrations: numbered SQL files, applied in order, all pending
 //! ones in one transaction, recorded in `schema_migrations`. The first ones use
-//! `IF NOT EXISTS`, so databases made before versioning adopt them unchanged.
+//! `IF NOT EXISTS`, so databases made before versioning adopt them unchanged. A
+//! migration may have a step in Rust after its SQL, for data SQLite cannot compute.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Transaction, params};
+
+/// A migration's step in Rust, in the migration's transaction.
+pub(crate) type DataStep = fn(&Transaction<'_>) -> Result<(), String>;
 
 /// One schema change.
 pub(crate) struct Migration {
@@ -12,20 +16,32 @@ pub(crate) struct Migration {
     pub name: &'static str,
     /// Its SQL.
     pub sql: &'static str,
+    /// Run after the SQL, in the same transaction.
+    pub then: Option<DataStep>,
 }
 
 /// The user database's history.
-pub(crate) const USERS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users, sessions and revocations",
-    sql: include_str!("../../migrations/sqlite/users/0001_users_sessions_revocations.sql"),
-}];
+pub(crate) const USERS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users, sessions and revocations",
+        sql: include_str!("../../migrations/sqlite/users/0001_users_sessions_revocations.sql"),
+        then: None,
+    },
+    Migration {
+        version: 2,
+        name: "username keys",
+        sql: include_str!("../../migrations/sqlite/users/0002_username_keys.sql"),
+        then: Some(super::users::fill_username_keys),
+    },
+];
 
 /// The audit database's history.
 pub(crate) const AUDIT: &[Migration] = &[Migration {
     version: 1,
     name: "audit chain",
     sql: include_str!("../../migrations/sqlite/audit/0001_audit_chain.sql"),
+    then: None,
 }];
 
 /// Brings `conn`'s schema up to the last of `migrations`; refuses a database whose
@@ -56,8 +72,13 @@ pub(crate) fn apply(conn: &mut Connection, migrations: &[Migration]) -> Result<(
         ));
     }
     for migration in migrations.iter().filter(|m| m.version > current) {
+        let failed =
+            |e: String| format!("migration {} ({}): {e}", migration.version, migration.name);
         tx.execute_batch(migration.sql)
-            .map_err(|e| format!("migration {} ({}): {e}", migration.version, migration.name))?;
+            .map_err(|e| failed(e.to_string()))?;
+        if let Some(then) = migration.then {
+            then(&tx).map_err(failed)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at)
              VALUES (?1, ?2, strftime('%s', 'now'))",
@@ -80,7 +101,7 @@ mod tests {
         let applied: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(applied, 1);
+        assert_eq!(applied, USERS.len() as i64);
         conn.execute(
             "INSERT INTO schema_migrations VALUES (99, 'from the future', 0)",
             [],

@@ -5,6 +5,7 @@
 //! connection behind a mutex is enough: password hashing happens elsewhere, so
 //! nothing slow holds it.
 
+mod keys;
 mod sessions;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use si_auth::store::UserStore;
+use si_auth::users::UsernameKey;
 use si_auth::{AuthError, User};
+
+pub(crate) use keys::fill_username_keys;
 
 use super::migrate;
 
@@ -35,6 +39,7 @@ impl SqliteUsers {
     pub fn open(path: &Path) -> Result<Self, AuthError> {
         let conn = super::open_private(path, std::time::Duration::from_secs(5), migrate::USERS)
             .map_err(|e| AuthError::store(path, e))?;
+        keys::warn_of_look_alikes(&conn).map_err(|e| AuthError::store(path, e))?;
         Ok(SqliteUsers {
             inner: Arc::new(Inner {
                 conn: Mutex::new(conn),
@@ -87,26 +92,50 @@ const USER_COLUMNS: &str = "username, role, location, disabled, created_at, pass
 
 #[async_trait]
 impl UserStore for SqliteUsers {
-    async fn insert(&self, user: &User, password_hash: &str) -> Result<(), AuthError> {
-        let (user, hash) = (user.clone(), password_hash.to_owned());
+    async fn insert(
+        &self,
+        user: &User,
+        key: &UsernameKey,
+        password_hash: &str,
+    ) -> Result<(), AuthError> {
+        let (user, key, hash) = (user.clone(), key.clone(), password_hash.to_owned());
         self.run(move |conn, path| {
+            let store = |e: rusqlite::Error| AuthError::store(path, e);
+            // Either the name or its key may be taken: both are unique.
             let inserted = conn
                 .execute(
-                    "INSERT INTO users (username, password_hash, role, location, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(username) DO NOTHING",
+                    "INSERT INTO users
+                         (username, username_key, password_hash, role, location, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                     params![
                         user.username,
+                        key.as_str(),
                         hash,
                         user.role.as_str(),
                         user.location,
                         user.created_at
                     ],
                 )
-                .map_err(|e| AuthError::store(path, e))?;
-            if inserted == 0 {
-                return Err(AuthError::UserExists(user.username));
+                .map_err(store)?;
+            if inserted == 1 {
+                return Ok(());
             }
-            Ok(())
+            let existing: Option<String> = conn
+                .query_row(
+                    "SELECT username FROM users WHERE username = ?1 OR username_key = ?2
+                     ORDER BY username = ?1 DESC LIMIT 1",
+                    params![user.username, key.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(store)?;
+            Err(match existing {
+                Some(existing) if existing != user.username => AuthError::UsernameTaken {
+                    requested: user.username,
+                    existing,
+                },
+                _ => AuthError::UserExists(user.username),
+            })
         })
         .await
     }
@@ -132,6 +161,20 @@ impl UserStore for SqliteUsers {
             conn.query_row(
                 &format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1"),
                 params![username],
+                user_from_row,
+            )
+            .optional()
+            .map_err(|e| AuthError::store(path, e))
+        })
+        .await
+    }
+
+    async fn find_by_key(&self, key: &UsernameKey) -> Result<Option<(User, String)>, AuthError> {
+        let key = key.clone();
+        self.run(move |conn, path| {
+            conn.query_row(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE username_key = ?1"),
+                params![key.as_str()],
                 user_from_row,
             )
             .optional()
