@@ -39,10 +39,12 @@ impl Checks {
         let at = |q: f64| {
             times
                 .get(((times.len() as f64 - 1.0) * q).round() as usize)
-                .map_or("-".to_owned(), |t| format!("{:.2} ms", t.as_secs_f64() * 1000.0))
+                .map_or("-".to_owned(), |t| {
+                    format!("{:.2} ms", t.as_secs_f64() * 1000.0)
+                })
         };
         format!(
-            "{}/{} answered 200; p50 {}, p99 {}, max {}",
+            "{}/{} answered 200 within 15 s; p50 {}, p99 {}, max {}",
             self.answered,
             self.asked,
             at(0.5),
@@ -76,7 +78,10 @@ pub async fn run(exe: &Path, settings: &Settings) -> Result<(), String> {
 
     let gateway = stack::start_gateway(&launch(None), &mock, &dir.path().join("a")).await?;
     println!("gateway: {}", launch(None).program.display());
-    println!("before: /healthz from 127.0.0.2: {}", checks(gateway.address).await.line());
+    println!(
+        "before: /healthz from 127.0.0.2: {}",
+        checks(gateway.address).await.line()
+    );
     let flood = half_requests(gateway.address, settings.connections).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     println!(
@@ -93,11 +98,11 @@ pub async fn run(exe: &Path, settings: &Settings) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let health = checks(gateway.address).await;
     let started = Instant::now();
-    let login = tokio::time::timeout(Duration::from_secs(30), stack::login(gateway.address)).await;
+    let login = tokio::time::timeout(Duration::from_secs(15), stack::login(gateway.address)).await;
     let login = match login {
         Ok(Ok(_)) => format!("{:.0} ms", started.elapsed().as_secs_f64() * 1000.0),
         Ok(Err(e)) => format!("failed: {e}"),
-        Err(_) => "no answer within 30 s".to_owned(),
+        Err(_) => "no answer within 15 s".to_owned(),
     };
     println!(
         "{} half-sent requests on the metrics port, gateway limited to {} files: \
@@ -110,37 +115,44 @@ pub async fn run(exe: &Path, settings: &Settings) -> Result<(), String> {
 }
 
 /// Opens up to `count` connections to `address`, each sending half a request head;
-/// stops early once connections stop being accepted.
+/// stops once 5 in a row are not accepted within 100 ms (its backlog is full).
 async fn half_requests(address: SocketAddr, count: usize) -> Vec<TcpStream> {
     let mut open = Vec::with_capacity(count);
-    let mut failures = 0;
-    while open.len() < count && failures < 20 {
-        let connect = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(address));
-        match connect.await {
-            Ok(Ok(mut stream)) => {
-                let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await;
-                open.push(stream);
-                failures = 0;
-            }
-            _ => failures += 1,
+    let mut failed_in_a_row = 0;
+    while open.len() < count && failed_in_a_row < 5 {
+        let connect = tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(address));
+        if let Ok(Ok(mut stream)) = connect.await {
+            let _ = stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+                .await;
+            open.push(stream);
+            failed_in_a_row = 0;
+        } else {
+            failed_in_a_row += 1;
         }
     }
     open
 }
 
-/// 100 health checks, one after another, each on a new connection from 127.0.0.2.
+/// Up to 100 health checks, one after another, each on a new connection from
+/// 127.0.0.2, each given 15 s; after 2 failures in a row the rest are not asked.
 async fn checks(address: SocketAddr) -> Checks {
     let mut result = Checks {
         answered: 0,
-        asked: 100,
+        asked: 0,
         times: Vec::new(),
     };
-    for _ in 0..result.asked {
+    let mut failed_in_a_row = 0;
+    while result.asked < 100 && failed_in_a_row < 2 {
+        result.asked += 1;
         let started = Instant::now();
         let answer = tokio::time::timeout(Duration::from_secs(15), health_check(address)).await;
         if let Ok(Ok(true)) = answer {
             result.answered += 1;
             result.times.push(started.elapsed());
+            failed_in_a_row = 0;
+        } else {
+            failed_in_a_row += 1;
         }
     }
     result

@@ -138,7 +138,7 @@ impl Launch {
         Launch {
             program: exe.to_owned(),
             embedded: true,
-            gateway_settings: "max_connections_per_address = 20000\n",
+            gateway_settings: "max_connections = 20000\nmax_connections_per_address = 20000\n",
             open_files: None,
         }
     }
@@ -227,7 +227,6 @@ fn gateway_config(
 listen = "127.0.0.1:{port}"
 data_dir = "{data}"
 metrics_listen = "127.0.0.1:{metrics_port}"
-max_connections = 20000
 {gateway_settings}
 [backend_defaults]
 max_in_flight = 4096
