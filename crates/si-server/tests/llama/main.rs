@@ -114,17 +114,28 @@ listen = "127.0.0.1:0"
 metrics_listen = ""
 health_interval_ms = 200
 
+[backend_defaults]
+queue_depth = 512
+queue_timeout_ms = 120000
+
+[rate_limits]
+per_ip_per_minute = 0
+
+# Declared as vision servers, though started without a projector: image parts
+# reach them, and they answer as llama-server does.
 [[backends]]
 name = "tiny-a"
 url = "http://127.0.0.1:{a}"
 model = "tiny"
 api_key = "env::KEY_A"
+vision = true
 
 [[backends]]
 name = "tiny-b"
 url = "http://127.0.0.1:{b}"
 model = "tiny"
 api_key = "env::KEY_B"
+vision = true
 
 [[agents]]
 name = "Chat"
@@ -159,7 +170,7 @@ admin = ["*"]
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(si_server::run(listener, gateway, async move {
+    let server = tokio::spawn(si_server::run(listener, gateway.clone(), async move {
         let _ = stopped.await;
     }));
 
@@ -201,12 +212,44 @@ admin = ["*"]
     assert!(events.contains("\"completion_tokens\":12"), "{events}");
     assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
 
-    // One replica dies: every request still gets an answer from the other.
-    drop(first);
-    for _ in 0..4 {
-        let (status, body) = request("POST", &url, Some(&token), chat.clone()).await;
-        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    // A request the server cannot take (an image, no projector): llama-server
+    // answers 500; it is the caller's 400, tried on one replica only, and ejects
+    // nothing however often it is sent.
+    let image = json!({"agent_type": "Chat", "max_tokens": 4, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]});
+    for _ in 0..6 {
+        let (status, body) = request("POST", &url, Some(&token), image.clone()).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("image input is not supported"), "{body}");
     }
+    for backend in gateway.router().pool().all() {
+        assert_eq!(backend.state_label(), "ok", "{}", backend.name);
+    }
+
+    // One replica dies: 200 requests at once all get an answer from the other.
+    drop(first);
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (url, token) = (url.clone(), token.clone());
+        let ask = json!({"agent_type": "Chat", "max_tokens": 2,
+                         "messages": [{"role": "user", "content": format!("Say {i}.")}]});
+        requests.spawn(async move { request("POST", &url, Some(&token), ask).await });
+    }
+    let mut failed = Vec::new();
+    while let Some(answered) = requests.join_next().await {
+        let (status, body) = answered.unwrap();
+        if status != 200 {
+            failed.push((status, String::from_utf8_lossy(&body).into_owned()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
