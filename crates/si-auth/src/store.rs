@@ -165,7 +165,14 @@ pub trait LoginAttempts: Send + Sync + Debug {
     /// The attempt's password was wrong (or the user unknown or disabled).
     async fn failed(&self, user: &str, address: &str) -> FailedLogin;
 
-    /// The attempt succeeded, or failed for a reason other than its password: it
-    /// does not count against the username at this address or the address.
+    /// The attempt succeeded: it does not count against the username at this
+    /// address or the address, and the username's failures at this address are
+    /// forgotten.
     async fn succeeded(&self, user: &str, address: &str);
+
+    /// The attempt ended before its password was judged (the gateway was busy, the
+    /// client left) or failed for another reason (a wrong location): its booking
+    /// is given back, and nothing else changes. Without this, requests that never
+    /// reach the password check would lock a user out at an address.
+    async fn void(&self, user: &str, address: &str);
 }

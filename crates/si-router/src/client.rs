@@ -243,24 +243,29 @@ pub(crate) fn classify(backend: &Backend, status: StatusCode, body: &[u8]) -> Ro
     }
 }
 
-/// Phrases of llama-server's 500 messages that name something in the request it
-/// cannot take (its request parser throws these as plain runtime errors).
-const REQUEST_FAULTS: [&str; 9] = [
-    "is not supported",
-    "unsupported",
-    "invalid",
-    "must be",
-    "requires",
-    "cannot use",
-    "only one of",
+/// How llama-server's 500 messages about something in the request it cannot take
+/// begin (its request parser throws these as plain runtime errors). Matched at the
+/// start only: other 500s can quote the conversation, whose words must not turn a
+/// sick server into the caller's fault.
+const REQUEST_FAULTS: [&str; 10] = [
+    "image input is not supported",
+    "audio input is not supported",
+    "unsupported content part type",
+    "expected 'messages'",
+    "expected 'content'",
     "failed to parse",
-    "expected '",
+    "tools param requires",
+    "cannot use custom grammar",
+    "either \"json_schema\" or \"grammar\"",
+    "only one of",
 ];
 
 /// Whether a backend's 5xx `message` says the request was at fault.
 fn blames_the_request(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
-    REQUEST_FAULTS.iter().any(|phrase| message.contains(phrase))
+    let message = message.trim_start().to_ascii_lowercase();
+    REQUEST_FAULTS
+        .iter()
+        .any(|start| message.starts_with(start))
 }
 
 #[cfg(test)]
@@ -310,12 +315,17 @@ mod tests {
         );
         let e = classify(&b, StatusCode::INTERNAL_SERVER_ERROR, b"<html>oops</html>");
         assert!(matches!(&e, RouterError::Failed { message, .. } if message.contains("500")));
-        let e = classify(
-            &b,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            body(500, "slot crashed", "server_error").as_bytes(),
-        );
-        assert!(matches!(&e, RouterError::Failed { .. }), "{e:?}");
+        for message in [
+            "slot crashed",
+            "decode failed at: the patient requires insulin; dose invalid, must be rechecked",
+        ] {
+            let e = classify(
+                &b,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                body(500, message, "server_error").as_bytes(),
+            );
+            assert!(matches!(&e, RouterError::Failed { .. }), "{e:?}");
+        }
     }
 
     #[test]

@@ -83,10 +83,17 @@ pub(crate) fn check_after_failure(backend: &Arc<Backend>, client: &LlamaClient, 
     if !backend.passive.start_check() {
         return;
     }
-    let (backend, client) = (backend.clone(), client.clone());
+    /// Ends the check however its task ends.
+    struct Checking(Arc<Backend>);
+    impl Drop for Checking {
+        fn drop(&mut self) {
+            self.0.passive.check_done();
+        }
+    }
+    let checking = Checking(backend.clone());
+    let client = client.clone();
     tokio::spawn(async move {
-        check(&backend, &client, timeout).await;
-        backend.passive.check_done();
+        check(&checking.0, &client, timeout).await;
     });
 }
 

@@ -215,15 +215,18 @@ impl Router {
                 }
             }
             metrics::failover(&agent.model);
-            last_failure = Some(e);
+            // What a request that was sent met says more than a refused connect.
+            if !free || last_failure.as_ref().is_none_or(RouterError::never_sent) {
+                last_failure = Some(e);
+            }
         }
     }
 
     /// Judges a failure of `backend` at `body`: a refused connection takes it out of
-    /// the pick at once; a dropped one counts towards ejecting it; a 5xx or a hang
-    /// counts only for a request that has not failed on it already in this run of
-    /// failures (one user repeating a request the server cannot take must not eject
-    /// it), and has its `/health` checked at once.
+    /// the pick at once; a connection not made counts towards ejecting it; a dropped
+    /// connection, a 5xx or a hang counts only for a request that has not failed on
+    /// it already in this run of failures (one user repeating a request the server
+    /// cannot take must not eject it), and has its `/health` checked at once.
     fn count_failure(&self, backend: &Arc<Backend>, error: &RouterError, body: &[u8]) {
         let counts = match error {
             RouterError::Unreachable {
@@ -233,8 +236,18 @@ impl Router {
                 health::refused(backend);
                 false
             }
-            RouterError::Unreachable { .. } => true,
-            RouterError::Failed { .. } | RouterError::Timeout { .. } => {
+            RouterError::Unreachable {
+                reach: Reach::NotConnected,
+                ..
+            } => true,
+            // A dropped connection may be a request that crashed the server: judged
+            // like a 5xx, so one such request cannot eject every replica in turn.
+            RouterError::Unreachable {
+                reach: Reach::Dropped,
+                ..
+            }
+            | RouterError::Failed { .. }
+            | RouterError::Timeout { .. } => {
                 health::check_after_failure(backend, &self.client, self.health_timeout);
                 backend.passive.is_new_failure(fingerprint(body))
             }

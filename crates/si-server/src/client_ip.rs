@@ -1,7 +1,7 @@
 //! Who the client is: the socket's address, or, only when the connection comes from
 //! a configured trusted proxy, the address that proxy reports.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use http::HeaderMap;
 
@@ -42,10 +42,19 @@ pub(crate) fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -
     peer
 }
 
-/// The key under which an address is counted (rate limits, failed logins): IPv4
-/// whole, IPv6 by its /64, since one host or site owns a whole /64.
-pub(crate) fn address_bucket(ip: IpAddr) -> String {
+/// The address a client counts as (rate limits, failed logins, connection
+/// shares): IPv4 whole, IPv6 by its /64, since one host or site owns a whole /64
+/// and could otherwise pick a fresh address per request.
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+    }
+}
+
+/// [`address_key`] as text, for the stores that count by address.
+pub(crate) fn address_bucket(ip: IpAddr) -> String {
+    match address_key(ip) {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("{:x}/64", u128::from(v6) >> 64),
     }

@@ -107,9 +107,7 @@ async fn accept_until(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => match admission.admit(peer.ip()) {
                     Ok(admitted) => serve(stream, peer, admitted),
-                    // A fresh socket's send buffer is empty, so this write does not
-                    // block; the socket closes as it is dropped.
-                    Err(refused) => drop(stream.try_write(&admission.refusal(refused))),
+                    Err(refused) => admission.refuse(stream, refused),
                 },
                 Err(e) => {
                     // Out of descriptors (EMFILE/ENFILE) or memory: back off instead of

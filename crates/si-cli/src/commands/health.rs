@@ -18,6 +18,8 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Deserialize)]
 struct Health {
     status: String,
+    /// Every agent has a routable backend.
+    ready: bool,
 }
 
 #[derive(Deserialize)]
@@ -34,7 +36,8 @@ struct BackendHealth {
 }
 
 /// Fetches `<gateway>/healthz` and `<metrics>/backends`, writes a table to `out`,
-/// and returns whether the gateway and every backend are ok.
+/// and returns whether the gateway and every backend are ok (without the backends
+/// view: whether the gateway is ok and ready).
 pub async fn check(
     gateway: &str,
     metrics: Option<&str>,
@@ -58,6 +61,7 @@ pub async fn check(
         Err(_) => row("gateway", gateway, "down", "-".into()),
     }];
     let mut healthy = health.as_ref().is_ok_and(|h| h.status == "ok");
+    let health_ready = health.as_ref().is_ok_and(|h| h.ready);
     problems.extend(health.err());
     match backends {
         Ok(view) => {
@@ -68,8 +72,10 @@ pub async fn check(
                     .map(|b| row(&b.name, &b.url, &b.state, ms(b.latency_ms))),
             );
         }
+        // Without the backends view, the gateway's own word on whether every agent
+        // can be served is what there is.
         Err(problem) => {
-            healthy = false;
+            healthy &= health_ready;
             problems.push(problem);
         }
     }

@@ -223,14 +223,17 @@ impl RawGateway {
             } else {
                 return Err(err("gateway.max_connections", "expected 1 to 1000000"));
             },
-            max_connections_per_address: if (1..=1_000_000)
+            max_connections_per_address: if (1..=self.max_connections)
                 .contains(&self.max_connections_per_address)
             {
                 self.max_connections_per_address
             } else {
                 return Err(err(
                     "gateway.max_connections_per_address",
-                    "expected 1 to 1000000",
+                    &format!(
+                        "expected 1 to gateway.max_connections ({})",
+                        self.max_connections
+                    ),
                 ));
             },
             metrics_max_connections: if (1..=10_000).contains(&self.metrics_max_connections) {

@@ -70,7 +70,10 @@ pub(crate) async fn handle(
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
     // Counted by key, so `Doctor1` and `ｄｏｃｔｏｒ１` spend `doctor1`'s attempts.
     let key = UsernameKey::of(&login.username);
-    admit(gateway, &key, &address).await?;
+    let (mut booking, delay) = admit(gateway, &key, &address).await?;
+    // Before the check, not after a failure: a guesser cannot hang up early on a
+    // slow answer to learn that it is a failure.
+    tokio::time::sleep(delay).await;
     // argon2 takes tens of milliseconds of CPU and ~19 MiB per check: run a bounded
     // number at once, off the async workers, so a login flood cannot exhaust memory.
     let permit = tokio::time::timeout(
@@ -82,6 +85,7 @@ pub(crate) async fn handle(
     .map_err(|_| ApiError::Internal("login slots closed".into()))?;
     let outcome = sign_in(gateway, &login, permit).await;
     let throttle = &gateway.inner.throttle;
+    booking.settle();
     let (user, location, refresh) = match outcome {
         Err(AuthError::InvalidCredentials) => {
             password_failed(gateway, &key, &address).await;
@@ -89,7 +93,7 @@ pub(crate) async fn handle(
         }
         Err(e) => {
             // Not a password failure (wrong location, storage): the attempt is void.
-            throttle.succeeded(key.as_str(), &address).await;
+            throttle.void(key.as_str(), &address).await;
             return Err(e.into());
         }
         Ok(outcome) => outcome,
@@ -101,15 +105,54 @@ pub(crate) async fn handle(
     token_response(gateway, &user, &location, &refresh)
 }
 
-/// Books the attempt with the throttle and waits out the username's slow-down;
-/// refused while this address is locked out of the username or of logging in.
-async fn admit(gateway: &Gateway, key: &UsernameKey, address: &str) -> Result<(), ApiError> {
+/// A booked login attempt whose password has not been judged yet. Dropped unsettled
+/// (the gateway was busy, or the client left while it waited), it gives its booking
+/// back, so requests that never reach the password check cannot lock a user out.
+struct Booking {
+    /// `None` once settled.
+    gateway: Option<Gateway>,
+    key: String,
+    address: String,
+}
+
+impl Booking {
+    /// The password is about to be judged: the outcome books the attempt.
+    fn settle(&mut self) {
+        self.gateway = None;
+    }
+}
+
+impl Drop for Booking {
+    fn drop(&mut self) {
+        let (Some(gateway), Ok(runtime)) =
+            (self.gateway.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (key, address) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.address),
+        );
+        runtime.spawn(async move { gateway.inner.throttle.void(&key, &address).await });
+    }
+}
+
+/// Books the attempt with the throttle; refused while this address is locked out
+/// of the username or of logging in. The booking, and the username's slow-down to
+/// wait out before the password is checked, come back.
+async fn admit(
+    gateway: &Gateway,
+    key: &UsernameKey,
+    address: &str,
+) -> Result<(Booking, Duration), ApiError> {
     match gateway.inner.throttle.begin(key.as_str(), address).await {
-        // Before the check, not after a failure: a guesser cannot hang up early on
-        // a slow answer to learn that it is a failure.
         Ok(admitted) => {
-            tokio::time::sleep(admitted.delay).await;
-            Ok(())
+            let booking = Booking {
+                gateway: Some(gateway.clone()),
+                key: key.as_str().to_owned(),
+                address: address.to_owned(),
+            };
+            Ok((booking, admitted.delay))
         }
         Err(wait) => {
             let retry_after_secs = wait.as_secs().max(1);

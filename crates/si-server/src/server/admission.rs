@@ -6,10 +6,22 @@
 //! else's connection.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
+
+use crate::client_ip::address_key;
+
+/// Most refused connections reading out their request at once.
+const MAX_LINGERING: usize = 64;
+/// How long a refused connection may read out its request.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Why a connection was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +56,8 @@ struct Inner {
     /// Addresses without a share limit (trusted proxies carry many clients).
     exempt: Vec<IpAddr>,
     open: Mutex<Open>,
+    /// Refused connections reading out their request before they close.
+    lingering: Arc<Semaphore>,
     /// The whole responses that refuse a connection, made once.
     full: Bytes,
     address_full: Bytes,
@@ -81,6 +95,7 @@ impl Admission {
                 per_address,
                 exempt: exempt.iter().map(|ip| ip.to_canonical()).collect(),
                 open: Mutex::default(),
+                lingering: Arc::new(Semaphore::new(MAX_LINGERING)),
                 full: crate::error::refused_connection(full),
                 address_full: crate::error::refused_connection(address_full),
             }),
@@ -91,7 +106,7 @@ impl Admission {
     pub(crate) fn admit(&self, peer: IpAddr) -> Result<Admitted, Refused> {
         let inner = &self.inner;
         let peer = peer.to_canonical();
-        let address = (!inner.exempt.contains(&peer)).then(|| share_key(peer));
+        let address = (!inner.exempt.contains(&peer)).then(|| address_key(peer));
         let mut open = inner.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.total >= inner.cap {
             return Err(self.refused(Refused::Full { cap: inner.cap }));
@@ -114,11 +129,39 @@ impl Admission {
     }
 
     /// The bytes that answer a connection refused for `refused`.
-    pub(crate) fn refusal(&self, refused: Refused) -> Bytes {
+    fn refusal(&self, refused: Refused) -> Bytes {
         match refused {
             Refused::Full { .. } => self.inner.full.clone(),
             Refused::AddressFull { .. } => self.inner.address_full.clone(),
         }
+    }
+
+    /// Answers `stream` with the refusal and closes it. The answer is sent straight
+    /// to the socket (a fresh socket's buffer has room for it), then the sending
+    /// side is shut. Closing with the client's request still unread would make the
+    /// kernel reset the connection, which can destroy the answer on its way; so,
+    /// while few refused connections are doing so, what the client sends is read
+    /// and dropped for up to a second first.
+    pub(crate) fn refuse(&self, stream: TcpStream, refused: Refused) {
+        let socket = socket2::SockRef::from(&stream);
+        let _ = socket.send(&self.refusal(refused));
+        let _ = socket.shutdown(std::net::Shutdown::Write);
+        let Ok(lingering) = self.inner.lingering.clone().try_acquire_owned() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _lingering = lingering;
+            let mut stream = stream;
+            let mut sink = [0u8; 4096];
+            let drain = async {
+                for _ in 0..16 {
+                    if !matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER, drain).await;
+        });
     }
 
     fn refused(&self, refused: Refused) -> Refused {
@@ -150,16 +193,6 @@ impl Drop for Admitted {
             }
         }
         crate::metrics::connections_open(self.inner.listener, open.total);
-    }
-}
-
-/// The key a connection counts under: an IPv4 address whole, an IPv6 one by its
-/// /64 (one host or site owns a whole /64, and could otherwise pick a fresh address
-/// per connection).
-fn share_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
     }
 }
 

@@ -46,6 +46,11 @@ pub fn fit_to_descriptors(gateway: &mut GatewayConfig, limit: u64) -> Option<Str
         return None;
     }
     (gateway.max_connections, gateway.metrics_max_connections) = fitted;
+    // One address keeps at most a quarter of what is left, as it had at most its
+    // configured share of the whole.
+    gateway.max_connections_per_address = gateway
+        .max_connections_per_address
+        .min((fitted.0 / 4).max(1));
     Some(format!(
         "the open-file limit ({limit}) cannot cover gateway.max_connections = {} and \
          gateway.metrics_max_connections = {}; serving at most {} and {}; raise the limit \
@@ -86,6 +91,7 @@ mod tests {
                 u64::from(config.metrics_max_connections),
             );
             assert!(connections >= 1 && metrics >= 1);
+            assert!(config.max_connections_per_address <= config.max_connections);
             if limit >= 512 {
                 assert!(
                     connections * PER_CONNECTION + metrics + RESERVED <= limit,

@@ -193,3 +193,36 @@ async fn guesses_sent_all_at_once_get_no_more_tries() {
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 30 - checked);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn attempts_abandoned_before_the_password_check_do_not_count() {
+    use tokio::io::AsyncWriteExt;
+    let h = Harness::start(behind_a_proxy(&[])).await;
+    let ward = "198.51.100.7";
+    // Two failures: the username's logins now wait before their check.
+    for _ in 0..2 {
+        assert_eq!(
+            login_from(&h, "doctor1", "wrong password!!", ward).await.0,
+            401
+        );
+    }
+    // Attempts whose client leaves during that wait never reach the check: each
+    // gives its booking back instead of counting towards a lockout.
+    let body = json!({"username": "doctor1", "password": "wrong password!!", "location_id": "hospital-01"}).to_string();
+    let address = h.base.trim_start_matches("http://").to_owned();
+    for _ in 0..6 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /v1/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             x-forwarded-for: {ward}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(stream);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body, _) = login_from(&h, "doctor1", TEST_PASSWORD, ward).await;
+    assert_eq!(status, 200, "{body}");
+    h.shutdown().await;
+}

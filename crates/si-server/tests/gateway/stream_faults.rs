@@ -265,7 +265,13 @@ async fn a_client_that_sends_its_headers_too_slowly_is_cut_off() {
 #[tokio::test]
 async fn connections_past_the_cap_are_refused_at_once_until_one_closes() {
     use tokio::io::AsyncWriteExt;
-    let toml_edits = edits(&[("max_connections = 10000", "max_connections = 2")]);
+    let toml_edits = edits(&[
+        ("max_connections = 10000", "max_connections = 2"),
+        (
+            "max_connections_per_address = 256",
+            "max_connections_per_address = 2",
+        ),
+    ]);
     let h = Harness::start(Options {
         toml_edits,
         ..Options::default()

@@ -89,7 +89,7 @@ async fn logs_hold_metadata_only() {
         .post_json(
             "/v1/chat/completions",
             Some(&token),
-            ask(format!("crash: {PROMPT}"), false),
+            ask(format!("crash: the patient requires {PROMPT}"), false),
         )
         .await;
     assert_eq!(status, 502, "the backend failed");

@@ -169,6 +169,17 @@ impl LoginThrottle {
         }
     }
 
+    /// The attempt ended before its password was judged: its booking against the
+    /// username at this address and the address is given back.
+    pub fn void(&self, user: &str, address: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, _) in self.limits(&self.user_key(user), address) {
+            if let Some(entry) = failures.get_mut(&key) {
+                entry.count = entry.count.saturating_sub(1);
+            }
+        }
+    }
+
     /// The delay after `failed` failures: none, then doubling up to the cap.
     fn delay(&self, failed: u32) -> Duration {
         match failed {
@@ -220,7 +231,7 @@ impl LoginThrottle {
     }
 
     /// Drops expired entries; if the table is still full, keeps only lockouts, and
-    /// if even those overflow, starts afresh: memory stays bounded.
+    /// if even those overflow, only the half that ends last: memory stays bounded.
     fn forget_stale(&self, failures: &mut HashMap<String, Failures>, now: Instant) {
         let window = self.policy.window;
         failures.retain(|_, f| f.locked(now) || now.duration_since(f.first) <= window);
@@ -228,11 +239,24 @@ impl LoginThrottle {
             failures.retain(|_, f| f.locked(now));
         }
         if failures.len() + 3 > self.policy.max_tracked {
+            // Still full of lockouts: keep the half that lasts longest, rather than
+            // start afresh (which would let a flood of addresses lift every lockout,
+            // its own included).
+            let mut ends: Vec<Instant> = failures.values().filter_map(|f| f.locked_until).collect();
+            ends.sort_unstable();
+            let keep = self.policy.max_tracked / 2;
+            if let Some(cutoff) = ends
+                .len()
+                .checked_sub(keep)
+                .and_then(|i| ends.get(i))
+                .copied()
+            {
+                failures.retain(|_, f| f.locked_until.is_some_and(|until| until > cutoff));
+            }
             tracing::warn!(
                 tracked = failures.len(),
-                "login throttle table full; starting afresh"
+                "login throttle table full of lockouts; forgot those ending soonest"
             );
-            failures.clear();
         }
         failures.shrink_to_fit();
     }
@@ -254,6 +278,10 @@ impl LoginAttempts for LoginThrottle {
 
     async fn failed(&self, user: &str, address: &str) -> FailedLogin {
         LoginThrottle::failed(self, user, address, Instant::now())
+    }
+
+    async fn void(&self, user: &str, address: &str) {
+        LoginThrottle::void(self, user, address);
     }
 
     async fn succeeded(&self, user: &str, address: &str) {

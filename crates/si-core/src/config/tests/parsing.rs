@@ -76,6 +76,21 @@ fn bad_values_name_their_key() {
             "trusted_proxies = [\"nginx.local\"]",
             "rate_limits.trusted_proxies[0]",
         ),
+        (
+            "max_connections_per_address = 256",
+            "max_connections_per_address = 20000",
+            "gateway.max_connections_per_address",
+        ),
+        (
+            "metrics_max_connections = 32",
+            "metrics_max_connections = 0",
+            "gateway.metrics_max_connections",
+        ),
+        (
+            "api_key = \"env::API_KEY_TINY_LLAMA_1B_8083\"",
+            "api_key = \"env::API_KEY_TINY_LLAMA_1B_8083\"\nvision = true",
+            "backends[3].vision",
+        ),
         ("source = \"auto\"", "source = \"cuda\"", "gpu.source"),
         (
             "sample_interval_ms = 5000",
