@@ -12,6 +12,7 @@
 //! of HTTP or of what the records mean.
 
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,63 @@
+//! The PostgreSQL engine, for several gateways sharing one platform: users,
+//! sessions and revocations in one database, reached through a small connection
+//! pool (`deadpool-postgres` over `tokio-postgres`), with versioned migrations.
+
+mod accounts;
+mod migrate;
+mod sessions;
+
+use std::path::Path;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use si_auth::AuthError;
+use tokio_postgres::NoTls;
+
+pub use accounts::PostgresAccounts;
+
+/// Connections kept per gateway: requests touch the database only at login,
+/// refresh, logout and revocation reloads.
+const POOL_SIZE: usize = 8;
+
+/// A pool for the database at `url`, and the name errors give it (the URL without
+/// its password).
+fn pool(url: &str) -> Result<(Pool, String), AuthError> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        AuthError::store(
+            Path::new("store.database_url"),
+            format!("not a PostgreSQL URL: {e}"),
+        )
+    })?;
+    let place = describe(&config);
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let pool = Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .create_timeout(Some(std::time::Duration::from_secs(5)))
+        .wait_timeout(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .map_err(|e| AuthError::store(Path::new(&place), e))?;
+    Ok((pool, place))
+}
+
+/// `postgres://user@host:port/db`, never the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map_or("localhost".to_owned(), |host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        });
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres://{}@{host}:{port}/{}",
+        config.get_user().unwrap_or(""),
+        config.get_dbname().unwrap_or("")
+    )
+}

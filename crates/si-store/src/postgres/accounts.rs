@@ -1,0 +1,205 @@
+//! Users in PostgreSQL, shared by every gateway.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Object, Pool};
+use si_auth::store::UserStore;
+use si_auth::users::UsernameKey;
+use si_auth::{AuthError, User};
+use tokio_postgres::Row;
+
+use super::migrate;
+
+/// Users, sessions and revocations in one PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PostgresAccounts {
+    pool: Pool,
+    /// The database, for messages (never the password).
+    place: String,
+}
+
+const USER_COLUMNS: &str = "username, role, location, disabled, created_at, password_hash";
+
+impl PostgresAccounts {
+    /// Connects to the database at `url` and brings its schema up to date (with
+    /// `migrate` false, only checks that it is: for deployments that migrate as a
+    /// separate step).
+    pub async fn open(url: &str, migrate: bool) -> Result<Self, AuthError> {
+        let (pool, place) = super::pool(url)?;
+        let store = PostgresAccounts { pool, place };
+        let mut client = store.client().await?;
+        migrate::run(&mut client, migrate::ACCOUNTS, migrate)
+            .await
+            .map_err(|e| store.failed(e))?;
+        Ok(store)
+    }
+
+    /// The database, as messages name it.
+    pub fn place(&self) -> &str {
+        &self.place
+    }
+
+    pub(super) async fn client(&self) -> Result<Object, AuthError> {
+        self.pool.get().await.map_err(|e| self.failed(e))
+    }
+
+    pub(super) fn failed(&self, error: impl std::fmt::Display) -> AuthError {
+        AuthError::store(Path::new(&self.place), error)
+    }
+
+    /// Runs `sql` (with `$1` = username and `$2` = value) and, if asked, ends the
+    /// user's sessions, in one transaction that also tells the gateways to reload
+    /// what is revoked.
+    async fn update_user(
+        &self,
+        username: &str,
+        sql: &str,
+        value: &(dyn tokio_postgres::types::ToSql + Sync),
+        end_sessions: bool,
+    ) -> Result<(), AuthError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        if tx
+            .execute(sql, &[&username, value])
+            .await
+            .map_err(|e| self.failed(e))?
+            == 0
+        {
+            return Err(AuthError::UnknownUser(username.to_owned()));
+        }
+        if end_sessions {
+            tx.execute(
+                "UPDATE refresh_tokens SET revoked = TRUE WHERE username = $1",
+                &[&username],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        }
+        tx.execute(super::sessions::BUMP_VERSION, &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        tx.commit().await.map_err(|e| self.failed(e))
+    }
+}
+
+fn user_from_row(row: &Row) -> Result<(User, String), String> {
+    let role: String = row.try_get(1).map_err(|e| e.to_string())?;
+    let role = role
+        .parse()
+        .map_err(|e: si_core::role::UnknownRole| e.to_string())?;
+    let get = |e: tokio_postgres::Error| e.to_string();
+    Ok((
+        User {
+            username: row.try_get(0).map_err(get)?,
+            role,
+            location: row.try_get(2).map_err(get)?,
+            disabled: row.try_get(3).map_err(get)?,
+            created_at: row.try_get(4).map_err(get)?,
+        },
+        row.try_get(5).map_err(get)?,
+    ))
+}
+
+#[async_trait]
+impl UserStore for PostgresAccounts {
+    async fn insert(
+        &self,
+        user: &User,
+        key: &UsernameKey,
+        password_hash: &str,
+    ) -> Result<(), AuthError> {
+        let client = self.client().await?;
+        // Either the name or its key may be taken: both are unique.
+        let inserted = client
+            .execute(
+                "INSERT INTO users
+                     (username, username_key, password_hash, role, location, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                &[
+                    &user.username,
+                    &key.as_str(),
+                    &password_hash,
+                    &user.role.as_str(),
+                    &user.location,
+                    &user.created_at,
+                ],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        if inserted == 1 {
+            return Ok(());
+        }
+        let existing: Option<String> = client
+            .query_opt(
+                "SELECT username FROM users WHERE username = $1 OR username_key = $2
+                 ORDER BY username = $1 DESC LIMIT 1",
+                &[&user.username, &key.as_str()],
+            )
+            .await
+            .map_err(|e| self.failed(e))?
+            .map(|row| row.get(0));
+        Err(match existing {
+            Some(existing) if existing != user.username => AuthError::UsernameTaken {
+                requested: user.username.clone(),
+                existing,
+            },
+            _ => AuthError::UserExists(user.username.clone()),
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<User>, AuthError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"),
+                &[],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        rows.iter()
+            .map(|row| {
+                user_from_row(row)
+                    .map(|(user, _)| user)
+                    .map_err(|e| self.failed(e))
+            })
+            .collect()
+    }
+
+    async fn find(&self, username: &str) -> Result<Option<(User, String)>, AuthError> {
+        self.find_where("username", username).await
+    }
+
+    async fn find_by_key(&self, key: &UsernameKey) -> Result<Option<(User, String)>, AuthError> {
+        self.find_where("username_key", key.as_str()).await
+    }
+
+    async fn set_disabled(&self, username: &str, disabled: bool) -> Result<(), AuthError> {
+        let sql = "UPDATE users SET disabled = $2 WHERE username = $1";
+        self.update_user(username, sql, &disabled, disabled).await
+    }
+
+    async fn set_password_hash(&self, username: &str, hash: &str) -> Result<(), AuthError> {
+        let sql = "UPDATE users SET password_hash = $2 WHERE username = $1";
+        self.update_user(username, sql, &hash, true).await
+    }
+}
+
+impl PostgresAccounts {
+    async fn find_where(
+        &self,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<(User, String)>, AuthError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1"),
+                &[&value],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        row.map(|row| user_from_row(&row).map_err(|e| self.failed(e)))
+            .transpose()
+    }
+}

@@ -1,0 +1,82 @@
+//! Versioned schema migrations for PostgreSQL: numbered SQL files, applied in
+//! order in one transaction under an advisory lock (so gateways starting together
+//! do not race), recorded in `schema_migrations`.
+
+use tokio_postgres::Client;
+
+/// One schema change.
+pub(crate) struct Migration {
+    /// Its number, from 1, without gaps.
+    pub version: i64,
+    /// What it does.
+    pub name: &'static str,
+    /// Its SQL.
+    pub sql: &'static str,
+}
+
+/// The accounts schema's history.
+pub(crate) const ACCOUNTS: &[Migration] = &[Migration {
+    version: 1,
+    name: "users, sessions and revocations",
+    sql: include_str!("../../migrations/postgres/0001_accounts.sql"),
+}];
+
+/// The advisory lock every migrating gateway takes (an arbitrary constant).
+const MIGRATION_LOCK: i64 = 0x5349_4d49_4752;
+
+/// Brings the schema up to the last of `migrations`, or, with `apply` false, only
+/// checks that it is there. Refuses a schema newer than this program knows.
+pub(crate) async fn run(
+    client: &mut Client,
+    migrations: &[Migration],
+    apply: bool,
+) -> Result<(), String> {
+    let sql = |e: tokio_postgres::Error| e.to_string();
+    let tx = client.transaction().await.map_err(sql)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(sql)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    BIGINT PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at BIGINT NOT NULL
+         )",
+    )
+    .await
+    .map_err(sql)?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await
+        .map_err(sql)?
+        .get(0);
+    let known = migrations.last().map_or(0, |m| m.version);
+    if current > known {
+        return Err(format!(
+            "its schema is at version {current}, newer than this program knows ({known}); \
+             run the newer version of the platform"
+        ));
+    }
+    if current < known && !apply {
+        return Err(format!(
+            "its schema is at version {current} and this program needs {known}: run \
+             `si-cli db migrate`"
+        ));
+    }
+    for migration in migrations.iter().filter(|m| m.version > current) {
+        tx.batch_execute(migration.sql)
+            .await
+            .map_err(|e| format!("migration {} ({}): {e}", migration.version, migration.name))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at)
+             VALUES ($1, $2, EXTRACT(EPOCH FROM now())::BIGINT)",
+            &[&migration.version, &migration.name],
+        )
+        .await
+        .map_err(sql)?;
+    }
+    tx.commit().await.map_err(sql)
+}

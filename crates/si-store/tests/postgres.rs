@@ -1,0 +1,183 @@
+//! The PostgreSQL store against a real server, as two gateways share it. Each test
+//! makes its own database. Needs PostgreSQL at `SI_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, trust auth): `.ci/run` starts one
+//! and runs these with `--ignored`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use si_auth::store::{RevocationStore, SessionStore, UserStore};
+use si_auth::{Accounts, AuthError, NewUser};
+use si_store::postgres::PostgresAccounts;
+
+/// A fresh database on the test server; its URL.
+async fn fresh_database() -> String {
+    let admin = std::env::var("SI_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("the test PostgreSQL server");
+    tokio::spawn(connection);
+    // Databases earlier runs left behind (this run's are in use, or are its own).
+    let ours = format!("si_test_{}_", std::process::id());
+    for row in client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'si_test_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        let name: String = row.get(0);
+        if !name.starts_with(&ours) {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await;
+        }
+    }
+    let name = format!(
+        "si_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    let (base, _) = admin.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+fn accounts(store: &PostgresAccounts) -> Accounts {
+    Accounts::new(Arc::new(store.clone()), Arc::new(store.clone())).unwrap()
+}
+
+async fn add_doctor(accounts: &Accounts) {
+    accounts
+        .add(&NewUser {
+            username: "doctor1",
+            password: &SecretString::from("correct horse battery staple"),
+            role: "clinician".parse().unwrap(),
+            location: "hospital-01",
+        })
+        .await
+        .unwrap();
+}
+
+async fn two_gateways(url: &str) -> (PostgresAccounts, PostgresAccounts) {
+    (
+        PostgresAccounts::open(url, true).await.unwrap(),
+        PostgresAccounts::open(url, true).await.unwrap(),
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn a_database_is_migrated_once_and_checked_after() {
+    let url = fresh_database().await;
+    let unmigrated = PostgresAccounts::open(&url, false).await.unwrap_err();
+    assert!(
+        unmigrated.to_string().contains("si-cli db migrate"),
+        "{unmigrated}"
+    );
+    // Two gateways starting together: the advisory lock lets one migrate.
+    let (a, b) = tokio::join!(
+        PostgresAccounts::open(&url, true),
+        PostgresAccounts::open(&url, true)
+    );
+    a.unwrap();
+    b.unwrap();
+    PostgresAccounts::open(&url, false).await.unwrap();
+    assert!(PostgresAccounts::open("mysql://x", true).await.is_err());
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn a_login_on_one_gateway_is_refreshed_on_another_and_a_replay_ends_it() {
+    let url = fresh_database().await;
+    let (a, b) = two_gateways(&url).await;
+    let (on_a, on_b) = (accounts(&a), accounts(&b));
+    add_doctor(&on_a).await;
+    let password = SecretString::from("correct horse battery staple");
+    let user = on_b.authenticate("Doctor1", &password).await.unwrap();
+    assert_eq!(user.username, "doctor1");
+    let first = on_a
+        .start_session("doctor1", "hospital-01", 3600)
+        .await
+        .unwrap();
+    let next = on_b.refresh(&first.token, 3600).await.unwrap();
+    assert_eq!(next.refresh.family, first.family);
+    let before = b.version().await.unwrap();
+    // The spent token again, on the other gateway: a replay ends the session.
+    let Err(replay) = on_a.refresh(&first.token, 3600).await else {
+        panic!("a spent refresh token was taken again");
+    };
+    assert!(
+        matches!(replay, AuthError::RefreshReused { .. }),
+        "{replay:?}"
+    );
+    assert!(b.version().await.unwrap() > before);
+    assert!(b.revoked().await.unwrap().families.contains(&first.family));
+    assert!(on_b.refresh(&next.refresh.token, 3600).await.is_err());
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn two_gateways_spending_one_refresh_token_at_once_cannot_both_win() {
+    let url = fresh_database().await;
+    let (a, b) = two_gateways(&url).await;
+    add_doctor(&accounts(&a)).await;
+    for round in 0..20 {
+        let issued = accounts(&a)
+            .start_session("doctor1", "hospital-01", 3600)
+            .await
+            .unwrap();
+        let hash = si_auth::accounts::token_hash(issued.token.expose_secret());
+        let (next_a, next_b) = (format!("next-a-{round}"), format!("next-b-{round}"));
+        let (left, right) = tokio::join!(
+            a.spend(&hash, &next_a, i64::MAX),
+            b.spend(&hash, &next_b, i64::MAX)
+        );
+        let wins = usize::from(left.is_ok()) + usize::from(right.is_ok());
+        assert_eq!(wins, 1, "{left:?} {right:?}");
+        let loser = left.err().or(right.err()).unwrap();
+        assert!(
+            matches!(loser, AuthError::RefreshReused { .. }),
+            "{loser:?}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn revocations_and_look_alike_names_are_shared() {
+    let url = fresh_database().await;
+    let (a, b) = two_gateways(&url).await;
+    add_doctor(&accounts(&a)).await;
+    let taken = accounts(&b)
+        .add(&NewUser {
+            username: "Doctor1",
+            password: &SecretString::from("another long enough password"),
+            role: "clinician".parse().unwrap(),
+            location: "hospital-01",
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(taken, AuthError::UsernameTaken { .. }),
+        "{taken:?}"
+    );
+    let before = a.version().await.unwrap();
+    b.revoke("jti-1", u64::MAX / 2, None).await.unwrap();
+    accounts(&b).set_disabled("doctor1", true).await.unwrap();
+    assert!(a.version().await.unwrap() >= before + 2);
+    let revoked = a.revoked().await.unwrap();
+    assert!(revoked.jtis.contains("jti-1"));
+    assert!(revoked.disabled_users.contains("doctor1"));
+    assert_eq!(a.list().await.unwrap().len(), 1);
+}
