@@ -30,6 +30,9 @@ pub enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The account database (users, sessions, revocations).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// The gateway's token signing secret.
     #[command(subcommand)]
     Jwt(JwtCommand),
@@ -175,6 +178,15 @@ pub enum AuditCommand {
         #[arg(long)]
         until: Option<String>,
     },
+}
+
+/// `si-cli db ...`
+#[derive(Subcommand)]
+pub enum DbCommand {
+    /// Bring the account database's schema up to date (the SQLite file, or the
+    /// PostgreSQL database `store.database_url` names), for deployments whose
+    /// gateways run with `store.migrate_at_start = false`.
+    Migrate,
 }
 
 /// `si-cli jwt ...`

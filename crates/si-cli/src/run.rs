@@ -9,7 +9,7 @@ use clap::Parser;
 use si_core::{Config, Environment};
 
 use crate::CliError;
-use crate::args::{Args, AuditCommand, Command, JwtCommand, UsersCommand};
+use crate::args::{Args, AuditCommand, Command, DbCommand, JwtCommand, UsersCommand};
 use crate::commands::{audit, deploy, gpu, health, jwt, keys, up, users};
 
 /// Exit status for an unusable configuration.
@@ -89,6 +89,12 @@ async fn dispatch(command: Command, config: &Config) -> Result<bool, CliError> {
     let out = &mut std::io::stdout();
     match command {
         Command::Users(command) => run_users(command, config, out).await?,
+        Command::Db(DbCommand::Migrate) => {
+            let place = si_store::AccountStores::migrate(config)
+                .await
+                .map_err(|e| CliError::Message(e.to_string()))?;
+            say(out, &format!("{place}: schema up to date"))?;
+        }
         Command::Audit(AuditCommand::Verify { expect_head }) => {
             return audit::verify(config, expect_head.as_deref(), out).await;
         }

@@ -384,3 +384,27 @@ fn si_cli_with_stdin(
 ) -> std::process::Output {
     si_test_support::cli::run(env!("CARGO_BIN_EXE_si-cli"), dir, args, stdin)
 }
+
+#[test]
+fn db_migrate_brings_the_account_database_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = si_cli_with_stdin(dir.path(), &["db", "migrate"], None);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("users.db: schema up to date"), "{said}");
+    assert!(dir.path().join("data/users.db").exists());
+    // A database URL that is not PostgreSQL is refused without being echoed.
+    let out = si_test_support::cli::run_with_env(
+        env!("CARGO_BIN_EXE_si-cli"),
+        dir.path(),
+        &["db", "migrate"],
+        &[("SI_DATABASE_URL", "mysql://root:hunter2@db/si")],
+    );
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("SI_DATABASE_URL") && said.contains("postgres://"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter2"), "{said}");
+}

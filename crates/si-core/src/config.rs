@@ -12,6 +12,7 @@ mod overrides;
 mod rate_limits;
 mod raw;
 mod reliability;
+mod store;
 mod supervisor;
 mod workflows;
 
@@ -62,6 +63,8 @@ pub struct Config {
     pub workflows: Vec<WorkflowConfig>,
     /// How `si-cli up` runs the processes.
     pub supervisor: SupervisorConfig,
+    /// Where users, sessions and revocations live.
+    pub store: StoreConfig,
 }
 
 /// Request rate limits, in requests per minute; `0` turns a limit off.
@@ -350,6 +353,7 @@ pub use gpus::{DeclaredGpu, GpuConfig, GpuSource};
 pub use launch::{CACHE_TYPES, FlashAttn, LaunchConfig};
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
 pub use reliability::{BackendLimits, FailoverConfig};
+pub use store::StoreConfig;
 pub use supervisor::SupervisorConfig;
 pub use workflows::{StepConfig, WorkflowConfig};
 

@@ -87,7 +87,7 @@ pub struct GatewayParts {
 impl Gateway {
     /// A gateway with everything `config` names: see [`Gateway::parts`].
     pub async fn open(config: Config) -> Result<Self, GatewayError> {
-        let parts = Gateway::parts(&config)?;
+        let parts = Gateway::parts(&config).await?;
         Gateway::new(config, parts).await
     }
 
@@ -95,7 +95,7 @@ impl Gateway {
     /// (`config.auth.secret` and `previous_secret`, else `<data_dir>/jwt_secret`,
     /// generated on first use, and `jwt_secret.previous`), and its GPU readings
     /// (`gpu.source`).
-    pub fn parts(config: &Config) -> Result<GatewayParts, GatewayError> {
+    pub async fn parts(config: &Config) -> Result<GatewayParts, GatewayError> {
         let jwt_secrets = match &config.auth.secret {
             Some(secret) => JwtSecrets {
                 current: secret.clone(),
@@ -108,7 +108,7 @@ impl Gateway {
             tracing::info!("{note}");
         }
         Ok(GatewayParts {
-            stores: Stores::open(config)?,
+            stores: Stores::open(config).await?,
             jwt_secrets,
             gpus,
         })

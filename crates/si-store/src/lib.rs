@@ -5,6 +5,8 @@
 //! - [`sqlite`]: users, sessions, revocations and the audit trail in SQLite files
 //!   in the data directory (the embedded default, no server needed), with their
 //!   versioned migrations.
+//! - [`postgres`]: users, sessions and revocations in a PostgreSQL database that
+//!   several gateways share, with its versioned migrations.
 //! - [`memory`]: rate-limit counters and failed-login bookkeeping in this
 //!   process.
 //!
@@ -18,6 +20,7 @@ pub mod sqlite;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use secrecy::ExposeSecret;
 use si_audit::{AuditError, AuditStore};
 use si_auth::store::{LoginAttempts, RequestCounters, RevocationStore, SessionStore, UserStore};
 use si_auth::{Accounts, AuthError};
@@ -51,9 +54,24 @@ pub struct AccountStores {
 }
 
 impl AccountStores {
-    /// The stores of `config`: today the SQLite user database in its data
-    /// directory.
-    pub fn open(config: &Config) -> Result<Self, StoreError> {
+    /// The stores of `config`: the PostgreSQL database `store.database_url` names
+    /// (migrated at start unless `store.migrate_at_start` is off), else the SQLite
+    /// user database in its data directory.
+    pub async fn open(config: &Config) -> Result<Self, StoreError> {
+        if let Some(url) = &config.store.database_url {
+            let shared = Arc::new(
+                postgres::PostgresAccounts::open(
+                    url.expose_secret(),
+                    config.store.migrate_at_start,
+                )
+                .await?,
+            );
+            return Ok(AccountStores {
+                users: shared.clone(),
+                sessions: shared.clone(),
+                revocations: shared,
+            });
+        }
         let users = Arc::new(sqlite::SqliteUsers::open(&users_path(
             &config.gateway.data_dir,
         ))?);
@@ -62,6 +80,22 @@ impl AccountStores {
             sessions: users.clone(),
             revocations: users,
         })
+    }
+
+    /// Brings the schema of `config`'s account database up to date, whatever
+    /// `store.migrate_at_start` says (`si-cli db migrate`); names the database.
+    pub async fn migrate(config: &Config) -> Result<String, StoreError> {
+        match &config.store.database_url {
+            Some(url) => Ok(postgres::PostgresAccounts::open(url.expose_secret(), true)
+                .await?
+                .place()
+                .to_owned()),
+            None => {
+                let path = users_path(&config.gateway.data_dir);
+                sqlite::SqliteUsers::open(&path)?;
+                Ok(path.display().to_string())
+            }
+        }
     }
 
     /// [`Accounts`] over these stores.
@@ -84,11 +118,12 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// The stores `config` names: today SQLite files in the data directory, and
-    /// counters in this process.
-    pub fn open(config: &Config) -> Result<Self, StoreError> {
+    /// The stores `config` names: accounts as [`AccountStores::open`] says, the
+    /// audit trail in a SQLite file in the data directory, and counters in this
+    /// process.
+    pub async fn open(config: &Config) -> Result<Self, StoreError> {
         Ok(Stores {
-            accounts: AccountStores::open(config)?,
+            accounts: AccountStores::open(config).await?,
             audit: Arc::new(sqlite::SqliteAudit::open(&audit_path(
                 &config.gateway.data_dir,
             ))?),

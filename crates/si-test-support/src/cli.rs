@@ -7,9 +7,26 @@ use std::process::{Command, Output, Stdio};
 /// Runs `exe ARGS` in `dir` (without `SI_DATA_DIR`, so the data directory is
 /// `dir`'s), writing `stdin` to its standard input.
 pub fn run(exe: &str, dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    run_in(exe, dir, args, stdin, &[])
+}
+
+/// [`run`] with `env` added to its environment, and nothing on standard input.
+pub fn run_with_env(exe: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_in(exe, dir, args, None, env)
+}
+
+fn run_in(
+    exe: &str,
+    dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &[(&str, &str)],
+) -> Output {
     let mut child = Command::new(exe)
         .current_dir(dir)
         .env_remove("SI_DATA_DIR")
+        .env_remove("SI_DATABASE_URL")
+        .envs(env.iter().copied())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -106,7 +106,7 @@ impl Harness {
         }
         let mut config = Config::parse(&toml, "test.toml").expect("test config");
         config.apply_env(&env).expect("test env");
-        let mut parts = Gateway::parts(&config).expect("gateway parts");
+        let mut parts = Gateway::parts(&config).await.expect("gateway parts");
         if let Some(gpus) = &options.gpus {
             parts.gpus = gpus.clone();
         }
@@ -117,15 +117,18 @@ impl Harness {
             ("biller", "billing", "*"),
             ("admin1", "admin", "*"),
         ] {
-            users
+            let added = users
                 .add(&si_auth::NewUser {
                     username: name,
                     password: &TEST_PASSWORD.to_owned().into(),
                     role: role.parse().expect("role"),
                     location,
                 })
-                .await
-                .expect("add user");
+                .await;
+            // Another gateway on the same shared store added them first.
+            if !matches!(added, Ok(_) | Err(si_auth::AuthError::UserExists(_))) {
+                panic!("add user: {added:?}");
+            }
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));

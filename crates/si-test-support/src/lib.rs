@@ -12,4 +12,5 @@ pub mod cli;
 pub mod harness;
 pub mod llama_sim;
 pub mod ports;
+pub mod postgres;
 pub mod raw_backend;

@@ -28,8 +28,10 @@ pub fn read_password(input: &mut impl BufRead) -> Result<SecretString, CliError>
 }
 
 /// The accounts `config` names.
-fn accounts(config: &Config) -> Result<Accounts, CliError> {
-    let stores = AccountStores::open(config).map_err(|e| CliError::Message(e.to_string()))?;
+async fn accounts(config: &Config) -> Result<Accounts, CliError> {
+    let stores = AccountStores::open(config)
+        .await
+        .map_err(|e| CliError::Message(e.to_string()))?;
     Ok(stores.accounts()?)
 }
 
@@ -47,13 +49,16 @@ pub async fn add(
         role,
         location,
     };
-    accounts(config)?.add(&new).await?;
+    accounts(config).await?.add(&new).await?;
     Ok(())
 }
 
 /// Disables (or re-enables) a user.
 pub async fn set_disabled(config: &Config, username: &str, disabled: bool) -> Result<(), CliError> {
-    Ok(accounts(config)?.set_disabled(username, disabled).await?)
+    Ok(accounts(config)
+        .await?
+        .set_disabled(username, disabled)
+        .await?)
 }
 
 /// Replaces a user's password.
@@ -62,12 +67,15 @@ pub async fn set_password(
     username: &str,
     password: &SecretString,
 ) -> Result<(), CliError> {
-    Ok(accounts(config)?.set_password(username, password).await?)
+    Ok(accounts(config)
+        .await?
+        .set_password(username, password)
+        .await?)
 }
 
 /// Writes a table of the users to `out`.
 pub async fn list(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
-    let users = accounts(config)?.list().await?;
+    let users = accounts(config).await?.list().await?;
     let rows = users.iter().map(|user| {
         let status = if user.disabled { "disabled" } else { "active" };
         [

@@ -8,7 +8,7 @@ use super::raw::MAX_EXPIRY_HOURS;
 use super::{Config, ConfigError};
 use crate::env::Environment;
 
-const SOURCE: &str = "environment";
+pub(super) const SOURCE: &str = "environment";
 
 /// Shortest `JWT_SECRET` accepted: 256 bits, the HS256 key size.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
@@ -57,6 +57,19 @@ pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), Config
         })?;
         config.auth.previous_secret = Some(secret);
     }
+    let database_url = match non_empty(env, "SI_DATABASE_URL") {
+        Some(url) => Some((SecretString::from(url), "SI_DATABASE_URL".to_owned())),
+        None => match &config.store.database_url_ref {
+            Some(reference) => reference
+                .resolve(env)
+                .map_err(|e| ConfigError::new(SOURCE, "store.database_url", e.to_string()))?
+                .map(|url| (url, format!("store.database_url ({reference})"))),
+            None => None,
+        },
+    };
+    config.store.database_url = database_url
+        .map(|(url, key)| super::store::checked_database_url(url, &key))
+        .transpose()?;
     for (i, backend) in config.backends.iter_mut().enumerate() {
         backend.api_key = backend.api_key_ref.resolve(env).map_err(|e| {
             ConfigError::new(SOURCE, format!("backends[{i}].api_key"), e.to_string())

@@ -49,6 +49,8 @@ pub(super) struct RawConfig {
     workflows: Vec<super::workflows::RawWorkflow>,
     #[serde(default)]
     supervisor: super::supervisor::RawSupervisor,
+    #[serde(default)]
+    store: super::store::RawStore,
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,6 +164,7 @@ impl RawConfig {
             gpu: self.gpu.validate(self.gpus, source)?,
             workflows: super::workflows::validate(self.workflows, source)?,
             supervisor: self.supervisor.validate(source)?,
+            store: self.store.validate(source)?,
         };
         config.check(source)?;
         config.roles = validate_roles(self.roles, &config.agents, source)?;

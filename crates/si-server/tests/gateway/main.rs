@@ -17,6 +17,7 @@ mod poison;
 mod reliability;
 mod routing;
 mod sessions;
+mod shared;
 mod stream_faults;
 mod streaming;
 mod workflows;

@@ -172,6 +172,7 @@ async fn disabling_a_user_elsewhere_stops_their_tokens_within_seconds() {
     assert_eq!(chat_status(&h, &tokens).await, 200);
     // Another process's connection, as `si-cli users disable` would use.
     let cli = si_store::AccountStores::open(h.gateway.config())
+        .await
         .unwrap()
         .accounts()
         .unwrap();
