@@ -101,7 +101,16 @@ impl Gateway {
                 current: secret.clone(),
                 previous: config.auth.previous_secret.clone(),
             },
-            None => load_or_create_jwt_secret(&config.gateway.data_dir)?,
+            None => {
+                if config.store.database_url.is_some() {
+                    tracing::warn!(
+                        "store.database_url is shared but JWT_SECRET is not set: this gateway \
+                         signs with its own generated secret, so other gateways will refuse its \
+                         tokens; give every gateway the same JWT_SECRET"
+                    );
+                }
+                load_or_create_jwt_secret(&config.gateway.data_dir)?
+            }
         };
         let (gpus, note) = si_gpu::inventory::open(&config.gpu)?;
         if let Some(note) = note {

@@ -32,7 +32,9 @@ fn pool(url: &str) -> Result<(Pool, String), AuthError> {
         config,
         NoTls,
         ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
+            // A pooled connection is checked before use, so a database restart
+            // costs no request an error.
+            recycling_method: RecyclingMethod::Verified,
         },
     );
     let pool = Pool::builder(manager)

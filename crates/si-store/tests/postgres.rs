@@ -141,3 +141,33 @@ async fn revocations_and_look_alike_names_are_shared() {
     assert!(revoked.disabled_users.contains("doctor1"));
     assert_eq!(a.list().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn a_logout_racing_a_refresh_on_another_gateway_ends_the_whole_session() {
+    let url = fresh_database().await;
+    let (a, b) = two_gateways(&url).await;
+    add_doctor(&accounts(&a)).await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    for round in 0..30 {
+        let issued = accounts(&a)
+            .start_session("doctor1", "hospital-01", 3600)
+            .await
+            .unwrap();
+        let hash = si_auth::accounts::token_hash(issued.token.expose_secret());
+        let next = format!("next-{round}");
+        let (_, _) = tokio::join!(a.spend(&hash, &next, i64::MAX), b.end(&hash));
+        let alive: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM refresh_tokens WHERE family = $1 AND NOT revoked",
+                &[&issued.family],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(alive, 0, "round {round}: a token outlived the logout");
+    }
+}

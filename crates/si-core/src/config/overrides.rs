@@ -60,10 +60,21 @@ pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), Config
     let database_url = match non_empty(env, "SI_DATABASE_URL") {
         Some(url) => Some((SecretString::from(url), "SI_DATABASE_URL".to_owned())),
         None => match &config.store.database_url_ref {
-            Some(reference) => reference
-                .resolve(env)
-                .map_err(|e| ConfigError::new(SOURCE, "store.database_url", e.to_string()))?
-                .map(|url| (url, format!("store.database_url ({reference})"))),
+            // Named but missing must not quietly become a private SQLite file: that
+            // gateway (or si-cli) would no longer share anything with the others.
+            Some(reference) => {
+                let url = reference
+                    .resolve(env)
+                    .map_err(|e| ConfigError::new(SOURCE, "store.database_url", e.to_string()))?
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            SOURCE,
+                            "store.database_url",
+                            format!("{reference} is unset or empty"),
+                        )
+                    })?;
+                Some((url, format!("store.database_url ({reference})")))
+            }
             None => None,
         },
     };

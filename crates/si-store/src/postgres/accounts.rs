@@ -69,12 +69,9 @@ impl PostgresAccounts {
             return Err(AuthError::UnknownUser(username.to_owned()));
         }
         if end_sessions {
-            tx.execute(
-                "UPDATE refresh_tokens SET revoked = TRUE WHERE username = $1",
-                &[&username],
-            )
-            .await
-            .map_err(|e| self.failed(e))?;
+            super::sessions::revoke_sessions_of(&tx, username)
+                .await
+                .map_err(|e| self.failed(e))?;
         }
         tx.execute(super::sessions::BUMP_VERSION, &[])
             .await

@@ -15,7 +15,42 @@ use super::PostgresAccounts;
 /// Tells every gateway, in the transaction that changes what is revoked, to reload.
 pub(super) const BUMP_VERSION: &str = "UPDATE revocation_version SET version = version + 1";
 
-const REVOKE_FAMILY: &str = "UPDATE refresh_tokens SET revoked = TRUE WHERE family = $1";
+/// Revokes every refresh token of `family`. The rows are locked first, in one
+/// order, and updated by a second statement: under read committed, an update that
+/// waited for a refresh in flight would not see the token that refresh adds, which
+/// would then outlive the revocation.
+pub(super) async fn revoke_family(
+    tx: &impl GenericClient,
+    family: &str,
+) -> Result<(), tokio_postgres::Error> {
+    revoke_where(tx, "family", family).await
+}
+
+/// [`revoke_family`] for every session of `username`.
+pub(super) async fn revoke_sessions_of(
+    tx: &impl GenericClient,
+    username: &str,
+) -> Result<(), tokio_postgres::Error> {
+    revoke_where(tx, "username", username).await
+}
+
+async fn revoke_where(
+    tx: &impl GenericClient,
+    column: &'static str,
+    value: &str,
+) -> Result<(), tokio_postgres::Error> {
+    tx.query(
+        &format!("SELECT 1 FROM refresh_tokens WHERE {column} = $1 ORDER BY token_hash FOR UPDATE"),
+        &[&value],
+    )
+    .await?;
+    tx.execute(
+        &format!("UPDATE refresh_tokens SET revoked = TRUE WHERE {column} = $1"),
+        &[&value],
+    )
+    .await
+    .map(drop)
+}
 
 async fn insert(
     client: &impl GenericClient,
@@ -70,9 +105,7 @@ impl SessionStore for PostgresAccounts {
             (row.get(0), row.get(1), row.get(2));
         let (expires_at, used, revoked): (i64, bool, bool) = (row.get(3), row.get(4), row.get(5));
         if used && !revoked {
-            tx.execute(REVOKE_FAMILY, &[&family])
-                .await
-                .map_err(failed)?;
+            revoke_family(&tx, &family).await.map_err(failed)?;
             tx.execute(BUMP_VERSION, &[]).await.map_err(failed)?;
             tx.commit().await.map_err(failed)?;
             return Err(AuthError::RefreshReused { username, family });
@@ -118,9 +151,7 @@ impl SessionStore for PostgresAccounts {
             .map_err(failed)?
             .map(|row| row.get(0))
             .ok_or(AuthError::InvalidToken("unknown refresh token"))?;
-        tx.execute(REVOKE_FAMILY, &[&family])
-            .await
-            .map_err(failed)?;
+        revoke_family(&tx, &family).await.map_err(failed)?;
         tx.execute(BUMP_VERSION, &[]).await.map_err(failed)?;
         tx.commit().await.map_err(failed)?;
         Ok(family)
@@ -147,9 +178,7 @@ impl RevocationStore for PostgresAccounts {
         .await
         .map_err(failed)?;
         if let Some(family) = family {
-            tx.execute(REVOKE_FAMILY, &[&family])
-                .await
-                .map_err(failed)?;
+            revoke_family(&tx, family).await.map_err(failed)?;
         }
         tx.execute(BUMP_VERSION, &[]).await.map_err(failed)?;
         tx.commit().await.map_err(failed)

@@ -108,3 +108,34 @@ fn refresh_tokens_must_outlive_access_tokens() {
         Some("auth.refresh_expiry_hours")
     );
 }
+
+#[test]
+fn a_database_url_is_a_postgres_secret_that_must_be_there_when_named() {
+    let named = BUILTIN_TOML.replace(
+        "# database_url = \"env::SI_DATABASE_URL\"",
+        "database_url = \"env::SITE_DB\"",
+    );
+    let mut config = Config::parse(&named, "site.toml").unwrap();
+    // Named but missing: an error, not a private SQLite file.
+    let e = config.apply_env(&Environment::default()).unwrap_err();
+    assert_eq!(e.key, "store.database_url");
+    assert!(e.to_string().contains("SITE_DB"), "{e}");
+    config
+        .apply_env(&Environment::from_pairs([(
+            "SITE_DB",
+            "postgres://si:hunter2@db/si",
+        )]))
+        .unwrap();
+    let url = config.store.database_url.as_ref().unwrap();
+    assert_eq!(url.expose_secret(), "postgres://si:hunter2@db/si");
+    // The variable overrides the file; not PostgreSQL is refused, never echoed.
+    let e = Config::load(
+        None,
+        &Environment::from_pairs([("SI_DATABASE_URL", "mysql://root:hunter2@db/si")]),
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "SI_DATABASE_URL");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    // Unset, the SQLite default.
+    assert!(builtin().store.database_url.is_none());
+}
