@@ -61,19 +61,12 @@ pub async fn run(exe: &Path, settings: &Settings) -> Result<(), String> {
     }
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mock = stack::start_mock(exe, 0, 1, 1)?;
-    let launch = |open_files| match &settings.gateway {
-        Some(program) => Launch {
-            program: program.clone(),
-            embedded: false,
-            gateway_settings: "",
-            open_files,
-        },
-        None => Launch {
-            program: exe.to_owned(),
-            embedded: true,
-            gateway_settings: "",
-            open_files,
-        },
+    // Default connection limits: no `gateway_settings`.
+    let launch = |open_files| Launch {
+        program: settings.gateway.clone().unwrap_or_else(|| exe.to_owned()),
+        embedded: settings.gateway.is_none(),
+        gateway_settings: "",
+        open_files,
     };
 
     let gateway = stack::start_gateway(&launch(None), &mock, &dir.path().join("a")).await?;

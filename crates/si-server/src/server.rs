@@ -159,9 +159,9 @@ fn http1_server(header_read_timeout: Duration) -> http1::Builder {
 }
 
 /// Serves `GET /metrics` and `GET /backends` (the backends view) only, on its own
-/// listener (loopback by default, so neither is public), until `shutdown` completes. It has its own small cap of
-/// connections and the same header timeout, so it cannot take the descriptors the
-/// gateway's own port needs.
+/// listener (loopback by default, so neither is public), until `shutdown`
+/// completes. It has its own small cap of connections and the same header timeout,
+/// so it cannot take the descriptors the gateway's own port needs.
 pub async fn serve_metrics(
     listener: TcpListener,
     gateway: Gateway,
