@@ -119,14 +119,30 @@ pub struct Limited {
     pub retry_after: u64,
 }
 
+/// Why a request was not counted in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It is over a limit.
+    Limited(Limited),
+    /// The shared counters cannot be reached and the configuration says to refuse
+    /// rather than count locally (`store.redis_failure = "fail_closed"`).
+    Unavailable,
+}
+
+impl From<Limited> for Refusal {
+    fn from(limited: Limited) -> Self {
+        Refusal::Limited(limited)
+    }
+}
+
 /// Rate-limit counters per client address, user and location.
 #[async_trait]
 pub trait RequestCounters: Send + Sync + Debug {
     /// Counts a request from `client`.
-    async fn check_client(&self, client: IpAddr) -> Result<(), Limited>;
+    async fn check_client(&self, client: IpAddr) -> Result<(), Refusal>;
 
     /// Counts a request by `user` at `location`.
-    async fn check_identity(&self, user: &str, location: &str) -> Result<(), Limited>;
+    async fn check_identity(&self, user: &str, location: &str) -> Result<(), Refusal>;
 }
 
 /// A login attempt let through.
@@ -135,6 +151,16 @@ pub struct Admitted {
     /// How long to wait before checking the password: the username's slow-down
     /// after recent failures from any address.
     pub delay: Duration,
+}
+
+/// Why a login attempt was not let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// The username at this address, or the address, is locked out for this long.
+    Locked(Duration),
+    /// The shared bookkeeping cannot be reached and the configuration says to
+    /// refuse rather than count locally.
+    Unavailable,
 }
 
 /// What a failed login showed.
@@ -158,9 +184,9 @@ pub struct FailedLogin {
 #[async_trait]
 pub trait LoginAttempts: Send + Sync + Debug {
     /// Books an attempt before its password is checked, so attempts sent at once
-    /// count as much as attempts sent one after another. `Err(wait)` while the
+    /// count as much as attempts sent one after another. Refused while the
     /// username at this address, or the address, is locked out.
-    async fn begin(&self, user: &str, address: &str) -> Result<Admitted, Duration>;
+    async fn begin(&self, user: &str, address: &str) -> Result<Admitted, LoginRefusal>;
 
     /// The attempt's password was wrong (or the user unknown or disabled).
     async fn failed(&self, user: &str, address: &str) -> FailedLogin;

@@ -93,6 +93,11 @@ pub(crate) enum ApiError {
     Internal(String),
     #[error("the audit trail cannot be written, so the request was not completed; retry shortly")]
     AuditUnavailable,
+    #[error(
+        "the shared rate-limit store cannot be reached and this gateway is set to refuse \
+         requests it cannot count; retry shortly"
+    )]
+    CountersUnavailable,
     /// A step's agent answered without a message.
     #[error("backend `{backend}` answered {status} without a message")]
     NoMessage { backend: String, status: u16 },
@@ -120,6 +125,15 @@ fn refused_message(refused: Refused) -> String {
             "too many connections from your address (limit {per_address}); \
              reuse or close idle connections, or retry shortly"
         ),
+    }
+}
+
+impl From<si_auth::store::Refusal> for ApiError {
+    fn from(refusal: si_auth::store::Refusal) -> Self {
+        match refusal {
+            si_auth::store::Refusal::Limited(limited) => ApiError::RateLimited(limited),
+            si_auth::store::Refusal::Unavailable => ApiError::CountersUnavailable,
+        }
     }
 }
 
@@ -198,6 +212,11 @@ impl ApiError {
                 UNAVAILABLE,
                 "audit_unavailable",
             ),
+            ApiError::CountersUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UNAVAILABLE,
+                "counters_unavailable",
+            ),
             ApiError::ConnectionRefused(Refused::Full { .. }) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 UNAVAILABLE,
@@ -224,7 +243,7 @@ impl ApiError {
             ApiError::Internal(message) => {
                 tracing::warn!(status, code, error = %message, "request failed");
             }
-            ApiError::Busy(_) | ApiError::AuditUnavailable => {
+            ApiError::Busy(_) | ApiError::AuditUnavailable | ApiError::CountersUnavailable => {
                 tracing::warn!(status, code, "request failed");
             }
             ApiError::NoMessage { backend, .. } => {

@@ -48,8 +48,7 @@ pub(crate) async fn authenticate(
         .inner
         .limits
         .check_identity(&claims.sub, &claims.loc)
-        .await
-        .map_err(ApiError::RateLimited)?;
+        .await?;
     Ok(Some(claims))
 }
 

@@ -62,12 +62,7 @@ async fn answer(
     monitoring: bool,
 ) -> Result<Response<Reply>, ApiError> {
     if !monitoring {
-        gateway
-            .inner
-            .limits
-            .check_client(ctx.client)
-            .await
-            .map_err(ApiError::RateLimited)?;
+        gateway.inner.limits.check_client(ctx.client).await?;
     }
     let (endpoint, name) = match route {
         Route::Found(endpoint, name) => (endpoint, name),

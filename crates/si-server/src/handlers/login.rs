@@ -13,6 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use si_auth::accounts::IssuedRefresh;
+use si_auth::store::LoginRefusal;
 use si_auth::users::{UsernameKey, is_well_formed_username, login_location};
 use si_auth::{AuthError, User};
 
@@ -154,10 +155,11 @@ async fn admit(
             };
             Ok((booking, admitted.delay))
         }
-        Err(wait) => {
+        Err(LoginRefusal::Locked(wait)) => {
             let retry_after_secs = wait.as_secs().max(1);
             Err(AuthError::LoginLocked { retry_after_secs }.into())
         }
+        Err(LoginRefusal::Unavailable) => Err(ApiError::CountersUnavailable),
     }
 }
 

@@ -12,7 +12,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
-use si_auth::store::{Limited, RequestCounters};
+use si_auth::store::{Limited, Refusal, RequestCounters};
 use si_core::config::RateLimitConfig;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
@@ -128,14 +128,14 @@ impl RateLimits {
     }
 
     /// Counts a request from `client`.
-    fn client(&self, client: IpAddr) -> Result<(), Limited> {
+    pub(crate) fn client(&self, client: IpAddr) -> Result<(), Limited> {
         self.per_ip
             .as_ref()
             .map_or(Ok(()), |l| l.check(&ClientKey::from(client)))
     }
 
     /// Counts a request by `user` at `location`.
-    fn identity(&self, user: &str, location: &str) -> Result<(), Limited> {
+    pub(crate) fn identity(&self, user: &str, location: &str) -> Result<(), Limited> {
         if let Some(limiter) = &self.per_user {
             limiter.check(&user.to_owned())?;
         }
@@ -154,12 +154,12 @@ impl RateLimits {
 
 #[async_trait::async_trait]
 impl RequestCounters for RateLimits {
-    async fn check_client(&self, client: IpAddr) -> Result<(), Limited> {
-        self.client(client)
+    async fn check_client(&self, client: IpAddr) -> Result<(), Refusal> {
+        Ok(self.client(client)?)
     }
 
-    async fn check_identity(&self, user: &str, location: &str) -> Result<(), Limited> {
-        self.identity(user, location)
+    async fn check_identity(&self, user: &str, location: &str) -> Result<(), Refusal> {
+        Ok(self.identity(user, location)?)
     }
 }
 

@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use si_auth::store::{Admitted, FailedLogin, LoginAttempts};
+use si_auth::store::{Admitted, FailedLogin, LoginAttempts, LoginRefusal};
 
 /// When to slow down and when to lock out.
 #[derive(Clone, Debug)]
@@ -272,8 +272,8 @@ impl LoginThrottle {
 
 #[async_trait::async_trait]
 impl LoginAttempts for LoginThrottle {
-    async fn begin(&self, user: &str, address: &str) -> Result<Admitted, Duration> {
-        LoginThrottle::begin(self, user, address, Instant::now())
+    async fn begin(&self, user: &str, address: &str) -> Result<Admitted, LoginRefusal> {
+        LoginThrottle::begin(self, user, address, Instant::now()).map_err(LoginRefusal::Locked)
     }
 
     async fn failed(&self, user: &str, address: &str) -> FailedLogin {
