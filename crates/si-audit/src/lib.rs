@@ -66,6 +66,10 @@ pub struct AuditRecord {
     /// so records without it hash as they always did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// The gateway that wrote it, where several share one chain. Absent
+    /// otherwise, so records without it hash as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
 }
 
 /// A record could not be written to the audit trail.
@@ -143,6 +147,10 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
     /// Appends `record` without waiting for the outcome (for paths that cannot
     /// wait, such as a response dropped by a client that went away).
     fn append_detached(&self, record: AuditRecord);
+
+    /// Returns once every record appended before the call is committed (or
+    /// reported lost): for a clean stop. Stores that commit on drop need nothing.
+    async fn flush(&self) {}
 
     /// The stored records of `page`, in chain order.
     async fn page(&self, page: Page) -> Result<Vec<StoredRecord>, AuditError>;

@@ -106,6 +106,16 @@ pub trait RevocationStore: Send + Sync + Debug {
     /// A value that changes whenever another process changes what is revoked: the
     /// cheap check before [`RevocationStore::revoked`].
     async fn version(&self) -> Result<i64, AuthError>;
+
+    /// Where the store can push: from now on, sends on `changed` whenever any
+    /// process commits a change to what is revoked, with when it did (ms since the
+    /// epoch, by the store's clock), until `changed` is closed; returns true.
+    /// Stores that cannot push return false, and the caller's polling is all
+    /// there is.
+    fn watch(&self, changed: tokio::sync::mpsc::UnboundedSender<i64>) -> bool {
+        let _ = changed;
+        false
+    }
 }
 
 /// A request over a rate limit.

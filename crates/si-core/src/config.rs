@@ -89,6 +89,9 @@ pub struct RateLimitConfig {
 /// The gateway's listener, data and timing settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GatewayConfig {
+    /// This gateway's name in the audit records, where several share one chain
+    /// (`None`: [`GatewayConfig::instance_name`] makes one up).
+    pub name: Option<String>,
     /// Address to listen on.
     pub listen: SocketAddr,
     /// Where the user database and the generated JWT secret live.
@@ -283,6 +286,21 @@ impl GatewayConfig {
     /// long before killing it.
     pub fn stop_timeout(&self) -> Duration {
         self.drain_notice + self.shutdown_grace + Duration::from_secs(5)
+    }
+
+    /// The gateway's name in audit records: `gateway.name`, else this machine's
+    /// host name and the port it listens on (`ward-server:8000`), which tells
+    /// gateways apart on one host too.
+    pub fn instance_name(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "gateway".to_owned());
+        format!("{host}:{}", self.listen.port())
     }
 }
 

@@ -266,6 +266,9 @@ impl ApiError {
         // Internal details (paths, database errors) stay in the log.
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             "internal error; the gateway's log has the details".to_owned()
+        } else if let ApiError::Auth(AuthError::Store { .. }) = self {
+            "the user database cannot be reached; retry shortly (the gateway's log has the details)"
+                .to_owned()
         } else {
             self.to_string()
         };
@@ -397,7 +400,13 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
             (StatusCode::CONFLICT, INVALID, "user_exists")
         }
         AuthError::InvalidUser(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_user"),
-        AuthError::Store { .. } | AuthError::SecretFile { .. } | AuthError::Internal(_) => {
+        // A database that is down or restarting: retrying later works.
+        AuthError::Store { .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "store_unavailable",
+        ),
+        AuthError::SecretFile { .. } | AuthError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal")
         }
     }

@@ -68,6 +68,9 @@ pub(crate) struct GatewayInner {
     pub(crate) draining: AtomicBool,
     /// Where GPU readings come from.
     pub(crate) gpus: Arc<dyn GpuInventory>,
+    /// The database several gateways share, if any, and whether it answered
+    /// when last asked.
+    pub(crate) shared: Option<crate::store_monitor::SharedStore>,
 }
 
 /// What a gateway is made of besides its configuration: its stores, its token
@@ -150,6 +153,10 @@ impl Gateway {
                 audit: stores.audit,
                 draining: AtomicBool::new(false),
                 gpus: parts.gpus,
+                shared: stores
+                    .accounts
+                    .shared
+                    .map(crate::store_monitor::SharedStore::new),
             }),
         })
     }
@@ -229,8 +236,9 @@ pub(crate) fn spawn_gpu_sampler(
 const FULL_RELOAD: Duration = Duration::from_secs(30);
 
 /// Keeps the in-memory revocation list in step with the database, which
-/// `si-cli users disable` and other processes change: a cheap version check every
-/// `interval`, a full reload only when something was committed.
+/// `si-cli users disable` and other gateways change: at once when the store
+/// pushes a change, and, as the safety net, a cheap version check every
+/// `interval`, with a full reload only when something was committed.
 pub(crate) fn spawn_revocation_sync(
     gateway: &Gateway,
     interval: Duration,
@@ -238,22 +246,35 @@ pub(crate) fn spawn_revocation_sync(
 ) -> JoinHandle<()> {
     let inner = gateway.inner.clone();
     tokio::spawn(async move {
+        let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
+        let pushed = inner.revocation_store.watch(changed);
         let mut last_seen = None;
         let mut last_full = std::time::Instant::now();
         loop {
+            let mut pushed_at = None;
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
+                Some(at_ms) = changes.recv(), if pushed => {
+                    // Several changes at once need one reload.
+                    pushed_at = Some(at_ms);
+                    while let Ok(at_ms) = changes.try_recv() {
+                        pushed_at = pushed_at.max(Some(at_ms));
+                    }
+                }
             }
             // Our own commits may not change the version: read everything now and
             // then anyway, which also purges what has expired.
-            let due = last_full.elapsed() >= FULL_RELOAD;
+            let due = pushed_at.is_some() || last_full.elapsed() >= FULL_RELOAD;
             match reload(inner.revocation_store.as_ref(), last_seen, due).await {
                 Ok((version, set)) => {
                     last_seen = Some(version);
                     if let Some(set) = set {
                         inner.revocations.replace(set);
                         last_full = std::time::Instant::now();
+                        if let Some(at_ms) = pushed_at.filter(|at| *at > 0) {
+                            crate::metrics::store::revocation_applied(at_ms);
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "revocation sync failed"),

@@ -36,6 +36,7 @@ pub mod metrics;
 mod response;
 mod routes;
 pub mod server;
+mod store_monitor;
 
 pub use gateway::{Gateway, GatewayError, GatewayParts};
 pub use keys::watch_key_file;

@@ -7,6 +7,8 @@
 //! come from the same finished record as the audit trail, so the two cannot
 //! disagree.
 
+pub(crate) mod store;
+
 use std::sync::OnceLock;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
@@ -174,6 +176,7 @@ fn describe() {
         "Workflow step durations, by workflow and step"
     );
     si_router::metrics::describe();
+    store::describe();
 }
 
 /// The method label: a standard method, or `other` (clients may invent methods).

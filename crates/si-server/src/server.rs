@@ -54,6 +54,7 @@ pub async fn run(
     );
     let revocation_sync =
         crate::gateway::spawn_revocation_sync(&gateway, REVOCATION_SYNC, stop_polling.clone());
+    let store_monitor = crate::store_monitor::spawn(&gateway, stop_polling.clone());
     let gpu_sampler = crate::gateway::spawn_gpu_sampler(
         &gateway,
         gateway.config().gpu.sample_interval,
@@ -90,6 +91,12 @@ pub async fn run(
     let _ = health.await;
     let _ = revocation_sync.await;
     let _ = gpu_sampler.await;
+    if let Some(monitor) = store_monitor {
+        let _ = monitor.await;
+    }
+    // Records of requests that ended without waiting for theirs (a client that
+    // went away) are still queued in a store that commits from a task.
+    gateway.inner.audit.flush().await;
     Ok(())
 }
 

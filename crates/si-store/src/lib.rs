@@ -5,8 +5,9 @@
 //! - [`sqlite`]: users, sessions, revocations and the audit trail in SQLite files
 //!   in the data directory (the embedded default, no server needed), with their
 //!   versioned migrations.
-//! - [`postgres`]: users, sessions and revocations in a PostgreSQL database that
-//!   several gateways share, with its versioned migrations.
+//! - [`postgres`]: users, sessions, revocations and the audit chain in a
+//!   PostgreSQL database that several gateways share, with its versioned
+//!   migrations.
 //! - [`memory`]: rate-limit counters and failed-login bookkeeping in this
 //!   process.
 //!
@@ -51,6 +52,8 @@ pub struct AccountStores {
     pub sessions: Arc<dyn SessionStore>,
     /// Revoked tokens and sessions.
     pub revocations: Arc<dyn RevocationStore>,
+    /// The PostgreSQL database behind them, when several gateways share one.
+    pub shared: Option<Arc<postgres::PostgresAccounts>>,
 }
 
 impl AccountStores {
@@ -69,7 +72,8 @@ impl AccountStores {
             return Ok(AccountStores {
                 users: shared.clone(),
                 sessions: shared.clone(),
-                revocations: shared,
+                revocations: shared.clone(),
+                shared: Some(shared),
             });
         }
         let users = Arc::new(sqlite::SqliteUsers::open(&users_path(
@@ -79,6 +83,7 @@ impl AccountStores {
             users: users.clone(),
             sessions: users.clone(),
             revocations: users,
+            shared: None,
         })
     }
 
@@ -119,22 +124,34 @@ pub struct Stores {
 
 impl Stores {
     /// The stores `config` names: accounts as [`AccountStores::open`] says, the
-    /// audit trail in a SQLite file in the data directory, and counters in this
-    /// process.
+    /// audit trail in the same PostgreSQL database or else in a SQLite file in the
+    /// data directory, and counters in this process. Must be called within a
+    /// tokio runtime.
     pub async fn open(config: &Config) -> Result<Self, StoreError> {
-        Ok(Stores {
-            accounts: AccountStores::open(config).await?,
-            audit: Arc::new(sqlite::SqliteAudit::open(&audit_path(
+        let accounts = AccountStores::open(config).await?;
+        let audit: Arc<dyn AuditStore> = match &accounts.shared {
+            Some(shared) => Arc::new(shared.audit(&config.gateway.instance_name())),
+            None => Arc::new(sqlite::SqliteAudit::open(&audit_path(
                 &config.gateway.data_dir,
             ))?),
+        };
+        Ok(Stores {
+            accounts,
+            audit,
             counters: Arc::new(memory::RateLimits::new(&config.rate_limits)),
             login_attempts: Arc::new(memory::LoginThrottle::default()),
         })
     }
 }
 
-/// The audit trail of `config`, to read only (a missing one is an error).
-pub fn audit_reader(config: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
+/// The audit trail of `config`, to read: in its PostgreSQL database (whose schema
+/// must be up to date), else in the data directory (a missing file is an error,
+/// not an empty chain). Must be called within a tokio runtime.
+pub async fn audit_reader(config: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
+    if let Some(url) = &config.store.database_url {
+        let shared = postgres::PostgresAccounts::open(url.expose_secret(), false).await?;
+        return Ok(Arc::new(shared.audit(&config.gateway.instance_name())));
+    }
     let path = audit_path(&config.gateway.data_dir);
     Ok(Arc::new(sqlite::SqliteAudit::open_read_only(&path)?))
 }

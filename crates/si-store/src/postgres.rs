@@ -1,10 +1,12 @@
 //! The PostgreSQL engine, for several gateways sharing one platform: users,
-//! sessions and revocations in one database, reached through a small connection
+//! sessions, revocations and the audit chain in one database, reached through a small connection
 //! pool (`deadpool-postgres` over `tokio-postgres`), with versioned migrations.
 
 mod accounts;
+mod audit;
 mod migrate;
 mod sessions;
+mod watch;
 
 use std::path::Path;
 
@@ -13,14 +15,28 @@ use si_auth::AuthError;
 use tokio_postgres::NoTls;
 
 pub use accounts::PostgresAccounts;
+pub use audit::PostgresAudit;
 
 /// Connections kept per gateway: requests touch the database only at login,
 /// refresh, logout and revocation reloads.
 const POOL_SIZE: usize = 8;
 
-/// A pool for the database at `url`, and the name errors give it (the URL without
-/// its password).
-fn pool(url: &str) -> Result<(Pool, String), AuthError> {
+/// A connection pool's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Most connections it opens.
+    pub max: usize,
+    /// Connections open now.
+    pub open: usize,
+    /// Open connections not in use.
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
+/// A pool for the database at `url`, its parsed settings (for connections of
+/// its own) and the name errors give it (the URL without its password).
+fn pool(url: &str) -> Result<(Pool, tokio_postgres::Config, String), AuthError> {
     let config: tokio_postgres::Config = url.parse().map_err(|e| {
         AuthError::store(
             Path::new("store.database_url"),
@@ -29,7 +45,7 @@ fn pool(url: &str) -> Result<(Pool, String), AuthError> {
     })?;
     let place = describe(&config);
     let manager = Manager::from_config(
-        config,
+        config.clone(),
         NoTls,
         ManagerConfig {
             // A pooled connection is checked before use, so a database restart
@@ -44,7 +60,7 @@ fn pool(url: &str) -> Result<(Pool, String), AuthError> {
         .wait_timeout(Some(std::time::Duration::from_secs(5)))
         .build()
         .map_err(|e| AuthError::store(Path::new(&place), e))?;
-    Ok((pool, place))
+    Ok((pool, config, place))
 }
 
 /// `postgres://user@host:port/db`, never the password.

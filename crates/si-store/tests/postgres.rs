@@ -171,3 +171,102 @@ async fn a_logout_racing_a_refresh_on_another_gateway_ends_the_whole_session() {
         assert_eq!(alive, 0, "round {round}: a token outlived the logout");
     }
 }
+
+fn record(request_id: &str) -> si_audit::AuditRecord {
+    si_audit::AuditRecord {
+        at: si_audit::now_rfc3339(),
+        request_id: request_id.to_owned(),
+        client_ip: "10.0.0.7".into(),
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        status: 200,
+        ..si_audit::AuditRecord::default()
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn gateways_writing_at_once_make_one_chain_and_verify_names_a_changed_row() {
+    use si_audit::{AuditStore, VerifyReport};
+    let url = fresh_database().await;
+    let (a, b) = two_gateways(&url).await;
+    let (a, b) = (Arc::new(a.audit("site-a")), Arc::new(b.audit("site-b")));
+    // 400 records written at once from both, each caller waiting for its commit.
+    let mut writers = Vec::new();
+    for i in 0..400 {
+        let log = if i % 2 == 0 { a.clone() } else { b.clone() };
+        writers.push(tokio::spawn(async move {
+            log.append(record(&format!("req-{i}"))).await
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap().unwrap();
+    }
+    a.append_detached(record("detached"));
+    a.flush().await;
+    let report = si_audit::verify(a.as_ref(), None).await.unwrap();
+    let VerifyReport::Intact { records, .. } = report else {
+        panic!("{report:?}")
+    };
+    assert_eq!(records, 401);
+    // Every record says which gateway wrote it, and both did.
+    let stored = a
+        .page(si_audit::Page {
+            after_seq: 0,
+            limit: 1000,
+            since_ms: None,
+            until_ms: None,
+        })
+        .await
+        .unwrap();
+    let writers: std::collections::BTreeSet<String> = stored
+        .iter()
+        .map(|s| {
+            let record: si_audit::AuditRecord = serde_json::from_str(&s.json).unwrap();
+            record.gateway.unwrap()
+        })
+        .collect();
+    assert_eq!(
+        writers.into_iter().collect::<Vec<_>>(),
+        ["site-a", "site-b"]
+    );
+
+    // Someone with write access changes one record's status.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE audit SET record = replace(record, '\"status\":200', '\"status\":201') WHERE seq = 123",
+            &[],
+        )
+        .await
+        .unwrap();
+    match si_audit::verify(b.as_ref(), None).await.unwrap() {
+        VerifyReport::Broken { seq, .. } => assert_eq!(seq, 123),
+        intact => panic!("a changed record verified: {intact:?}"),
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn a_revocation_on_one_gateway_is_pushed_to_the_other() {
+    let url = fresh_database().await;
+    let (a, b) = two_gateways(&url).await;
+    let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    assert!(b.watch(changed));
+    // Listening starts on a connection of its own: give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    a.revoke("jti-1", 4_000_000_000, Some("family-1"))
+        .await
+        .unwrap();
+    let at_ms = tokio::time::timeout(std::time::Duration::from_secs(2), changes.recv())
+        .await
+        .expect("no notification within 2 s")
+        .unwrap();
+    assert!(at_ms > 0);
+    eprintln!("revocation pushed in {:?}", started.elapsed());
+    assert!(b.revoked().await.unwrap().jtis.contains("jti-1"));
+}

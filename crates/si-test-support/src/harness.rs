@@ -35,6 +35,9 @@ pub struct Harness {
     pub metrics_base: String,
     pub sims: Vec<LlamaSim>,
     pub gateway: Gateway,
+    /// The configuration it was parsed from, and the environment on top.
+    toml: String,
+    env: Vec<(String, String)>,
     _data: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -91,8 +94,11 @@ impl Harness {
             );
         }
         let data = tempfile::tempdir().expect("tempdir");
-        let mut env = Environment::from_pairs(options.env.clone());
-        env.set("SI_DATA_DIR", data.path().to_string_lossy().into_owned());
+        let mut env_pairs: Vec<(String, String)> = options
+            .env
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.clone()))
+            .collect();
         for sim in &sims {
             if options.no_key_ports.contains(&sim.port_tag) {
                 continue;
@@ -102,8 +108,10 @@ impl Harness {
             } else {
                 sim.key.clone()
             };
-            env.set(sim.key_var, key);
+            env_pairs.push((sim.key_var.to_owned(), key));
         }
+        let mut env = Environment::from_pairs(env_pairs.clone());
+        env.set("SI_DATA_DIR", data.path().to_string_lossy().into_owned());
         let mut config = Config::parse(&toml, "test.toml").expect("test config");
         config.apply_env(&env).expect("test env");
         let mut parts = Gateway::parts(&config).await.expect("gateway parts");
@@ -152,12 +160,56 @@ impl Harness {
             metrics_base,
             sims,
             gateway,
+            toml,
+            env: env_pairs,
             _data: data,
             stop: Some(stop),
             server: Some(server),
         };
         harness.wait_for_first_poll().await;
         harness
+    }
+
+    /// The same gateway as a process of its own (`bin`, the `si-server`
+    /// executable), on free ports, in front of the same backends with the same
+    /// keys and environment, plus `env`: for tests that kill a gateway. Returns it
+    /// once `/healthz` answers, with its address.
+    pub async fn spawn_process(
+        &self,
+        bin: &str,
+        env: &[(&str, String)],
+    ) -> (tokio::process::Child, String, tempfile::TempDir) {
+        let [port, metrics] = crate::ports::free_ports();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = self
+            .toml
+            .replace("\"127.0.0.1:8000\"", &format!("\"127.0.0.1:{port}\""))
+            .replace("\"127.0.0.1:9464\"", &format!("\"127.0.0.1:{metrics}\""));
+        let config = dir.path().join("si.toml");
+        std::fs::write(&config, toml).expect("config file");
+        let child = tokio::process::Command::new(bin)
+            .arg("--config")
+            .arg(&config)
+            .current_dir(dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("SI_DATA_DIR", dir.path())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("si-server");
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..300 {
+            let probe = http::Request::get(format!("{base}/healthz"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            if let Ok(response) = client().request(probe).await
+                && response.status() == 200
+            {
+                return (child, base, dir);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("si-server did not answer on {base}");
     }
 
     /// Waits until no backend is in the `unknown` state.

@@ -1,7 +1,8 @@
 //! What the platform's integration tests share: the real gateway on 127.0.0.1:0
 //! in front of six simulated llama-servers ([`harness`]), the simulator itself
 //! ([`llama_sim`]), a backend that misbehaves below HTTP ([`raw_backend`]), free
-//! ports ([`ports`]), and running the workspace's executables ([`cli`]).
+//! ports ([`ports`]), running the workspace's executables ([`cli`]), a
+//! database per test ([`postgres`]) and a connection to cut ([`cut`]).
 //!
 //! A dev-dependency only: a harness that cannot start must fail its test at
 //! once, loudly, so unwrap and panic are allowed here.
@@ -9,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 pub mod cli;
+pub mod cut;
 pub mod harness;
 pub mod llama_sim;
 pub mod ports;

@@ -14,7 +14,9 @@ pub async fn verify(
     expect_head: Option<&str>,
     out: &mut impl Write,
 ) -> Result<bool, CliError> {
-    let store = si_store::audit_reader(config).map_err(|e| CliError::Message(e.to_string()))?;
+    let store = si_store::audit_reader(config)
+        .await
+        .map_err(|e| CliError::Message(e.to_string()))?;
     let io = |e: std::io::Error| CliError::Message(format!("cannot write output: {e}"));
     let report = si_audit::verify(store.as_ref(), expect_head)
         .await
@@ -41,7 +43,9 @@ pub async fn export(
 ) -> Result<u64, CliError> {
     let since = since.map(parse_time).transpose()?;
     let until = until.map(parse_time).transpose()?;
-    let store = si_store::audit_reader(config).map_err(|e| CliError::Message(e.to_string()))?;
+    let store = si_store::audit_reader(config)
+        .await
+        .map_err(|e| CliError::Message(e.to_string()))?;
     si_audit::export(store.as_ref(), since, until, out)
         .await
         .map_err(|e| match e {

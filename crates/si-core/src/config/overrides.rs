@@ -17,6 +17,11 @@ pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), Config
     if let Some(dir) = non_empty(env, "SI_DATA_DIR") {
         config.gateway.data_dir = dir.into();
     }
+    if let Some(name) = non_empty(env, "SI_GATEWAY_NAME") {
+        config.gateway.name = Some(super::raw::checked_gateway_name(name).ok_or_else(|| {
+            ConfigError::new(SOURCE, "SI_GATEWAY_NAME", super::raw::GATEWAY_NAME_WANTED)
+        })?);
+    }
     if let Some(value) = non_empty(env, "ALLOW_INSECURE_DEV") {
         config.gateway.allow_insecure_dev = parse_bool(value).ok_or_else(|| {
             ConfigError::new(SOURCE, "ALLOW_INSECURE_DEV", "expected true or false")

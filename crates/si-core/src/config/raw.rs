@@ -56,6 +56,7 @@ pub(super) struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawGateway {
+    name: String,
     listen: String,
     data_dir: PathBuf,
     max_body_bytes: u64,
@@ -77,6 +78,7 @@ struct RawGateway {
 impl Default for RawGateway {
     fn default() -> Self {
         RawGateway {
+            name: String::new(),
             listen: "127.0.0.1:8000".into(),
             data_dir: "./data".into(),
             max_body_bytes: 4 * 1024 * 1024,
@@ -197,6 +199,17 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// What a gateway's name may be.
+pub(super) const GATEWAY_NAME_WANTED: &str =
+    "expected at most 64 printable characters, e.g. \"site-a-1\"";
+
+/// `name` as a gateway's name, if it is one.
+pub(super) fn checked_gateway_name(name: &str) -> Option<String> {
+    let name = name.trim();
+    (!name.is_empty() && name.chars().count() <= 64 && !name.chars().any(char::is_control))
+        .then(|| name.to_owned())
+}
+
 impl RawGateway {
     fn validate(self, source: &str) -> Result<GatewayConfig, ConfigError> {
         let err = |key: &str, problem: &str| ConfigError::new(source, key, problem);
@@ -213,7 +226,15 @@ impl RawGateway {
             ));
         }
         let millis = |key: &str, value: u64, min: u64| up_to_an_hour(source, key, value, min);
+        let name = match self.name.trim() {
+            "" => None,
+            name => Some(
+                checked_gateway_name(name)
+                    .ok_or_else(|| err("gateway.name", GATEWAY_NAME_WANTED))?,
+            ),
+        };
         Ok(GatewayConfig {
+            name,
             listen,
             data_dir: self.data_dir,
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),

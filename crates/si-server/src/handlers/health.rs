@@ -22,6 +22,10 @@ struct Health {
     status: &'static str,
     /// Every agent has at least one routable backend.
     ready: bool,
+    /// Where several gateways share a database: `ok`, or `unreachable` (requests
+    /// that need it get 503 until it answers again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -61,6 +65,11 @@ pub(crate) fn handle(gateway: &Gateway) -> Response<Reply> {
     let health = Health {
         status: view.status,
         ready: view.ready,
+        store: gateway.inner.shared.as_ref().map(
+            |shared| {
+                if shared.is_up() { "ok" } else { "unreachable" }
+            },
+        ),
     };
     // A load balancer takes a draining gateway out of rotation.
     let status = if gateway.is_draining() {

@@ -11,7 +11,7 @@ const PROMPT: &str = "Patient Jane Roe, DOB 1961-02-03, chest pain";
 
 /// Every record of `h`'s audit trail, as `si-cli audit export` reads them.
 pub(crate) async fn export(h: &Harness) -> String {
-    let store = si_store::audit_reader(h.gateway.config()).unwrap();
+    let store = si_store::audit_reader(h.gateway.config()).await.unwrap();
     let mut out = Vec::new();
     si_audit::export(store.as_ref(), None, None, &mut out)
         .await
@@ -122,7 +122,7 @@ async fn every_request_leaves_one_metadata_only_record() {
     ] {
         assert!(!raw.contains(secret), "audit log contains `{secret}`");
     }
-    let store = si_store::audit_reader(h.gateway.config()).unwrap();
+    let store = si_store::audit_reader(h.gateway.config()).await.unwrap();
     assert!(matches!(
         si_audit::verify(store.as_ref(), None).await.unwrap(),
         VerifyReport::Intact { records: 5, .. }

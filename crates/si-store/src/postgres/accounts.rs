@@ -15,6 +15,8 @@ use super::migrate;
 #[derive(Clone, Debug)]
 pub struct PostgresAccounts {
     pool: Pool,
+    /// For connections of its own (listening for revocations).
+    config: tokio_postgres::Config,
     /// The database, for messages (never the password).
     place: String,
 }
@@ -26,10 +28,14 @@ impl PostgresAccounts {
     /// `migrate` false, only checks that it is: for deployments that migrate as a
     /// separate step).
     pub async fn open(url: &str, migrate: bool) -> Result<Self, AuthError> {
-        let (pool, place) = super::pool(url)?;
-        let store = PostgresAccounts { pool, place };
+        let (pool, config, place) = super::pool(url)?;
+        let store = PostgresAccounts {
+            pool,
+            config,
+            place,
+        };
         let mut client = store.client().await?;
-        migrate::run(&mut client, migrate::ACCOUNTS, migrate)
+        migrate::run(&mut client, migrate::SCHEMA, migrate)
             .await
             .map_err(|e| store.failed(e))?;
         Ok(store)
@@ -38,6 +44,39 @@ impl PostgresAccounts {
     /// The database, as messages name it.
     pub fn place(&self) -> &str {
         &self.place
+    }
+
+    /// The audit chain in the same database, written through the same pool, its
+    /// records naming `gateway` as their writer. Must be called within a tokio
+    /// runtime.
+    pub fn audit(&self, gateway: &str) -> super::PostgresAudit {
+        super::PostgresAudit::start(self.pool.clone(), self.place.clone(), gateway)
+    }
+
+    /// Whether the database answers now.
+    pub async fn ping(&self) -> Result<(), AuthError> {
+        let client = self.client().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(drop)
+            .map_err(|e| self.failed(e))
+    }
+
+    /// The connection pool's state now, for metrics.
+    pub fn pool_status(&self) -> super::PoolStatus {
+        let status = self.pool.status();
+        super::PoolStatus {
+            max: status.max_size,
+            open: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
+    }
+
+    /// The database's settings, for a connection of its own.
+    pub(super) fn settings(&self) -> &tokio_postgres::Config {
+        &self.config
     }
 
     pub(super) async fn client(&self) -> Result<Object, AuthError> {

@@ -14,12 +14,19 @@ pub(crate) struct Migration {
     pub sql: &'static str,
 }
 
-/// The accounts schema's history.
-pub(crate) const ACCOUNTS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users, sessions and revocations",
-    sql: include_str!("../../migrations/postgres/0001_accounts.sql"),
-}];
+/// The schema's history.
+pub(crate) const SCHEMA: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users, sessions and revocations",
+        sql: include_str!("../../migrations/postgres/0001_accounts.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "the audit chain",
+        sql: include_str!("../../migrations/postgres/0002_audit.sql"),
+    },
+];
 
 /// The advisory lock every migrating gateway takes (an arbitrary constant).
 const MIGRATION_LOCK: i64 = 0x5349_4d49_4752;

@@ -12,8 +12,13 @@ use si_auth::{AuthError, RevokedSet};
 
 use super::PostgresAccounts;
 
-/// Tells every gateway, in the transaction that changes what is revoked, to reload.
-pub(super) const BUMP_VERSION: &str = "UPDATE revocation_version SET version = version + 1";
+/// Tells every gateway, in the transaction that changes what is revoked, to reload:
+/// a counter for those that poll, and a notification, delivered at commit, for
+/// those that listen (its payload is when, by the database's clock, in ms).
+pub(super) const BUMP_VERSION: &str = "
+    WITH bumped AS (UPDATE revocation_version SET version = version + 1 RETURNING version)
+    SELECT pg_notify('si_revocations', (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT::TEXT)
+    FROM bumped";
 
 /// Revokes every refresh token of `family`. The rows are locked first, in one
 /// order, and updated by a second statement: under read committed, an update that
@@ -219,5 +224,16 @@ impl RevocationStore for PostgresAccounts {
             .await
             .map(|row| row.get(0))
             .map_err(|e| self.failed(e))
+    }
+
+    /// Listens for the notification every change sends, on a connection of its
+    /// own, reconnecting after a failure.
+    fn watch(&self, changed: tokio::sync::mpsc::UnboundedSender<i64>) -> bool {
+        tokio::spawn(super::watch::listen(
+            self.settings().clone(),
+            self.place().to_owned(),
+            changed,
+        ));
+        true
     }
 }

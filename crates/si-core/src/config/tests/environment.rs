@@ -139,3 +139,27 @@ fn a_database_url_is_a_postgres_secret_that_must_be_there_when_named() {
     // Unset, the SQLite default.
     assert!(builtin().store.database_url.is_none());
 }
+
+#[test]
+fn a_gateway_is_named_by_its_file_or_environment_else_by_host_and_port() {
+    let config = builtin();
+    assert_eq!(config.gateway.name, None);
+    assert!(config.gateway.instance_name().ends_with(":8000"));
+    let named = BUILTIN_TOML.replace("[gateway]", "[gateway]\nname = \" site-a-1 \"");
+    let mut config = Config::parse(&named, "si.toml").unwrap();
+    assert_eq!(config.gateway.instance_name(), "site-a-1");
+    config
+        .apply_env(&Environment::from_pairs([("SI_GATEWAY_NAME", "site-b-2")]))
+        .unwrap();
+    assert_eq!(config.gateway.instance_name(), "site-b-2");
+    let err = parse_err(&BUILTIN_TOML.replace("[gateway]", "[gateway]\nname = \"a\\u0007b\""));
+    assert_eq!(err.key, "gateway.name");
+    let long = "x".repeat(65);
+    let err = builtin()
+        .apply_env(&Environment::from_pairs([(
+            "SI_GATEWAY_NAME",
+            long.as_str(),
+        )]))
+        .unwrap_err();
+    assert_eq!(err.key, "SI_GATEWAY_NAME");
+}
