@@ -174,6 +174,7 @@ fn describe() {
         "Workflow step durations, by workflow and step"
     );
     si_router::metrics::describe();
+    si_store::redis::describe_metrics();
 }
 
 /// The method label: a standard method, or `other` (clients may invent methods).

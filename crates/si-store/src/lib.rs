@@ -7,14 +7,17 @@
 //!   versioned migrations.
 //! - [`postgres`]: users, sessions and revocations in a PostgreSQL database that
 //!   several gateways share, with its versioned migrations.
+//! - [`redis`]: rate-limit counters and failed-login bookkeeping in a Redis that
+//!   several gateways share.
 //! - [`memory`]: rate-limit counters and failed-login bookkeeping in this
-//!   process.
+//!   process (the default, and the fallback while Redis does not answer).
 //!
 //! SQL lives here, with its migrations, and nowhere else. This crate knows nothing
 //! of HTTP or of what the records mean.
 
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +43,9 @@ pub enum StoreError {
     /// The audit trail.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The Redis of `store.redis_url` cannot be used (the URL is never echoed).
+    #[error("store.redis_url cannot be used: {0}")]
+    Redis(&'static str),
 }
 
 /// Users, sessions and revocations.
@@ -115,22 +121,57 @@ pub struct Stores {
     pub counters: Arc<dyn RequestCounters>,
     /// Failed logins.
     pub login_attempts: Arc<dyn LoginAttempts>,
+    /// Whether the Redis that shares the counters answers, when
+    /// `store.redis_url` is set (for the health endpoint).
+    pub shared_counters: Option<redis::RedisHealth>,
 }
 
 impl Stores {
     /// The stores `config` names: accounts as [`AccountStores::open`] says, the
-    /// audit trail in a SQLite file in the data directory, and counters in this
-    /// process.
+    /// audit trail in a SQLite file in the data directory, and counters in the
+    /// Redis `store.redis_url` names, else in this process. A Redis that does not
+    /// answer yet is no error: see [`redis::RedisConnection::open`].
     pub async fn open(config: &Config) -> Result<Self, StoreError> {
+        let (counters, login_attempts, shared_counters) = counters(config).await?;
         Ok(Stores {
             accounts: AccountStores::open(config).await?,
             audit: Arc::new(sqlite::SqliteAudit::open(&audit_path(
                 &config.gateway.data_dir,
             ))?),
-            counters: Arc::new(memory::RateLimits::new(&config.rate_limits)),
-            login_attempts: Arc::new(memory::LoginThrottle::default()),
+            counters,
+            login_attempts,
+            shared_counters,
         })
     }
+}
+
+type Counters = (
+    Arc<dyn RequestCounters>,
+    Arc<dyn LoginAttempts>,
+    Option<redis::RedisHealth>,
+);
+
+/// The rate-limit counters and failed-login bookkeeping of `config`.
+async fn counters(config: &Config) -> Result<Counters, StoreError> {
+    let policy = memory::ThrottlePolicy::default();
+    let Some(url) = &config.store.redis_url else {
+        return Ok((
+            Arc::new(memory::RateLimits::new(&config.rate_limits)),
+            Arc::new(memory::LoginThrottle::new(policy)),
+            None,
+        ));
+    };
+    let connection = redis::RedisConnection::open(
+        url.expose_secret(),
+        &config.store.redis_prefix,
+        config.store.redis_failure,
+    )
+    .await?;
+    Ok((
+        Arc::new(redis::RedisCounters::new(&connection, &config.rate_limits)),
+        Arc::new(redis::RedisLoginThrottle::new(&connection, policy)),
+        Some(connection.health()),
+    ))
 }
 
 /// The audit trail of `config`, to read only (a missing one is an error).

@@ -1,7 +1,9 @@
 //! What the platform's integration tests share: the real gateway on 127.0.0.1:0
 //! in front of six simulated llama-servers ([`harness`]), the simulator itself
 //! ([`llama_sim`]), a backend that misbehaves below HTTP ([`raw_backend`]), free
-//! ports ([`ports`]), and running the workspace's executables ([`cli`]).
+//! ports ([`ports`]), running the workspace's executables ([`cli`]), and a
+//! database or key prefix of its own for each test of a shared store
+//! ([`postgres`], [`redis`]).
 //!
 //! A dev-dependency only: a harness that cannot start must fail its test at
 //! once, loudly, so unwrap and panic are allowed here.
@@ -14,3 +16,4 @@ pub mod llama_sim;
 pub mod ports;
 pub mod postgres;
 pub mod raw_backend;
+pub mod redis;
