@@ -63,7 +63,8 @@ pub struct Config {
     pub workflows: Vec<WorkflowConfig>,
     /// How `si-cli up` runs the processes.
     pub supervisor: SupervisorConfig,
-    /// Where users, sessions and revocations live.
+    /// Where users, sessions and revocations live, and where the rate limits and
+    /// the failed-login throttle are counted.
     pub store: StoreConfig,
 }
 
@@ -334,8 +335,9 @@ impl Config {
 
     /// Applies the original's environment variables (`ALLOW_INSECURE_DEV`, `JWT_SECRET`,
     /// `JWT_ALGORITHM`, `JWT_EXPIRY_HOURS`) and ours (`SI_DATA_DIR`,
-    /// `SI_RATE_LIMIT_PER_IP`, `JWT_SECRET_PREVIOUS`), resolves every backend's API
-    /// key, and checks the result again.
+    /// `SI_RATE_LIMIT_PER_IP`, `JWT_SECRET_PREVIOUS`, `SI_DATABASE_URL`,
+    /// `SI_REDIS_URL`), resolves every backend's API key and the store URLs, and
+    /// checks the result again.
     pub fn apply_env(&mut self, env: &Environment) -> Result<(), ConfigError> {
         overrides::apply(self, env)?;
         self.check("environment")
@@ -371,7 +373,7 @@ pub use gpus::{DeclaredGpu, GpuConfig, GpuSource};
 pub use launch::{CACHE_TYPES, FlashAttn, LaunchConfig};
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
 pub use reliability::{BackendLimits, FailoverConfig};
-pub use store::StoreConfig;
+pub use store::{RedisFailure, StoreConfig};
 pub use supervisor::SupervisorConfig;
 pub use workflows::{StepConfig, WorkflowConfig};
 

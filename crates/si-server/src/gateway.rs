@@ -71,6 +71,8 @@ pub(crate) struct GatewayInner {
     /// The database several gateways share, if any, and whether it answered
     /// when last asked.
     pub(crate) shared: Option<crate::store_monitor::SharedStore>,
+    /// The Redis several gateways count in, if any.
+    pub(crate) shared_counters: Option<si_store::redis::RedisHealth>,
 }
 
 /// What a gateway is made of besides its configuration: its stores, its token
@@ -157,6 +159,7 @@ impl Gateway {
                     .accounts
                     .shared
                     .map(crate::store_monitor::SharedStore::new),
+                shared_counters: stores.shared_counters,
             }),
         })
     }

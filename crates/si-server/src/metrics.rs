@@ -177,6 +177,7 @@ fn describe() {
     );
     si_router::metrics::describe();
     store::describe();
+    si_store::redis::describe_metrics();
 }
 
 /// The method label: a standard method, or `other` (clients may invent methods).

@@ -8,14 +8,17 @@
 //! - [`postgres`]: users, sessions, revocations and the audit chain in a
 //!   PostgreSQL database that several gateways share, with its versioned
 //!   migrations.
+//! - [`redis`]: rate-limit counters and failed-login bookkeeping in a Redis that
+//!   several gateways share.
 //! - [`memory`]: rate-limit counters and failed-login bookkeeping in this
-//!   process.
+//!   process (the default, and the fallback while Redis does not answer).
 //!
 //! SQL lives here, with its migrations, and nowhere else. This crate knows nothing
 //! of HTTP or of what the records mean.
 
 pub mod memory;
 pub mod postgres;
+pub mod redis;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -41,6 +44,9 @@ pub enum StoreError {
     /// The audit trail.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The Redis of `store.redis_url` cannot be used (the URL is never echoed).
+    #[error("store.redis_url cannot be used: {0}")]
+    Redis(&'static str),
 }
 
 /// Users, sessions and revocations.
@@ -120,14 +126,19 @@ pub struct Stores {
     pub counters: Arc<dyn RequestCounters>,
     /// Failed logins.
     pub login_attempts: Arc<dyn LoginAttempts>,
+    /// Whether the Redis that shares the counters answers, when
+    /// `store.redis_url` is set (for the health endpoint).
+    pub shared_counters: Option<redis::RedisHealth>,
 }
 
 impl Stores {
     /// The stores `config` names: accounts as [`AccountStores::open`] says, the
     /// audit trail in the same PostgreSQL database or else in a SQLite file in the
-    /// data directory, and counters in this process. Must be called within a
-    /// tokio runtime.
+    /// data directory, and counters in the Redis `store.redis_url` names, else in
+    /// this process. A Redis that does not answer yet is no error: see
+    /// [`redis::RedisConnection::open`]. Must be called within a tokio runtime.
     pub async fn open(config: &Config) -> Result<Self, StoreError> {
+        let (counters, login_attempts, shared_counters) = counters(config).await?;
         let accounts = AccountStores::open(config).await?;
         let audit: Arc<dyn AuditStore> = match &accounts.shared {
             Some(shared) => Arc::new(shared.audit(&config.gateway.instance_name())),
@@ -138,10 +149,40 @@ impl Stores {
         Ok(Stores {
             accounts,
             audit,
-            counters: Arc::new(memory::RateLimits::new(&config.rate_limits)),
-            login_attempts: Arc::new(memory::LoginThrottle::default()),
+            counters,
+            login_attempts,
+            shared_counters,
         })
     }
+}
+
+type Counters = (
+    Arc<dyn RequestCounters>,
+    Arc<dyn LoginAttempts>,
+    Option<redis::RedisHealth>,
+);
+
+/// The rate-limit counters and failed-login bookkeeping of `config`.
+async fn counters(config: &Config) -> Result<Counters, StoreError> {
+    let policy = memory::ThrottlePolicy::default();
+    let Some(url) = &config.store.redis_url else {
+        return Ok((
+            Arc::new(memory::RateLimits::new(&config.rate_limits)),
+            Arc::new(memory::LoginThrottle::new(policy)),
+            None,
+        ));
+    };
+    let connection = redis::RedisConnection::open(
+        url.expose_secret(),
+        &config.store.redis_prefix,
+        config.store.redis_failure,
+    )
+    .await?;
+    Ok((
+        Arc::new(redis::RedisCounters::new(&connection, &config.rate_limits)),
+        Arc::new(redis::RedisLoginThrottle::new(&connection, policy)),
+        Some(connection.health()),
+    ))
 }
 
 /// The audit trail of `config`, to read: in its PostgreSQL database (whose schema

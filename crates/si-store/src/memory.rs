@@ -4,5 +4,6 @@
 mod rate_limits;
 mod throttle;
 
+pub(crate) use rate_limits::ClientKey;
 pub use rate_limits::RateLimits;
 pub use throttle::{LoginThrottle, ThrottlePolicy};

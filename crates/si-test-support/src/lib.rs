@@ -2,7 +2,8 @@
 //! in front of six simulated llama-servers ([`harness`]), the simulator itself
 //! ([`llama_sim`]), a backend that misbehaves below HTTP ([`raw_backend`]), free
 //! ports ([`ports`]), running the workspace's executables ([`cli`]), a
-//! database per test ([`postgres`]) and a connection to cut ([`cut`]).
+//! database or key prefix of its own for each test of a shared store
+//! ([`postgres`], [`redis`]) and a connection to cut ([`cut`]).
 //!
 //! A dev-dependency only: a harness that cannot start must fail its test at
 //! once, loudly, so unwrap and panic are allowed here.
@@ -16,3 +17,4 @@ pub mod llama_sim;
 pub mod ports;
 pub mod postgres;
 pub mod raw_backend;
+pub mod redis;

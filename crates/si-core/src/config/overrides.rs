@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::raw::MAX_EXPIRY_HOURS;
 use super::{Config, ConfigError};
 use crate::env::Environment;
+use crate::secret::SecretRef;
 
 pub(super) const SOURCE: &str = "environment";
 
@@ -62,29 +63,23 @@ pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), Config
         })?;
         config.auth.previous_secret = Some(secret);
     }
-    let database_url = match non_empty(env, "SI_DATABASE_URL") {
-        Some(url) => Some((SecretString::from(url), "SI_DATABASE_URL".to_owned())),
-        None => match &config.store.database_url_ref {
-            // Named but missing must not quietly become a private SQLite file: that
-            // gateway (or si-cli) would no longer share anything with the others.
-            Some(reference) => {
-                let url = reference
-                    .resolve(env)
-                    .map_err(|e| ConfigError::new(SOURCE, "store.database_url", e.to_string()))?
-                    .ok_or_else(|| {
-                        ConfigError::new(
-                            SOURCE,
-                            "store.database_url",
-                            format!("{reference} is unset or empty"),
-                        )
-                    })?;
-                Some((url, format!("store.database_url ({reference})")))
-            }
-            None => None,
-        },
-    };
+    let database_url = shared_url(
+        env,
+        "SI_DATABASE_URL",
+        config.store.database_url_ref.as_ref(),
+        "store.database_url",
+    )?;
     config.store.database_url = database_url
         .map(|(url, key)| super::store::checked_database_url(url, &key))
+        .transpose()?;
+    let redis_url = shared_url(
+        env,
+        "SI_REDIS_URL",
+        config.store.redis_url_ref.as_ref(),
+        "store.redis_url",
+    )?;
+    config.store.redis_url = redis_url
+        .map(|(url, key)| super::store::checked_redis_url(url, &key))
         .transpose()?;
     for (i, backend) in config.backends.iter_mut().enumerate() {
         backend.api_key = backend.api_key_ref.resolve(env).map_err(|e| {
@@ -92,6 +87,29 @@ pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), Config
         })?;
     }
     Ok(())
+}
+
+/// The URL of a store several gateways share, and what names it in errors: the
+/// variable `variable`, else what `reference` (the file's `key`) points at.
+fn shared_url(
+    env: &Environment,
+    variable: &str,
+    reference: Option<&SecretRef>,
+    key: &str,
+) -> Result<Option<(SecretString, String)>, ConfigError> {
+    if let Some(url) = non_empty(env, variable) {
+        return Ok(Some((SecretString::from(url), variable.to_owned())));
+    }
+    let Some(reference) = reference else {
+        return Ok(None);
+    };
+    // Named but missing must not quietly become a store of this gateway alone: it
+    // (or si-cli) would no longer share anything with the others.
+    let url = reference
+        .resolve(env)
+        .map_err(|e| ConfigError::new(SOURCE, key, e.to_string()))?
+        .ok_or_else(|| ConfigError::new(SOURCE, key, format!("{reference} is unset or empty")))?;
+    Ok(Some((url, format!("{key} ({reference})"))))
 }
 
 /// Refuses a secret shorter than [`MIN_JWT_SECRET_BYTES`] (never echoing it).

@@ -3,6 +3,7 @@
 mod defaults;
 mod environment;
 mod parsing;
+mod store;
 mod workflows;
 
 use super::*;

@@ -26,6 +26,10 @@ struct Health {
     /// that need it get 503 until it answers again).
     #[serde(skip_serializing_if = "Option::is_none")]
     store: Option<&'static str>,
+    /// Where several gateways share rate limits in Redis: `ok`, or `unreachable`
+    /// (each gateway counts alone, or refuses, as `store.redis_failure` says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counters: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -59,17 +63,27 @@ struct AgentHealth<'a> {
     ready: bool,
 }
 
+/// A shared dependency's state as `/healthz` says it.
+fn answers(up: bool) -> &'static str {
+    if up { "ok" } else { "unreachable" }
+}
+
 /// `GET /healthz`.
 pub(crate) fn handle(gateway: &Gateway) -> Response<Reply> {
     let view = view(gateway);
     let health = Health {
         status: view.status,
         ready: view.ready,
-        store: gateway.inner.shared.as_ref().map(
-            |shared| {
-                if shared.is_up() { "ok" } else { "unreachable" }
-            },
-        ),
+        store: gateway
+            .inner
+            .shared
+            .as_ref()
+            .map(|shared| answers(shared.is_up())),
+        counters: gateway
+            .inner
+            .shared_counters
+            .as_ref()
+            .map(|redis| answers(redis.is_up())),
     };
     // A load balancer takes a draining gateway out of rotation.
     let status = if gateway.is_draining() {

@@ -287,3 +287,102 @@ async fn wait_for_store(gateway: &Harness, state: &str) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Two gateways on one database and one Redis, under `prefix`, with `env`.
+async fn gateway_counting_in_redis(
+    url: &str,
+    redis: &str,
+    prefix: &str,
+    env: Vec<(&'static str, String)>,
+) -> Harness {
+    let mut env = env;
+    env.extend([
+        ("SI_DATABASE_URL", url.to_owned()),
+        ("SI_REDIS_URL", redis.to_owned()),
+        (
+            "JWT_SECRET",
+            "0123456789abcdef0123456789abcdef-shared".to_owned(),
+        ),
+    ]);
+    Harness::start(Options {
+        env,
+        toml_edits: vec![(
+            "redis_prefix = \"si\"",
+            format!("redis_prefix = \"{prefix}\""),
+        )],
+        ..Options::default()
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: .ci/run starts them and runs this with --ignored"]
+async fn a_limit_of_100_a_minute_admits_about_100_across_both_gateways() {
+    let url = si_test_support::postgres::fresh_database().await;
+    let prefix = si_test_support::redis::fresh_prefix();
+    let redis = si_test_support::redis::url();
+    let limit = || vec![("SI_RATE_LIMIT_PER_IP", "100".to_owned())];
+    let a = gateway_counting_in_redis(&url, &redis, &prefix, limit()).await;
+    let b = gateway_counting_in_redis(&url, &redis, &prefix, limit()).await;
+    let (_, health) = a.get_json("/healthz", None).await;
+    assert_eq!(health["counters"], "ok", "{health}");
+    let token = a.login("doctor1").await; // counted too
+    let started = Instant::now();
+    let mut admitted = 1;
+    for i in 0..300 {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        let (status, body) = gateway.get_json("/v1/models", Some(&token)).await;
+        match status {
+            200 => admitted += 1,
+            429 => assert_eq!(body["error"]["code"], "rate_limited", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // The documented bound: the quota, plus what the minute's rate freed while
+    // the test ran, plus one lease (L = 2) per gateway.
+    let freed = (seconds * 100.0 / 60.0).ceil() as i32;
+    eprintln!("{admitted} of 301 admitted across two gateways in {seconds:.2} s (limit 100/min)");
+    assert!(admitted <= 100 + freed + 2 * 2, "{admitted} admitted");
+    assert!(admitted >= 100 - 2 * 2, "{admitted} admitted");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: .ci/run starts them and runs this with --ignored"]
+async fn without_redis_the_gateway_keeps_serving_on_local_limits_and_says_so() {
+    let url = si_test_support::postgres::fresh_database().await;
+    let prefix = si_test_support::redis::fresh_prefix();
+    let cut =
+        si_test_support::cut::Cut::start(si_test_support::redis::address().parse().unwrap()).await;
+    let redis = si_test_support::redis::url_via(cut.addr.port());
+    let a = gateway_counting_in_redis(&url, &redis, &prefix, vec![]).await;
+    let token = a.login("doctor1").await;
+    cut.cut();
+    // fail_open (the default): clinicians keep working.
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(chat_at(&a.base, &token).await.0, 200);
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let started = Instant::now();
+    loop {
+        let (_, health) = a.get_json("/healthz", None).await;
+        if health["counters"] == "unreachable" {
+            assert_eq!(health["store"], "ok", "{health}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cut.restore();
+    let started = Instant::now();
+    loop {
+        let (_, health) = a.get_json("/healthz", None).await;
+        if health["counters"] == "ok" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(chat_at(&a.base, &token).await.0, 200);
+}

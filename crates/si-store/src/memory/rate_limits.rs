@@ -136,9 +136,19 @@ impl RateLimits {
 
     /// Counts a request by `user` at `location`.
     pub(crate) fn identity(&self, user: &str, location: &str) -> Result<(), Limited> {
-        if let Some(limiter) = &self.per_user {
-            limiter.check(&user.to_owned())?;
-        }
+        self.user(user)?;
+        self.location(location)
+    }
+
+    /// Counts a request by `user`.
+    pub(crate) fn user(&self, user: &str) -> Result<(), Limited> {
+        self.per_user
+            .as_ref()
+            .map_or(Ok(()), |l| l.check(&user.to_owned()))
+    }
+
+    /// Counts a request at `location`, under its own quota if it has one.
+    pub(crate) fn location(&self, location: &str) -> Result<(), Limited> {
         let limiter = match self.location_overrides.get(location) {
             Some(overridden) => overridden.as_ref(),
             None => self.per_location.as_ref(),

@@ -37,6 +37,20 @@ pub struct ThrottlePolicy {
     pub max_tracked: usize,
 }
 
+impl ThrottlePolicy {
+    /// The delay before checking a password after `failed` failures of its
+    /// username: none, then doubling from `first_delay` up to `max_delay`.
+    pub(crate) fn delay_after(&self, failed: u32) -> Duration {
+        match failed {
+            0 => Duration::ZERO,
+            n => self
+                .first_delay
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(self.max_delay),
+        }
+    }
+}
+
 impl Default for ThrottlePolicy {
     fn default() -> Self {
         ThrottlePolicy {
@@ -129,7 +143,7 @@ impl LoginThrottle {
             .filter(|f| now.duration_since(f.first) <= self.policy.window)
             .map_or(0, |f| f.count);
         Ok(Admitted {
-            delay: self.delay(failed),
+            delay: self.policy.delay_after(failed),
         })
     }
 
@@ -177,18 +191,6 @@ impl LoginThrottle {
             if let Some(entry) = failures.get_mut(&key) {
                 entry.count = entry.count.saturating_sub(1);
             }
-        }
-    }
-
-    /// The delay after `failed` failures: none, then doubling up to the cap.
-    fn delay(&self, failed: u32) -> Duration {
-        match failed {
-            0 => Duration::ZERO,
-            n => self
-                .policy
-                .first_delay
-                .saturating_mul(1 << (n - 1).min(16))
-                .min(self.policy.max_delay),
         }
     }
 
