@@ -29,6 +29,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             host: "127.0.0.1".into(),
             port: 8090,
         },
+        host: None,
         model: "triage-3b".into(),
         api_key_ref: SecretRef::Env("TRIAGE_API_KEY".into()),
         api_key: None,

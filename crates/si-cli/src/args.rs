@@ -54,11 +54,21 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// Run the whole platform from this configuration: every llama-server, then
-    /// the gateway, each restarted with back-off if it exits, logs under
-    /// `supervisor.logs_dir`. Stop it with `si-cli stop`, SIGTERM or Ctrl-C (the
-    /// gateway drains first, then the model servers stop).
+    /// Run the whole platform from this configuration: every llama-server this
+    /// host runs, then the gateway, each restarted with back-off if it exits, logs
+    /// under `supervisor.logs_dir`. Stop it with `si-cli stop`, SIGTERM or Ctrl-C
+    /// (the gateway drains first, then the model servers stop).
     Up {
+        /// The GPU host this is (default: this machine's host name): only the
+        /// backends whose `host` is NAME run here, or with no `host`, those whose
+        /// URL names NAME, a loopback address, localhost or an address of this
+        /// machine. The others are left to their hosts.
+        #[arg(long, value_name = "NAME", value_parser = host_name)]
+        host: Option<String>,
+        /// Run the model servers alone, no gateway: for a GPU host whose gateways
+        /// run elsewhere.
+        #[arg(long)]
+        no_gateway: bool,
         /// Start with the GPU plan's changes (`si-cli gpu plan`) when the configured
         /// placement does not fit the GPUs.
         #[arg(long)]
@@ -135,6 +145,10 @@ pub enum GpuCommand {
     /// Place every configured llama-server on the GPUs with a margin free; say what
     /// to change when they do not fit. Exit 1 if some fit nowhere.
     Plan {
+        /// Only the servers the GPU host NAME runs (its backends' `host`, or the
+        /// host in their URL), as `si-cli up --host NAME` starts them.
+        #[arg(long, value_name = "NAME", value_parser = host_name)]
+        host: Option<String>,
         /// As JSON.
         #[arg(long)]
         json: bool,
@@ -279,4 +293,18 @@ pub struct DeployArgs {
         default_value = "/etc/ssl/private/synthetic-intelligence.key"
     )]
     pub tls_key: PathBuf,
+    /// Render the model servers of the GPU host NAME alone (its backends' `host`,
+    /// or the host in their URL; loopback ones run on every host), as `si-cli up
+    /// --host NAME` runs them; default: every backend.
+    #[arg(long, value_name = "NAME", value_parser = host_name)]
+    pub host: Option<String>,
+}
+
+/// A GPU host's name, as a backend's `host` may be written.
+fn host_name(text: &str) -> Result<String, String> {
+    if si_core::config::is_host_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("expected a host name such as gpu-a (letters, digits, `-`, `.`, `_`)".into())
+    }
 }

@@ -66,10 +66,17 @@ fn run(args: Args) -> Result<ExitCode, Stop> {
     let config = load_config(args.config.as_deref(), read_key_file).map_err(Stop::Config)?;
     let config_path = args.config;
     let fine = match args.command {
-        Command::Up { apply_plan, detach } => {
+        Command::Up {
+            host,
+            no_gateway,
+            apply_plan,
+            detach,
+        } => {
             let options = up::UpOptions {
                 config_path,
                 apply_plan,
+                host: Some(host.unwrap_or_else(up::this_host_name)),
+                without_gateway: no_gateway,
             };
             up::start(config, &options, detach)?
         }

@@ -33,6 +33,14 @@ fn shown(out: &Output) -> String {
 /// Renders the built-in configuration into `dir/rendered`, with a self-signed
 /// certificate for nginx and stand-in executables.
 fn render(dir: &Path) -> std::path::PathBuf {
+    let (out, rendered) = render_with(dir, &[]);
+    assert!(rendered.status.success(), "{}", shown(&rendered));
+    out
+}
+
+/// Renders into `dir/rendered` as [`render`] does, with `args` (a configuration,
+/// a host) after the rest; returns where, and what `si-cli deploy` said.
+fn render_with(dir: &Path, args: &[&str]) -> (std::path::PathBuf, Output) {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     for exe in ["si-server", "si-cli", "llama-server"] {
@@ -69,6 +77,7 @@ fn render(dir: &Path) -> std::path::PathBuf {
         .current_dir(dir)
         .env_remove("SI_DATA_DIR")
         .env("API_KEY_BIOMISTRAL_8085", KEY)
+        .env("SI_DATABASE_URL", "postgres://si@db.hospital.local/si")
         .args([
             "deploy",
             "--out",
@@ -85,10 +94,10 @@ fn render(dir: &Path) -> std::path::PathBuf {
             "--tls-key",
             key.to_str().unwrap(),
         ])
+        .args(args)
         .output()
         .unwrap();
-    assert!(rendered.status.success(), "{}", shown(&rendered));
-    out
+    (out, rendered)
 }
 
 #[test]
@@ -122,9 +131,124 @@ fn every_rendered_file_passes_its_tools_check_and_holds_no_key() {
     let loaded = run(&node, &["-e", &script]);
     assert!(loaded.status.success(), "{}", shown(&loaded));
 
-    // nginx: the site inside a minimal main configuration.
+    // One gateway, as an upstream of one: the site as it always was otherwise.
+    let site = std::fs::read_to_string(out.join("synthetic-intelligence.nginx.conf")).unwrap();
+    assert!(
+        site.contains(
+            "upstream si_gateways {\n    server 127.0.0.1:8000 max_fails=3 fail_timeout=10s;\n"
+        ),
+        "{site}"
+    );
+    assert!(site.contains("proxy_pass http://si_gateways;\n"), "{site}");
+    assert!(
+        site.contains("proxy_pass http://127.0.0.1:9464/metrics;"),
+        "{site}"
+    );
+    nginx_accepts(dir.path(), &out);
+    promtool_accepts(&out);
+}
+
+/// `examples/several-hosts.toml`, copied into `dir`.
+fn several_hosts(dir: &Path) {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/several-hosts.toml");
+    std::fs::copy(example, dir.join("si.toml")).unwrap();
+}
+
+#[test]
+fn two_gateways_share_the_load_and_each_gpu_host_gets_only_its_own_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    several_hosts(dir.path());
+    let (out, rendered) = render_with(dir.path(), &["--config", "si.toml", "--host", "gpu-b"]);
+    assert!(rendered.status.success(), "{}", shown(&rendered));
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+
+    // nginx: both gateways, retried only where a request cannot have run twice,
+    // streams unbuffered, and no /metrics of a gateway elsewhere.
+    let site = read("synthetic-intelligence.nginx.conf");
+    for line in [
+        "upstream si_gateways {\n    server 10.0.0.5:8000 max_fails=3 fail_timeout=10s;\n    \
+         server 10.0.0.6:8000 max_fails=3 fail_timeout=10s;\n",
+        "    keepalive 64;\n",
+        "proxy_pass http://si_gateways;\n",
+        "proxy_next_upstream error timeout http_503;\n",
+        "proxy_buffering off;\n",
+        "location = /metrics {\n        deny all;\n    }",
+    ] {
+        assert!(site.contains(line), "`{line}` not in {site}");
+    }
+    let mut retries = site
+        .lines()
+        .filter(|l| l.trim_start().starts_with("proxy_next_upstream "));
+    assert!(retries.all(|l| !l.contains("non_idempotent")), "{site}");
+    nginx_accepts(dir.path(), &out);
+
+    // Prometheus: every backend on every host (two share each port, so each job
+    // is named by its backend), and both gateways.
+    let prometheus = read("prometheus.yml");
+    for line in [
+        "targets: [\"10.0.0.5:9464\", \"10.0.0.6:9464\"]",
+        "job_name: llama-server-tiny-llama-1b-a\n",
+        "targets: [\"10.0.0.11:8081\"]",
+        "job_name: llama-server-biomistral-7b-b\n",
+    ] {
+        assert!(prometheus.contains(line), "`{line}` not in {prometheus}");
+    }
+    promtool_accepts(&out);
+
+    // Only gpu-b's model servers, and `si-cli up` runs gpu-b's alone.
+    let mut units: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("si-llama-"))
+        .collect();
+    units.sort();
+    assert_eq!(
+        units,
+        [
+            "si-llama-biomistral-7b-b.service",
+            "si-llama-tiny-llama-1b-b.service"
+        ]
+    );
+    let platform = read("si-platform.service");
+    assert!(platform.contains(" up --host gpu-b\n"), "{platform}");
+    assert!(
+        platform.contains(
+            "Conflicts=si-gateway.service si-llama-tiny-llama-1b-b.service \
+             si-llama-biomistral-7b-b.service\n"
+        ),
+        "{platform}"
+    );
+    let pm2 = read("ecosystem.config.js");
+    assert_eq!(pm2.matches("name: \"llama-").count(), 2, "{pm2}");
+    assert!(pm2.contains("--host 10.0.0.12 --port 8081 --alias biomistral-7b"));
+}
+
+#[test]
+fn a_configuration_for_several_hosts_is_rendered_one_host_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    several_hosts(dir.path());
+    let (_, all) = render_with(dir.path(), &["--config", "si.toml"]);
+    assert!(!all.status.success());
+    let said = shown(&all);
+    assert!(
+        said.contains("both listen on port 8080") && said.contains("--host NAME"),
+        "{said}"
+    );
+    let (_, unknown) = render_with(dir.path(), &["--config", "si.toml", "--host", "gpu-c"]);
+    assert!(!unknown.status.success());
+    let said = shown(&unknown);
+    assert!(
+        said.contains(
+            "no backend is placed on host `gpu-c`; this configuration places them on gpu-a, gpu-b"
+        ),
+        "{said}"
+    );
+}
+
+/// `nginx -t` accepts the rendered site inside a minimal main configuration.
+fn nginx_accepts(dir: &Path, out: &Path) {
     let nginx = tool("nginx").expect("nginx (.ci/run installs it)");
-    let prefix = dir.path().join("nginx");
+    let prefix = dir.join("nginx");
     std::fs::create_dir_all(prefix.join("logs")).unwrap();
     let p = prefix.display();
     let main = format!(
@@ -145,8 +269,11 @@ fn every_rendered_file_passes_its_tools_check_and_holds_no_key() {
         ],
     );
     assert!(tested.status.success(), "{}", shown(&tested));
+}
 
-    // Prometheus: promtool, with the alert rules beside it.
+/// promtool accepts the rendered scrape configuration, with the alert rules
+/// beside it.
+fn promtool_accepts(out: &Path) {
     let promtool = tool("promtool").expect("promtool (.ci/run installs prometheus)");
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/alerts.yml");
     std::fs::copy(rules, out.join("alerts.yml")).unwrap();

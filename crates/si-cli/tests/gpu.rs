@@ -64,6 +64,41 @@ fn the_original_deployment_is_over_capacity_and_a_plan_fits() {
 }
 
 #[test]
+fn a_plan_for_one_gpu_host_places_only_its_servers() {
+    let dir = original_deployment();
+    let path = dir.path().join("si.toml");
+    let mut config = std::fs::read_to_string(&path).unwrap();
+    for port in 8080..=8085 {
+        let host = if port < 8083 { "gpu-a" } else { "gpu-b" };
+        let url = format!("url = \"http://127.0.0.1:{port}\"\n");
+        config = config.replace(&url, &format!("{url}host = \"{host}\"\n"));
+    }
+    std::fs::write(&path, config).unwrap();
+    let args = ["--config", "si.toml", "gpu", "plan", "--json", "--host"];
+    let out = si_cli(dir.path(), &[&args[..], &["gpu-b"]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut servers: Vec<&str> = plan["placements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["server"].as_str().unwrap())
+        .collect();
+    servers.sort_unstable();
+    assert_eq!(
+        servers,
+        [
+            "biomistral-7b-8085",
+            "openinsurance-8b-8084",
+            "tiny-llama-1b-8083"
+        ]
+    );
+    let out = si_cli(dir.path(), &[&args[..], &["gpu-c"]].concat());
+    assert!(!out.status.success());
+    assert!(text(&out).contains("no backend is placed on host `gpu-c`"));
+}
+
+#[test]
 fn estimate_breaks_one_server_down_in_bytes() {
     let dir = original_deployment();
     let model = "models/medicine-llm-13b.Q6_K.gguf";

@@ -6,7 +6,9 @@
 //! source, the key and what was wanted.
 
 mod check;
+mod deploy;
 mod gpus;
+mod hosts;
 mod launch;
 mod overrides;
 mod rate_limits;
@@ -66,6 +68,9 @@ pub struct Config {
     /// Where users, sessions and revocations live, and where the rate limits and
     /// the failed-login throttle are counted.
     pub store: StoreConfig,
+    /// What `si-cli deploy` renders for the whole installation: the gateways
+    /// behind the load balancer.
+    pub deploy: DeployConfig,
 }
 
 /// Request rate limits, in requests per minute; `0` turns a limit off.
@@ -181,6 +186,9 @@ pub struct BackendConfig {
     pub name: String,
     /// Where it listens.
     pub url: BackendUrl,
+    /// The GPU host that runs it, as `si-cli up --host` names it; `None`: the host
+    /// in `url` (see [`BackendConfig::host_name`]).
+    pub host: Option<String>,
     /// The model it serves; backends with the same model are replicas.
     pub model: String,
     /// Where its API key comes from.
@@ -369,7 +377,9 @@ impl Config {
     }
 }
 
+pub use deploy::{DeployConfig, GatewayAddress};
 pub use gpus::{DeclaredGpu, GpuConfig, GpuSource};
+pub use hosts::{HostPlacement, NoBackendOnHost, is_host_name};
 pub use launch::{CACHE_TYPES, FlashAttn, LaunchConfig};
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
 pub use reliability::{BackendLimits, FailoverConfig};

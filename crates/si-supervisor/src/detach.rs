@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use si_core::Config;
 
-use crate::state::{Kind, State};
+use crate::state::{Kind, ProcessStatus, State};
 use crate::{SupervisorError, UpOptions, control, create_dir};
 
 /// Starts `program up` (`program` being si-cli) in the background and returns
-/// once the gateway has started (or failed to), with `status`'s verdict written
-/// to `out`.
+/// once the gateway has started (or failed to), or without a gateway once the
+/// model servers have settled, with `status`'s verdict written to `out`.
 pub fn detach(
     config: &Config,
     options: &UpOptions,
@@ -33,7 +33,15 @@ pub fn detach(
     let deadline = Instant::now()
         + config.supervisor.ready_timeout.saturating_mul(2)
         + Duration::from_secs(30);
-    wait_for_gateway(&mut child, &runtime, &socket, deadline, &log_path)?;
+    let settled = Instant::now() + config.supervisor.ready_timeout + Duration::from_secs(5);
+    let started = Started {
+        socket: &socket,
+        deadline,
+        // Without a gateway to wait for, the model servers are waited for as the
+        // supervisor waits for them before it would start one.
+        settled: options.without_gateway.then_some(settled),
+    };
+    wait_until_started(&mut child, &runtime, &started, &log_path)?;
     writeln!(
         out,
         "supervisor running in the background (pid {}), its log in {}",
@@ -44,13 +52,39 @@ pub fn detach(
     runtime.block_on(crate::status(config, false, out))
 }
 
-/// Waits until the supervisor `child` says that its gateway has started (or
-/// failed to); fails if the supervisor exits first, or at `deadline`.
-fn wait_for_gateway(
+/// What counts as a supervisor in the background having started.
+struct Started<'a> {
+    /// Its control socket.
+    socket: &'a Path,
+    /// Past this, it is still starting: an error.
+    deadline: Instant,
+    /// With no gateway: the model servers are given until then to be ready or
+    /// given up on, after which it has started whatever their state.
+    settled: Option<Instant>,
+}
+
+impl Started<'_> {
+    fn seen_in(&self, processes: &[ProcessStatus]) -> bool {
+        let Some(settled) = self.settled else {
+            return processes
+                .iter()
+                .any(|p| p.kind == Kind::Gateway && p.state != State::Starting);
+        };
+        !processes.is_empty()
+            && (Instant::now() > settled
+                || processes
+                    .iter()
+                    .all(|p| matches!(p.state, State::Ready | State::CrashLoop)))
+    }
+}
+
+/// Waits until the supervisor `child` says that it has started: its gateway has
+/// started (or failed to), or without one its model servers have settled. Fails
+/// if the supervisor exits first, or at the deadline.
+fn wait_until_started(
     child: &mut Child,
     runtime: &tokio::runtime::Runtime,
-    socket: &Path,
-    deadline: Instant,
+    started: &Started<'_>,
     log: &Path,
 ) -> Result<(), SupervisorError> {
     loop {
@@ -60,16 +94,13 @@ fn wait_for_gateway(
         }
         // Only its own answer counts: another supervisor on the same data
         // directory answers on the same socket until this one gives up.
-        if let Ok(reply) = runtime.block_on(control::status(socket))
+        if let Ok(reply) = runtime.block_on(control::status(started.socket))
             && reply.pid == child.id()
-            && reply
-                .processes
-                .iter()
-                .any(|p| p.kind == Kind::Gateway && p.state != State::Starting)
+            && started.seen_in(&reply.processes)
         {
             return Ok(());
         }
-        if Instant::now() > deadline {
+        if Instant::now() > started.deadline {
             let (pid, log) = (child.id(), log.to_owned());
             return Err(SupervisorError::DetachedStarting { pid, log });
         }
@@ -77,8 +108,8 @@ fn wait_for_gateway(
     }
 }
 
-/// `program [--config PATH] up [--apply-plan]`, in its own process group, its
-/// output appended to `log_path`.
+/// `program [--config PATH] up [--apply-plan] [--host NAME] [--no-gateway]`, in
+/// its own process group, its output appended to `log_path`.
 fn spawn(options: &UpOptions, program: &Path, log_path: &Path) -> Result<Child, SupervisorError> {
     let open = || {
         std::fs::OpenOptions::new()
@@ -98,6 +129,12 @@ fn spawn(options: &UpOptions, program: &Path, log_path: &Path) -> Result<Child, 
     command.arg("up");
     if options.apply_plan {
         command.arg("--apply-plan");
+    }
+    if let Some(host) = &options.host {
+        command.arg("--host").arg(host);
+    }
+    if options.without_gateway {
+        command.arg("--no-gateway");
     }
     command
         .stdin(std::process::Stdio::null())

@@ -11,6 +11,8 @@
 //! gateway only as a program with a `serve` subcommand and a `/healthz` endpoint,
 //! never its internals, and it builds no HTTP response.
 //!
+//! - With a host named ([`UpOptions::host`]), only the backends that GPU host
+//!   runs are started; the others are left to theirs.
 //! - [`prepare`] checks, before anything starts, what would make a start fail:
 //!   llama-server missing, a model file missing or unreadable, a backend without
 //!   an API key, a port already taken, models that do not fit the GPUs.
@@ -30,6 +32,7 @@
 
 pub mod control;
 pub mod detach;
+mod hosts;
 pub mod launch;
 pub mod logs;
 pub mod pids;
@@ -56,6 +59,12 @@ pub struct UpOptions {
     pub config_path: Option<PathBuf>,
     /// Start with the GPU plan's changes when the configured placement does not fit.
     pub apply_plan: bool,
+    /// The GPU host this is, in a configuration shared by several: only the
+    /// backends it runs are started (see [`si_core::BackendConfig::runs_on`]).
+    /// `None`: every configured backend.
+    pub host: Option<String>,
+    /// Run the model servers alone, for a GPU host whose gateways run elsewhere.
+    pub without_gateway: bool,
 }
 
 /// What the supervisor takes from the process it runs in.

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::net::TcpListener;
+use std::net::{TcpListener, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use si_core::{BackendConfig, Config, GpuSource};
@@ -35,7 +35,7 @@ pub fn prepare(
             ));
         }
     }
-    check_ports(config, &mut problems);
+    check_ports(config, !options.without_gateway, &mut problems);
     if problems.is_empty() {
         check_gpus(config, options.apply_plan, root, &mut problems);
     }
@@ -45,8 +45,9 @@ pub fn prepare(
     }
 }
 
-/// Every backend and the gateway on a port of its own that is free now.
-fn check_ports(config: &Config, problems: &mut Vec<String>) {
+/// Every backend and (when it runs here) the gateway on a port of its own that
+/// is free now.
+fn check_ports(config: &Config, gateway: bool, problems: &mut Vec<String>) {
     let mut ports = HashSet::new();
     for backend in &config.backends {
         if !ports.insert(backend.url.port) {
@@ -58,6 +59,9 @@ fn check_ports(config: &Config, problems: &mut Vec<String>) {
         }
         let address = format!("{}:{}", backend.url.host, backend.url.port);
         check_port(&address, &format!("backend `{}`", backend.name), problems);
+    }
+    if !gateway {
+        return;
     }
     let listen = config.gateway.listen;
     if ports.contains(&listen.port()) {
@@ -131,7 +135,8 @@ fn check_port(address: &str, what: &str, problems: &mut Vec<String>) {
             "something already listens there: a server left from an earlier run? \
              (`si-cli status`, `ss -ltnp`)"
         } else {
-            "the supervisor starts only servers on this host"
+            "the supervisor starts only servers on this host: the backend's url must \
+             name an address of this machine"
         };
         problems.push(format!("{what}: cannot listen on {address} ({e}); {hint}"));
     }
@@ -202,7 +207,7 @@ fn apply_plan(config: &mut Config, plan: &si_gpu::plan::Plan) {
     }
 }
 
-/// Each model server, then the gateway.
+/// Each model server, then the gateway (unless it runs elsewhere).
 fn specs(
     config: &Config,
     options: &UpOptions,
@@ -222,9 +227,13 @@ fn specs(
         .backends
         .iter()
         .map(|backend| {
-            let health = format!("{}:{}", backend.url.host, backend.url.port)
-                .parse()
-                .unwrap_or_else(|_| loopback(backend.url.port));
+            // A URL may name the host rather than an address: llama-server
+            // listens where the name resolves, and answers its health there.
+            let health = (backend.url.host.as_str(), backend.url.port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addresses| addresses.next())
+                .unwrap_or_else(|| loopback(backend.url.port));
             let launch = launch::llama_server(backend, &host.root);
             ProcessSpec {
                 name: backend.name.clone(),
@@ -245,7 +254,9 @@ fn specs(
             }
         })
         .collect();
-    specs.push(gateway(config, options, host));
+    if !options.without_gateway {
+        specs.push(gateway(config, options, host));
+    }
     specs
 }
 

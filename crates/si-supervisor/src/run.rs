@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::{Kind, ProcessSpec, Shared, State};
 use crate::{
-    Host, SupervisorError, UpOptions, control, detach, pids, prepare, process, reap_orphans, say,
+    Host, SupervisorError, UpOptions, control, detach, hosts, pids, prepare, process, reap_orphans,
+    say,
 };
 
 /// `si-cli up`: ends what a supervisor that died left running, checks everything,
@@ -36,6 +37,9 @@ pub fn start(
             "stopped what a supervisor that died left running: {}",
             reaped.join(", ")
         ));
+    }
+    if let Some(name) = &options.host {
+        hosts::keep_this_hosts_backends(&mut config, name, out)?;
     }
     let specs = prepare(&mut config, options, host)?;
     if detach {
@@ -104,8 +108,13 @@ async fn start_in_order(
 ) -> (Vec<Running>, Vec<Running>) {
     let (gateway_specs, llama_specs): (Vec<_>, Vec<_>) =
         specs.into_iter().partition(|s| s.kind == Kind::Gateway);
+    let then = if gateway_specs.is_empty() {
+        ""
+    } else {
+        ", then the gateway"
+    };
     say(&format!(
-        "supervisor {} starting {} model server(s), then the gateway; control socket {}",
+        "supervisor {} starting {} model server(s){then}; control socket {}",
         std::process::id(),
         llama_specs.len(),
         socket.display()
@@ -161,7 +170,9 @@ fn report_up(shared: &Shared) {
 /// The gateway first, so that it drains its requests, then every model server
 /// at once.
 async fn stop_all(gateway: Vec<Running>, llama: Vec<Running>) {
-    say("stopping: the gateway first, so that it drains its requests");
+    if !gateway.is_empty() {
+        say("stopping: the gateway first, so that it drains its requests");
+    }
     for running in gateway {
         running.stop.cancel();
         let _ = running.task.await;

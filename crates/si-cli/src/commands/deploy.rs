@@ -1,7 +1,8 @@
 //! `si-cli deploy`: the files other tools need to run the platform, rendered from
 //! the same configuration the gateway reads, so ports, models and GPUs cannot
 //! disagree: a PM2 ecosystem file, systemd units, an nginx site and a Prometheus
-//! scrape configuration.
+//! scrape configuration. With `--host`, the files that start model servers hold
+//! that GPU host's alone.
 //!
 //! API keys never appear in a rendered file or on a command line (where `ps`
 //! shows them): each llama-server reads its key from the key file into
@@ -19,6 +20,8 @@ use si_core::{BackendConfig, Config};
 
 use crate::CliError;
 use crate::args::DeployArgs;
+
+mod site;
 
 /// Where the rendered files expect things to be on the host.
 #[derive(Clone, Debug)]
@@ -42,6 +45,8 @@ pub struct Layout {
     pub tls_certificate: PathBuf,
     /// TLS key.
     pub tls_key: PathBuf,
+    /// The GPU host the model servers are rendered for (`None`: every backend).
+    pub host: Option<String>,
 }
 
 /// One rendered file: its name and text.
@@ -86,22 +91,54 @@ pub fn render(config: &Config, layout: &Layout) -> Result<Vec<Rendered>, CliErro
             .map_err(|e| CliError::Message(format!("cannot render {file}: {e}")))?;
         Ok::<_, CliError>((file, text))
     };
+    let servers = model_servers(config, layout)?;
     let mut files = Vec::new();
-    // These files are named as their templates.
+    // These files are named as their templates. nginx and Prometheus reach every
+    // backend, wherever it runs; the rest start this host's model servers.
     for (name, values) in [
-        ("ecosystem.config.js", pm2(config, layout)),
+        ("ecosystem.config.js", pm2(config, &servers, layout)),
         ("si-gateway.service", gateway_unit(config, layout)),
-        ("synthetic-intelligence.nginx.conf", nginx(config, layout)),
-        ("prometheus.yml", prometheus(config)),
-        ("si-platform.service", platform_unit(config, layout)),
+        (
+            "synthetic-intelligence.nginx.conf",
+            site::nginx(config, layout),
+        ),
+        ("prometheus.yml", site::prometheus(config)),
+        (
+            "si-platform.service",
+            platform_unit(config, &servers, layout),
+        ),
     ] {
         files.push(render(name, name.to_owned(), values)?);
     }
-    for backend in &config.backends {
+    for backend in &servers {
         let values = llama_unit(backend, layout);
         files.push(render("si-llama.service", unit_name(backend), values)?);
     }
     Ok(files)
+}
+
+/// The model servers the files start: those of `layout.host`, or every one. Two
+/// on one port cannot run on one machine: that is a configuration for several
+/// hosts, rendered one host at a time.
+fn model_servers(config: &Config, layout: &Layout) -> Result<Vec<BackendConfig>, CliError> {
+    let servers = match &layout.host {
+        Some(host) => super::on_host(config, host)?.backends,
+        None => config.backends.clone(),
+    };
+    for (i, backend) in servers.iter().enumerate() {
+        if let Some(other) = servers[..i].iter().find(|o| o.url.port == backend.url.port) {
+            return Err(CliError::Message(format!(
+                "backends `{}` ({}) and `{}` ({}) both listen on port {}, so they run on \
+                 different hosts: render each host's files with `--host NAME`",
+                other.name,
+                other.host_name(),
+                backend.name,
+                backend.host_name(),
+                backend.url.port
+            )));
+        }
+    }
+    Ok(servers)
 }
 
 /// The templates, set up for configuration files rather than HTML: nothing
@@ -184,11 +221,10 @@ fn js_string(text: &str) -> String {
 /// PM2's `ecosystem.config.js`: the gateway and every llama-server, with logs
 /// under `logs/` and restarts with back-off. Every string is a JavaScript
 /// literal already.
-fn pm2(config: &Config, layout: &Layout) -> Value {
+fn pm2(config: &Config, servers: &[BackendConfig], layout: &Layout) -> Value {
     let root = layout.root.display().to_string();
     let log = |name: &str| js_string(&format!("{root}/logs/{name}"));
-    let servers: Vec<Value> = config
-        .backends
+    let servers: Vec<Value> = servers
         .iter()
         .map(|backend| {
             let port = backend.url.port;
@@ -229,10 +265,11 @@ fn gateway_unit(config: &Config, layout: &Layout) -> Value {
 }
 
 /// The whole platform as one unit: `si-cli up` starts and watches every
-/// llama-server and the gateway. An alternative to the per-process units.
-fn platform_unit(config: &Config, layout: &Layout) -> Value {
+/// llama-server (of the host rendered for) and the gateway. An alternative to
+/// the per-process units.
+fn platform_unit(config: &Config, servers: &[BackendConfig], layout: &Layout) -> Value {
     let conflicts: Vec<String> = std::iter::once("si-gateway.service".to_owned())
-        .chain(config.backends.iter().map(unit_name))
+        .chain(servers.iter().map(unit_name))
         .collect();
     // The supervisor stops the gateway (which drains), then the model servers.
     let stop =
@@ -243,6 +280,7 @@ fn platform_unit(config: &Config, layout: &Layout) -> Value {
         root => layout.root.display().to_string(),
         si_cli => layout.si_cli.display().to_string(),
         config => layout.config.display().to_string(),
+        host => layout.host,
         stop_timeout_s => stop.as_secs(),
     }
 }
@@ -258,57 +296,6 @@ fn llama_unit(backend: &BackendConfig, layout: &Layout) -> Value {
         // `$$` is systemd's literal `$`: the shell, not systemd, reads the key
         // variable, so its value never reaches a command line.
         command => shell_quote(&llama_shell(backend, layout)).replace('$', "$$"),
-    }
-}
-
-/// The nginx site in front of the gateway: TLS, streaming passed through as it
-/// comes, long read timeouts for slow answers, `/metrics` for loopback only.
-fn nginx(config: &Config, layout: &Layout) -> Value {
-    let gateway = config.gateway.listen;
-    let read_timeout = config
-        .backends
-        .iter()
-        .map(|b| b.limits.total_timeout.as_secs())
-        .max()
-        .unwrap_or(900)
-        + 30;
-    let metrics = config
-        .gateway
-        .metrics_listen
-        .map_or_else(|| gateway.to_string(), |m| m.to_string());
-    context! {
-        server_name => layout.server_name,
-        tls_certificate => layout.tls_certificate.display().to_string(),
-        tls_key => layout.tls_key.display().to_string(),
-        body_mib => config.gateway.max_body_bytes.div_ceil(1 << 20),
-        metrics => metrics,
-        gateway => gateway.to_string(),
-        read_timeout_s => read_timeout,
-    }
-}
-
-/// Prometheus: the gateway's metrics, and each llama-server's own with its key
-/// in a file readable by Prometheus only.
-fn prometheus(config: &Config) -> Value {
-    let gateway = config
-        .gateway
-        .metrics_listen
-        .unwrap_or(config.gateway.listen);
-    let servers: Vec<Value> = config
-        .backends
-        .iter()
-        .map(|backend| {
-            context! {
-                port => backend.url.port,
-                host => backend.url.host,
-                model => backend.model,
-                name => backend.name,
-            }
-        })
-        .collect();
-    context! {
-        gateway => gateway.to_string(),
-        llama_servers => servers,
     }
 }
 
@@ -329,6 +316,7 @@ pub fn run(
         server_name,
         tls_cert,
         tls_key,
+        host,
     } = args;
     let here = std::env::current_dir()
         .map_err(|e| CliError::Message(format!("cannot read the current directory: {e}")))?;
@@ -348,6 +336,7 @@ pub fn run(
         server_name,
         tls_certificate: tls_cert,
         tls_key,
+        host,
     };
     let files = render(config, &layout)?;
     write(&out, &files)?;
@@ -374,6 +363,7 @@ mod tests {
             server_name: "localhost".into(),
             tls_certificate: "/etc/ssl/certs/si.crt".into(),
             tls_key: "/etc/ssl/private/si.key".into(),
+            host: None,
         }
     }
 

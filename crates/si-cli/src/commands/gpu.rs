@@ -345,7 +345,15 @@ pub fn run(command: GpuCommand, config: &Config, out: &mut impl Write) -> Result
             let (inventory, note) = inventory()?;
             status(config, inventory.as_ref(), note.as_deref(), json, out)?;
         }
-        GpuCommand::Plan { json } => {
+        GpuCommand::Plan { json, host } => {
+            let placed;
+            let config = match host {
+                Some(host) => {
+                    placed = super::on_host(config, &host)?;
+                    &placed
+                }
+                None => config,
+            };
             let servers = si_gpu::deployment::servers(config, Path::new("."))
                 .map_err(|e| CliError::Message(e.to_string()))?;
             let (inventory, note) = inventory()?;

@@ -29,6 +29,14 @@ pub fn start(config: Config, options: &UpOptions, detach: bool) -> Result<bool, 
     Ok(si_supervisor::start(config, options, &host, detach, out)?)
 }
 
+/// This machine's host name, which `si-cli up` takes for `--host` when not given.
+pub fn this_host_name() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// `si-cli status`: each supervised process, as a table or JSON. Returns whether
 /// every process is ready and healthy.
 pub async fn status(

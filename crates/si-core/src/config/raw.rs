@@ -51,6 +51,8 @@ pub(super) struct RawConfig {
     supervisor: super::supervisor::RawSupervisor,
     #[serde(default)]
     store: super::store::RawStore,
+    #[serde(default)]
+    deploy: super::deploy::RawDeploy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +169,7 @@ impl RawConfig {
             workflows: super::workflows::validate(self.workflows, source)?,
             supervisor: self.supervisor.validate(source)?,
             store: self.store.validate(source)?,
+            deploy: self.deploy.validate(source)?,
         };
         config.check(source)?;
         config.roles = validate_roles(self.roles, &config.agents, source)?;

@@ -2,6 +2,7 @@
 
 mod defaults;
 mod environment;
+mod hosts;
 mod parsing;
 mod store;
 mod workflows;

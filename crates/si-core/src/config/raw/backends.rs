@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::config::launch::RawLaunch;
 use crate::config::reliability::{RawBackendDefaults, RawLimitOverrides};
-use crate::config::{AgentConfig, BackendConfig, BackendUrl, ConfigError, SpeedTier};
+use crate::config::{AgentConfig, BackendConfig, BackendUrl, ConfigError, SpeedTier, is_host_name};
 use crate::role::{AgentGrant, Role, RolePolicy};
 use crate::secret::SecretRef;
 
@@ -18,6 +18,7 @@ use crate::secret::SecretRef;
 pub(super) struct RawBackend {
     name: String,
     url: String,
+    host: Option<String>,
     model: String,
     api_key: String,
     gpu: Option<u32>,
@@ -124,9 +125,16 @@ pub(super) fn validate_backends(
                 .map_err(|problem| ConfigError::new(source, key("url"), problem))?;
             let api_key_ref = SecretRef::parse(&backend.api_key)
                 .map_err(|e| ConfigError::new(source, key("api_key"), e.to_string()))?;
+            let host = backend
+                .host
+                .map(|host| {
+                    checked_host(host).map_err(|p| ConfigError::new(source, key("host"), p))
+                })
+                .transpose()?;
             Ok(BackendConfig {
                 name: backend.name,
                 url,
+                host,
                 model: backend.model,
                 api_key_ref,
                 api_key: None,
@@ -198,6 +206,25 @@ pub(in crate::config) fn parse_backend_url(text: &str) -> Result<BackendUrl, Str
         host: host.to_owned(),
         port,
     })
+}
+
+/// A GPU host's name as `si-cli up --host` is given it: a host name or an address.
+fn checked_host(host: String) -> Result<String, String> {
+    if is_host_name(&host) {
+        Ok(host)
+    } else if host.trim().is_empty() {
+        Err(
+            "expected the name of the GPU host that runs this backend (as `si-cli up \
+             --host` is given it), not an empty string; leave `host` out to mean the host \
+             in the backend's url"
+                .into(),
+        )
+    } else {
+        Err(format!(
+            "expected a host name such as gpu-a or gpu-a.hospital.local (letters, digits, \
+             `-`, `.`, `_`), not `{host}`"
+        ))
+    }
 }
 
 pub(super) fn validate_agents(raw: Vec<RawAgent>) -> Vec<AgentConfig> {
