@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use si_test_support::ports::free_ports;
 
-// Beside this file rather than in tests/, where cargo would make it a test of its own.
-#[path = "up/hosts.rs"]
 mod hosts;
 
 fn text(bytes: &[u8]) -> String {
