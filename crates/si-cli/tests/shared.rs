@@ -30,7 +30,7 @@ async fn migrate_and_audit_work_on_the_shared_database() {
     assert!(!dir.path().join("data").exists());
 
     // Two gateways' records in one chain.
-    let store = PostgresAccounts::open(&url, false).await.unwrap();
+    let store = PostgresAccounts::open(&url, false, None).await.unwrap();
     for (i, gateway) in ["site-a", "site-b", "site-a"].iter().enumerate() {
         store
             .audit(gateway)

@@ -20,6 +20,7 @@ pub mod memory;
 pub mod postgres;
 pub mod redis;
 pub mod sqlite;
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -46,7 +47,7 @@ pub enum StoreError {
     Audit(#[from] AuditError),
     /// The Redis of `store.redis_url` cannot be used (the URL is never echoed).
     #[error("store.redis_url cannot be used: {0}")]
-    Redis(&'static str),
+    Redis(String),
 }
 
 /// Users, sessions and revocations.
@@ -72,9 +73,17 @@ impl AccountStores {
                 postgres::PostgresAccounts::open(
                     url.expose_secret(),
                     config.store.migrate_at_start,
+                    config.store.tls_ca_file.as_deref(),
                 )
                 .await?,
             );
+            if let Ok(false) = shared.encrypted().await {
+                tracing::warn!(
+                    place = shared.place(),
+                    "connections to the shared database are not encrypted; add \
+                     sslmode=require to its URL unless the network is private to the gateways"
+                );
+            }
             return Ok(AccountStores {
                 users: shared.clone(),
                 sessions: shared.clone(),
@@ -97,10 +106,14 @@ impl AccountStores {
     /// `store.migrate_at_start` says (`si-cli db migrate`); names the database.
     pub async fn migrate(config: &Config) -> Result<String, StoreError> {
         match &config.store.database_url {
-            Some(url) => Ok(postgres::PostgresAccounts::open(url.expose_secret(), true)
-                .await?
-                .place()
-                .to_owned()),
+            Some(url) => Ok(postgres::PostgresAccounts::open(
+                url.expose_secret(),
+                true,
+                config.store.tls_ca_file.as_deref(),
+            )
+            .await?
+            .place()
+            .to_owned()),
             None => {
                 let path = users_path(&config.gateway.data_dir);
                 sqlite::SqliteUsers::open(&path)?;
@@ -176,6 +189,7 @@ async fn counters(config: &Config) -> Result<Counters, StoreError> {
         url.expose_secret(),
         &config.store.redis_prefix,
         config.store.redis_failure,
+        config.store.tls_ca_file.as_deref(),
     )
     .await?;
     Ok((
@@ -190,7 +204,12 @@ async fn counters(config: &Config) -> Result<Counters, StoreError> {
 /// not an empty chain). Must be called within a tokio runtime.
 pub async fn audit_reader(config: &Config) -> Result<Arc<dyn AuditStore>, StoreError> {
     if let Some(url) = &config.store.database_url {
-        let shared = postgres::PostgresAccounts::open(url.expose_secret(), false).await?;
+        let shared = postgres::PostgresAccounts::open(
+            url.expose_secret(),
+            false,
+            config.store.tls_ca_file.as_deref(),
+        )
+        .await?;
         return Ok(Arc::new(shared.audit(&config.gateway.instance_name())));
     }
     let path = audit_path(&config.gateway.data_dir);

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use si_auth::AuthError;
-use tokio_postgres::NoTls;
+use tokio_postgres::config::SslMode;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use accounts::PostgresAccounts;
 pub use audit::PostgresAudit;
@@ -34,19 +35,44 @@ pub struct PoolStatus {
     pub waiting: usize,
 }
 
-/// A pool for the database at `url`, its parsed settings (for connections of
-/// its own) and the name errors give it (the URL without its password).
-fn pool(url: &str) -> Result<(Pool, tokio_postgres::Config, String), AuthError> {
-    let config: tokio_postgres::Config = url.parse().map_err(|e| {
-        AuthError::store(
-            Path::new("store.database_url"),
-            format!("not a PostgreSQL URL: {e}"),
-        )
-    })?;
+/// How to reach the database: its parsed settings and TLS connector, for the
+/// pool and for connections of its own.
+#[derive(Clone)]
+pub(crate) struct Reach {
+    pub(crate) config: tokio_postgres::Config,
+    pub(crate) tls: MakeRustlsConnect,
+}
+
+impl std::fmt::Debug for Reach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reach")
+            .field("ssl_mode", &self.config.get_ssl_mode())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pool for the database at `url`, how to reach it, and the name errors give it
+/// (the URL without its password). TLS is used as the URL's `sslmode` says
+/// (`require`: always; `prefer`: when the server offers it), with the server's
+/// certificate always verified against the system's roots and `tls_ca_file`;
+/// without `sslmode`, not at all.
+fn pool(url: &str, tls_ca_file: Option<&Path>) -> Result<(Pool, Reach, String), AuthError> {
+    let unusable = |e: String| AuthError::store(Path::new("store.database_url"), e);
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| unusable(format!("not a PostgreSQL URL: {e}")))?;
+    if !url.to_ascii_lowercase().contains("sslmode=") {
+        config.ssl_mode(SslMode::Disable);
+    }
+    let extra = match tls_ca_file {
+        Some(path) => crate::tls::authorities(path).map_err(unusable)?.1,
+        None => Vec::new(),
+    };
+    let tls = MakeRustlsConnect::new(crate::tls::client_config(&extra).map_err(unusable)?);
     let place = describe(&config);
     let manager = Manager::from_config(
         config.clone(),
-        NoTls,
+        tls.clone(),
         ManagerConfig {
             // A pooled connection is checked before use, so a database restart
             // costs no request an error.
@@ -60,7 +86,21 @@ fn pool(url: &str) -> Result<(Pool, tokio_postgres::Config, String), AuthError> 
         .wait_timeout(Some(std::time::Duration::from_secs(5)))
         .build()
         .map_err(|e| AuthError::store(Path::new(&place), e))?;
-    Ok((pool, config, place))
+    Ok((pool, Reach { config, tls }, place))
+}
+
+/// `error`'s message followed by those of its causes.
+pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message = format!("{message}: {text}");
+        }
+        cause = inner.source();
+    }
+    message
 }
 
 /// `postgres://user@host:port/db`, never the password.

@@ -79,19 +79,37 @@ struct Inner {
 pub(crate) struct Unanswered;
 
 impl RedisConnection {
-    /// Connects to the Redis at `url` (`redis://`), for keys under `prefix`.
-    /// A Redis that does not answer yet is not an error: the connection keeps
-    /// trying, and until it answers `failure` decides. Only a URL that cannot be
-    /// used is (never echoed: it may hold a password).
-    pub async fn open(url: &str, prefix: &str, failure: RedisFailure) -> Result<Self, StoreError> {
-        if url.starts_with("rediss://") {
-            return Err(StoreError::Redis(
-                "rediss:// (TLS) is not supported by this build; reach Redis with redis:// \
-                 on a network only the gateways reach",
-            ));
+    /// Connects to the Redis at `url` (`redis://`, or `rediss://` for TLS, its
+    /// certificate verified against the system's roots or, if given, the
+    /// authorities in `tls_ca_file`), for keys under `prefix`. A Redis that does
+    /// not answer yet is not an error: the connection keeps trying, and until it
+    /// answers `failure` decides. Only a URL that cannot be used is (never
+    /// echoed: it may hold a password).
+    pub async fn open(
+        url: &str,
+        prefix: &str,
+        failure: RedisFailure,
+        tls_ca_file: Option<&std::path::Path>,
+    ) -> Result<Self, StoreError> {
+        let unusable =
+            |_| StoreError::Redis("not a usable redis:// URL (host, port, database)".into());
+        if !url.starts_with("rediss://") {
+            tracing::warn!(
+                "connections to the shared Redis are not encrypted; use a rediss:// URL unless \
+                 the network is private to the gateways"
+            );
         }
-        let unusable = |_| StoreError::Redis("not a usable redis:// URL (host, port, database)");
-        let client = ::redis::Client::open(url).map_err(unusable)?;
+        let client = match tls_ca_file {
+            Some(path) if url.starts_with("rediss://") => {
+                let (pem, _) = crate::tls::authorities(path).map_err(StoreError::Redis)?;
+                let certificates = ::redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                ::redis::Client::build_with_tls(url, certificates).map_err(unusable)?
+            }
+            _ => ::redis::Client::open(url).map_err(unusable)?,
+        };
         // Few quick retries: while Redis is away the probe asks, not every request.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))

@@ -31,8 +31,8 @@ async fn add_doctor(accounts: &Accounts) {
 
 async fn two_gateways(url: &str) -> (PostgresAccounts, PostgresAccounts) {
     (
-        PostgresAccounts::open(url, true).await.unwrap(),
-        PostgresAccounts::open(url, true).await.unwrap(),
+        PostgresAccounts::open(url, true, None).await.unwrap(),
+        PostgresAccounts::open(url, true, None).await.unwrap(),
     )
 }
 
@@ -40,20 +40,24 @@ async fn two_gateways(url: &str) -> (PostgresAccounts, PostgresAccounts) {
 #[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
 async fn a_database_is_migrated_once_and_checked_after() {
     let url = fresh_database().await;
-    let unmigrated = PostgresAccounts::open(&url, false).await.unwrap_err();
+    let unmigrated = PostgresAccounts::open(&url, false, None).await.unwrap_err();
     assert!(
         unmigrated.to_string().contains("si-cli db migrate"),
         "{unmigrated}"
     );
     // Two gateways starting together: the advisory lock lets one migrate.
     let (a, b) = tokio::join!(
-        PostgresAccounts::open(&url, true),
-        PostgresAccounts::open(&url, true)
+        PostgresAccounts::open(&url, true, None),
+        PostgresAccounts::open(&url, true, None)
     );
     a.unwrap();
     b.unwrap();
-    PostgresAccounts::open(&url, false).await.unwrap();
-    assert!(PostgresAccounts::open("mysql://x", true).await.is_err());
+    PostgresAccounts::open(&url, false, None).await.unwrap();
+    assert!(
+        PostgresAccounts::open("mysql://x", true, None)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -269,4 +273,70 @@ async fn a_revocation_on_one_gateway_is_pushed_to_the_other() {
     assert!(at_ms > 0);
     eprintln!("revocation pushed in {:?}", started.elapsed());
     assert!(b.revoked().await.unwrap().jtis.contains("jti-1"));
+}
+
+/// `url` asking for TLS to the server's own name (its certificate's common name),
+/// still connecting to the address `url` names.
+fn tls_url(url: &str, name: &str) -> String {
+    let (user, rest) = url
+        .trim_start_matches("postgres://")
+        .split_once('@')
+        .unwrap();
+    let (address, database) = rest.split_once('/').unwrap();
+    let (ip, port) = address.rsplit_once(':').unwrap();
+    format!("postgres://{user}@{name}:{port}/{database}?sslmode=require&hostaddr={ip}")
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL with TLS (Debian's default): .ci/run runs this with --ignored"]
+async fn a_url_asking_for_tls_is_encrypted_and_the_certificate_verified() {
+    let url = fresh_database().await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let show = |row: tokio_postgres::Row| row.get::<_, String>(0);
+    let ssl = show(client.query_one("SHOW ssl", &[]).await.unwrap());
+    assert_eq!(ssl, "on", "the test server must offer TLS (Debian's does)");
+    // Its certificate is self-signed: as the authority, it vouches for itself.
+    let certificate = show(client.query_one("SHOW ssl_cert_file", &[]).await.unwrap());
+    let subject = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in"])
+        .arg(&certificate)
+        .output()
+        .unwrap();
+    let subject = String::from_utf8_lossy(&subject.stdout).into_owned();
+    let name = subject
+        .split("CN=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no common name in {certificate}: {subject}"))
+        .trim()
+        .to_owned();
+    let secure = tls_url(&url, &name);
+
+    let store = PostgresAccounts::open(&secure, true, Some(std::path::Path::new(&certificate)))
+        .await
+        .unwrap();
+    assert!(store.encrypted().await.unwrap());
+    // Revocations are pushed over a TLS connection of their own too.
+    let (changed, mut changes) = tokio::sync::mpsc::unbounded_channel();
+    store.watch(changed);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    store.revoke("jti-tls", 4_000_000_000, None).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(2), changes.recv())
+        .await
+        .expect("no notification over TLS within 2 s");
+
+    // A certificate that does not name the server asked for is refused (the
+    // server's is for its name, not for its address).
+    let elsewhere = tls_url(&url, "127.0.0.1");
+    let refused =
+        PostgresAccounts::open(&elsewhere, true, Some(std::path::Path::new(&certificate)))
+            .await
+            .unwrap_err();
+    assert!(refused.to_string().contains("certificate"), "{refused}");
+    // Without sslmode, no TLS.
+    let plain = PostgresAccounts::open(&url, true, None).await.unwrap();
+    assert!(!plain.encrypted().await.unwrap());
 }

@@ -31,6 +31,10 @@ pub struct StoreConfig {
     /// The prefix of every Redis key, so several platforms (or test runs) can
     /// share one Redis.
     pub redis_prefix: String,
+    /// A PEM file of the certificate authorities that signed the database's and
+    /// Redis's certificates, trusted beside the system's roots when a URL asks for
+    /// TLS (`sslmode=require`, `rediss://`).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -43,6 +47,7 @@ impl Default for StoreConfig {
             redis_url: None,
             redis_failure: RedisFailure::FailOpen,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            tls_ca_file: None,
         }
     }
 }
@@ -81,6 +86,7 @@ pub(super) struct RawStore {
     redis_url: Option<String>,
     redis_failure: String,
     redis_prefix: String,
+    tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RawStore {
@@ -91,6 +97,7 @@ impl Default for RawStore {
             redis_url: None,
             redis_failure: RedisFailure::FailOpen.as_str().to_owned(),
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
+            tls_ca_file: None,
         }
     }
 }
@@ -131,6 +138,7 @@ impl RawStore {
             redis_url: None,
             redis_failure,
             redis_prefix: self.redis_prefix,
+            tls_ca_file: self.tls_ca_file.filter(|path| !path.as_os_str().is_empty()),
         })
     }
 }

@@ -16,7 +16,7 @@ use super::migrate;
 pub struct PostgresAccounts {
     pool: Pool,
     /// For connections of its own (listening for revocations).
-    config: tokio_postgres::Config,
+    reach: super::Reach,
     /// The database, for messages (never the password).
     place: String,
 }
@@ -26,14 +26,16 @@ const USER_COLUMNS: &str = "username, role, location, disabled, created_at, pass
 impl PostgresAccounts {
     /// Connects to the database at `url` and brings its schema up to date (with
     /// `migrate` false, only checks that it is: for deployments that migrate as a
-    /// separate step).
-    pub async fn open(url: &str, migrate: bool) -> Result<Self, AuthError> {
-        let (pool, config, place) = super::pool(url)?;
-        let store = PostgresAccounts {
-            pool,
-            config,
-            place,
-        };
+    /// separate step). Where the URL asks for TLS (`sslmode=require`), the
+    /// server's certificate must be signed by a root the system trusts or by one
+    /// in `tls_ca_file`.
+    pub async fn open(
+        url: &str,
+        migrate: bool,
+        tls_ca_file: Option<&Path>,
+    ) -> Result<Self, AuthError> {
+        let (pool, reach, place) = super::pool(url, tls_ca_file)?;
+        let store = PostgresAccounts { pool, reach, place };
         let mut client = store.client().await?;
         migrate::run(&mut client, migrate::SCHEMA, migrate)
             .await
@@ -74,13 +76,31 @@ impl PostgresAccounts {
         }
     }
 
-    /// The database's settings, for a connection of its own.
-    pub(super) fn settings(&self) -> &tokio_postgres::Config {
-        &self.config
+    /// How to reach the database, for a connection of its own.
+    pub(super) fn reach(&self) -> &super::Reach {
+        &self.reach
+    }
+
+    /// Whether this gateway's connections to the database are encrypted.
+    pub async fn encrypted(&self) -> Result<bool, AuthError> {
+        let client = self.client().await?;
+        client
+            .query_one(
+                "SELECT COALESCE((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), FALSE)",
+                &[],
+            )
+            .await
+            .map(|row| row.get(0))
+            .map_err(|e| self.failed(e))
     }
 
     pub(super) async fn client(&self) -> Result<Object, AuthError> {
-        self.pool.get().await.map_err(|e| self.failed(e))
+        // With its causes: "error performing TLS handshake" alone does not say
+        // that the certificate was refused, or why.
+        self.pool
+            .get()
+            .await
+            .map_err(|e| self.failed(super::with_causes(&e)))
     }
 
     pub(super) fn failed(&self, error: impl std::fmt::Display) -> AuthError {

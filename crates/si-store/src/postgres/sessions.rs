@@ -230,7 +230,7 @@ impl RevocationStore for PostgresAccounts {
     /// own, reconnecting after a failure.
     fn watch(&self, changed: tokio::sync::mpsc::UnboundedSender<i64>) -> bool {
         tokio::spawn(super::watch::listen(
-            self.settings().clone(),
+            self.reach().clone(),
             self.place().to_owned(),
             changed,
         ));

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedSender;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use super::Reach;
 
 /// The channel the notifications go out on.
 const CHANNEL: &str = "si_revocations";
@@ -16,14 +18,10 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// reconnecting after a failure. While disconnected, the gateway's polling still
 /// picks changes up; after reconnecting, one is reported at once so that nothing
 /// committed meanwhile waits for the poll.
-pub(super) async fn listen(
-    config: tokio_postgres::Config,
-    place: String,
-    changed: UnboundedSender<i64>,
-) {
+pub(super) async fn listen(reach: Reach, place: String, changed: UnboundedSender<i64>) {
     let mut failing = false;
     while !changed.is_closed() {
-        match listen_once(&config, &changed, failing).await {
+        match listen_once(&reach, &changed, failing).await {
             Ok(()) => return,
             Err(e) => {
                 if !failing {
@@ -42,11 +40,15 @@ pub(super) async fn listen(
 /// One connection's worth of listening: `Ok` once `changed` is closed, `Err`
 /// when the connection fails.
 async fn listen_once(
-    config: &tokio_postgres::Config,
+    reach: &Reach,
     changed: &UnboundedSender<i64>,
     reconnecting: bool,
 ) -> Result<(), String> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
+    let (client, mut connection) = reach
+        .config
+        .connect(reach.tls.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     // The connection does its work only while polled: LISTEN is answered through
     // it too.
     let (listening, mut notifications) = tokio::sync::mpsc::unbounded_channel();

@@ -9,13 +9,14 @@
 mod counters;
 mod outage;
 mod throttle;
+mod tls;
 
 use si_core::config::{RateLimitConfig, RedisFailure};
 use si_store::redis::RedisConnection;
 
 /// One gateway's connection to the test server, under `prefix`.
 async fn gateway(prefix: &str, failure: RedisFailure) -> RedisConnection {
-    let connection = RedisConnection::open(&si_test_support::redis::url(), prefix, failure)
+    let connection = RedisConnection::open(&si_test_support::redis::url(), prefix, failure, None)
         .await
         .unwrap();
     assert!(connection.health().is_up(), "the test Redis answers");

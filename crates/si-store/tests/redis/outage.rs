@@ -23,7 +23,7 @@ const CLOSED: &str = "redis://127.0.0.1:1";
 #[ignore = "needs Redis: .ci/run starts one and runs this with --ignored"]
 async fn unreachable_redis_fails_open_to_this_gateways_limits() {
     let started = Instant::now();
-    let connection = RedisConnection::open(CLOSED, &fresh_prefix(), RedisFailure::FailOpen)
+    let connection = RedisConnection::open(CLOSED, &fresh_prefix(), RedisFailure::FailOpen, None)
         .await
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(2), "opening waited");
@@ -51,7 +51,7 @@ async fn unreachable_redis_fails_open_to_this_gateways_limits() {
 #[tokio::test]
 #[ignore = "needs Redis: .ci/run starts one and runs this with --ignored"]
 async fn unreachable_redis_fails_closed_with_unavailable() {
-    let connection = RedisConnection::open(CLOSED, &fresh_prefix(), RedisFailure::FailClosed)
+    let connection = RedisConnection::open(CLOSED, &fresh_prefix(), RedisFailure::FailClosed, None)
         .await
         .unwrap();
     let counters = RedisCounters::new(&connection, &limits(3, 3, 3));
@@ -118,7 +118,7 @@ async fn until_up(connection: &RedisConnection) -> Duration {
 async fn redis_going_away_and_coming_back_is_picked_up() {
     let [port] = free_ports::<1>();
     let prefix = fresh_prefix();
-    let connection = RedisConnection::open(&url_via(port), &prefix, RedisFailure::FailClosed)
+    let connection = RedisConnection::open(&url_via(port), &prefix, RedisFailure::FailClosed, None)
         .await
         .unwrap();
     let counters = RedisCounters::new(&connection, &limits(100, 0, 0));
