@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::stack::{self, Launch};
+use crate::stack::{self, Launch, Store};
 
 /// What to flood with, and which gateway.
 pub struct Settings {
@@ -67,6 +67,7 @@ pub async fn run(exe: &Path, settings: &Settings) -> Result<(), String> {
         embedded: settings.gateway.is_none(),
         gateway_settings: "",
         open_files,
+        store: Store::Own,
     };
 
     let gateway = stack::start_gateway(&launch(None), &mock, &dir.path().join("a")).await?;

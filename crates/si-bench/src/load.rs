@@ -127,7 +127,20 @@ pub async fn closed_loop(
     warmup: Duration,
     duration: Duration,
 ) -> Sample {
-    run_workers(target, connections, warmup, duration, None).await
+    closed_loop_across(std::slice::from_ref(target), connections, warmup, duration).await
+}
+
+/// [`closed_loop`] spread over `targets` (several gateways with nothing in between):
+/// worker `i` sends to target `i mod n`, so the connections split evenly; with
+/// fewer connections than targets each worker takes the targets in turn, a request
+/// each, over a connection to each.
+pub async fn closed_loop_across(
+    targets: &[Target],
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Sample {
+    run_workers(targets, connections, warmup, duration, None).await
 }
 
 /// `connections` workers sending `rate` requests per second between them, each on
@@ -142,11 +155,23 @@ pub async fn paced(
     duration: Duration,
 ) -> Sample {
     let period = Duration::from_secs_f64(connections as f64 / rate.max(1.0));
-    run_workers(target, connections, warmup, duration, Some(period)).await
+    let targets = std::slice::from_ref(target);
+    run_workers(targets, connections, warmup, duration, Some(period)).await
+}
+
+/// When a worker measures, and how it paces itself.
+#[derive(Clone, Copy)]
+struct Schedule {
+    warmup: Duration,
+    duration: Duration,
+    /// Between one request and the next (paced); `None`: closed loop.
+    period: Option<Duration>,
+    /// Where in the period this worker starts.
+    offset: Duration,
 }
 
 async fn run_workers(
-    target: &Target,
+    targets: &[Target],
     connections: usize,
     warmup: Duration,
     duration: Duration,
@@ -155,57 +180,21 @@ async fn run_workers(
     let barrier = Arc::new(Barrier::new(connections + 1));
     let mut workers = Vec::with_capacity(connections);
     for worker in 0..connections {
-        let target = target.clone();
-        let barrier = barrier.clone();
-        workers.push(tokio::spawn(async move {
-            let mut sender = connect(target.address).await.ok();
-            barrier.wait().await;
-            let start = Instant::now();
-            let measure_from = start + warmup;
-            let end = measure_from + duration;
+        let lanes = match targets.len() {
+            0 => Vec::new(),
+            n if connections >= n => vec![targets[worker % n].clone()],
+            _ => targets.to_vec(),
+        };
+        let schedule = Schedule {
+            warmup,
+            duration,
+            period,
             // Spread the workers' schedules over one period.
-            let offset = period.map(|p| p.mul_f64(worker as f64 / connections as f64));
-            let mut next = start + offset.unwrap_or_default();
-            let mut sample = Sample::new();
-            loop {
-                if let Some(period) = period {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += period;
-                }
-                let mut sent = Instant::now();
-                if sent >= end {
-                    break;
-                }
-                let mut outcome = match sender.as_mut() {
-                    Some(s) => exchange(s, &target).await,
-                    None => Outcome::Failed,
-                };
-                if let Outcome::Closed = outcome {
-                    sender = connect(target.address).await.ok();
-                    sent = Instant::now();
-                    outcome = match sender.as_mut() {
-                        Some(s) => exchange(s, &target).await,
-                        None => Outcome::Failed,
-                    };
-                }
-                let done = Instant::now();
-                let ok = matches!(outcome, Outcome::Ok);
-                if sent >= measure_from {
-                    if ok {
-                        sample.ok += 1;
-                        let _ = sample
-                            .latency
-                            .record((done - sent).as_micros().max(1) as u64);
-                    } else {
-                        sample.errors += 1;
-                    }
-                }
-                if !ok {
-                    sender = connect(target.address).await.ok();
-                }
-            }
-            sample
-        }));
+            offset: period
+                .map(|p| p.mul_f64(worker as f64 / connections as f64))
+                .unwrap_or_default(),
+        };
+        workers.push(tokio::spawn(run_worker(lanes, barrier.clone(), schedule)));
     }
     barrier.wait().await;
     let mut total = Sample::new();
@@ -216,6 +205,62 @@ async fn run_workers(
     }
     total.elapsed = duration;
     total
+}
+
+/// One worker: a connection to each of `lanes`, which it sends to in turn.
+async fn run_worker(lanes: Vec<Target>, barrier: Arc<Barrier>, schedule: Schedule) -> Sample {
+    let mut senders = Vec::with_capacity(lanes.len());
+    for lane in &lanes {
+        senders.push(connect(lane.address).await.ok());
+    }
+    barrier.wait().await;
+    let mut sample = Sample::new();
+    if lanes.is_empty() {
+        return sample;
+    }
+    let start = Instant::now();
+    let measure_from = start + schedule.warmup;
+    let end = measure_from + schedule.duration;
+    let mut next = start + schedule.offset;
+    for turn in (0..lanes.len()).cycle() {
+        let (target, sender) = (&lanes[turn], &mut senders[turn]);
+        if let Some(period) = schedule.period {
+            tokio::time::sleep_until(next.into()).await;
+            next += period;
+        }
+        let mut sent = Instant::now();
+        if sent >= end {
+            break;
+        }
+        let mut outcome = match sender.as_mut() {
+            Some(s) => exchange(s, target).await,
+            None => Outcome::Failed,
+        };
+        if let Outcome::Closed = outcome {
+            *sender = connect(target.address).await.ok();
+            sent = Instant::now();
+            outcome = match sender.as_mut() {
+                Some(s) => exchange(s, target).await,
+                None => Outcome::Failed,
+            };
+        }
+        let done = Instant::now();
+        let ok = matches!(outcome, Outcome::Ok);
+        if sent >= measure_from {
+            if ok {
+                sample.ok += 1;
+                let _ = sample
+                    .latency
+                    .record((done - sent).as_micros().max(1) as u64);
+            } else {
+                sample.errors += 1;
+            }
+        }
+        if !ok {
+            *sender = connect(target.address).await.ok();
+        }
+    }
+    sample
 }
 
 /// What many streams held open at once saw.

@@ -5,19 +5,23 @@
 //! modes, so each is its own process with its own memory figure) and, when
 //! installed, nginx; drives them with its own HTTP/1.1 client over loopback; prints
 //! a table and writes the figures as JSON. `--smoke` runs every phase briefly to
-//! show that the benchmark works; its figures mean nothing.
+//! show that the benchmark works; its figures mean nothing. `si-bench shared`
+//! measures the gateway on a PostgreSQL store, alone and two side by side, against
+//! the gateway on SQLite (module `shared`).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde::Serialize;
 
 mod flood;
 mod load;
 mod mock;
 mod plan;
 mod report;
+mod shared;
 mod stack;
 
 /// The allocator `si-server` uses, so that the gateway measured here is the same.
@@ -79,6 +83,32 @@ enum Mode {
         #[arg(long, value_name = "PATH")]
         gateway: Option<PathBuf>,
     },
+    /// The gateway on SQLite, on a shared PostgreSQL database, and two gateways on
+    /// that database with requests split between them, each against direct calls.
+    Shared {
+        /// A PostgreSQL server (any database on it): the run creates a database of
+        /// its own there and drops it at the end.
+        #[arg(
+            long,
+            value_name = "URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        database_url: String,
+        /// Redis for the shared gateways' rate-limit counters (`SI_REDIS_URL`);
+        /// without it each gateway counts in its own memory.
+        #[arg(long, value_name = "URL")]
+        redis_url: Option<String>,
+        /// Every setup, briefly: checks that the run works, measures nothing.
+        #[arg(long)]
+        smoke: bool,
+        /// Where the JSON report goes.
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "target/si-bench/shared.json"
+        )]
+        out: PathBuf,
+    },
     /// Run the gateway, exactly as `si-server` does (used by the benchmark itself).
     #[command(hide = true)]
     Gateway {
@@ -127,6 +157,23 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Mode::Shared {
+            database_url,
+            redis_url,
+            smoke,
+            out,
+        }) => {
+            let settings = if smoke {
+                plan::Settings::smoke()
+            } else {
+                plan::Settings::full()
+            };
+            let servers = shared::Servers {
+                database_url,
+                redis_url,
+            };
+            run_shared(&settings, &servers, &out)
+        }
         None => {
             let settings = if args.smoke {
                 plan::Settings::smoke()
@@ -150,18 +197,37 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 fn run_benchmark(settings: &plan::Settings, out: &std::path::Path, with_nginx: bool) -> ExitCode {
     let measured = runtime().and_then(|runtime| runtime.block_on(plan::run(settings, with_nginx)));
-    let report = match measured {
-        Ok(report) => report,
+    match measured {
+        Ok(report) => publish(&report::table(&report), &report, out),
         Err(e) => {
             eprintln!("si-bench: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
-    };
-    print!("{}", report::table(&report));
+    }
+}
+
+fn run_shared(
+    settings: &plan::Settings,
+    servers: &shared::Servers,
+    out: &std::path::Path,
+) -> ExitCode {
+    let measured = runtime().and_then(|runtime| runtime.block_on(shared::run(settings, servers)));
+    match measured {
+        Ok(report) => publish(&shared::table(&report), &report, out),
+        Err(e) => {
+            eprintln!("si-bench shared: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `table` and writes `report` as JSON to `out`.
+fn publish(table: &str, report: &impl Serialize, out: &std::path::Path) -> ExitCode {
+    print!("{table}");
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
     }
-    match serde_json::to_string_pretty(&report)
+    match serde_json::to_string_pretty(report)
         .map_err(|e| e.to_string())
         .and_then(|json| std::fs::write(out, json + "\n").map_err(|e| e.to_string()))
     {

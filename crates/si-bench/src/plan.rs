@@ -12,13 +12,17 @@ use crate::load::{self, Target};
 use crate::report::{Added, LatencyRow, Machine, Memory, Report, Streaming, Throughput};
 use crate::stack;
 use checks::checks;
-use phases::{added, fixed_delay, max_rates, memory_rounds, streaming, sweep, throughput};
+pub(crate) use phases::{added, cpu_per_request, latency_row};
+use phases::{fixed_delay, max_rates, memory_rounds, streaming, sweep, throughput};
 
 /// How long and how hard each phase runs.
 pub struct Settings {
-    mode: &'static str,
-    warmup: Duration,
-    duration: Duration,
+    /// `full`, `quick` or `smoke`.
+    pub(crate) mode: &'static str,
+    /// Load before each measurement, not counted.
+    pub(crate) warmup: Duration,
+    /// Each closed-loop measurement (the shared-store run's too).
+    pub(crate) duration: Duration,
     concurrencies: &'static [usize],
     rate_start: f64,
     rate_factor: f64,
@@ -90,11 +94,15 @@ impl Settings {
 }
 
 /// The zero-delay request: a short chat, as a client sends it.
-const CHAT: &str = r#"{"model":"Chat","messages":[{"role":"system","content":"You are a helpful clinical assistant."},{"role":"user","content":"Summarise: BP 128/82, HR 72, afebrile, ambulating."}],"max_tokens":64,"temperature":0.2}"#;
+pub(crate) const CHAT: &str = r#"{"model":"Chat","messages":[{"role":"system","content":"You are a helpful clinical assistant."},{"role":"user","content":"Summarise: BP 128/82, HR 72, afebrile, ambulating."}],"max_tokens":64,"temperature":0.2}"#;
 const DELAYED: &str = r#"{"model":"Clinical","messages":[{"role":"user","content":"Assess: BP 128/82, HR 72."}],"max_tokens":64}"#;
 const STREAM: &str = r#"{"model":"Documentation","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Write a discharge note."}],"max_tokens":256}"#;
 
-fn target(address: SocketAddr, authorization: Option<&str>, body: &'static str) -> Target {
+pub(crate) fn target(
+    address: SocketAddr,
+    authorization: Option<&str>,
+    body: &'static str,
+) -> Target {
     Target {
         address,
         path: "/v1/chat/completions",
@@ -135,7 +143,7 @@ pub async fn run(settings: &Settings, with_nginx: bool) -> Result<Report, String
         measured.push(stack::with_children(nginx.process.pid()));
     }
     let latency = sweep(settings, &targets, &measured).await;
-    let added = added(&latency, settings.concurrencies);
+    let added = added(&latency, settings.concurrencies, "gateway");
     let throughput_64 = throughput(settings, &targets, &latency).await;
     if settings.quick {
         return Ok(quick_report(

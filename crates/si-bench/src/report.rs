@@ -6,6 +6,7 @@ use serde::Serialize;
 mod text;
 
 pub use text::table;
+pub(crate) use text::{heading, latency_table, plain, section};
 
 /// Everything one run measured.
 #[derive(Serialize)]
@@ -88,6 +89,10 @@ pub struct LatencyRow {
     /// CPU time per request of the server measured (the mock for `direct`, else
     /// the proxy alone), µs: steadier than throughput on a shared machine.
     pub cpu_us_per_request: Option<f64>,
+    /// CPU time per request of the PostgreSQL server that gateways share, when it
+    /// runs on this machine (all its processes: other databases' work too), µs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_cpu_us_per_request: Option<f64>,
 }
 
 impl LatencyRow {
@@ -104,6 +109,7 @@ impl LatencyRow {
             requests: sample.ok,
             errors: sample.errors,
             cpu_us_per_request: None,
+            database_cpu_us_per_request: None,
         }
     }
 }

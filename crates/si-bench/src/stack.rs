@@ -1,12 +1,12 @@
 //! The processes under test, each its own process so that its memory can be read:
-//! the mock llama-server and the gateway (this same executable in another mode) and,
-//! when installed, nginx.
+//! the mock llama-server and the gateway (this same executable in another mode,
+//! on a store of its own or one shared with other gateways) and, when installed,
+//! nginx.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,8 +16,10 @@ use secrecy::SecretString;
 use si_auth::NewUser;
 
 mod nginx;
+mod store;
 
 pub use nginx::{Nginx, start_nginx};
+pub use store::{Shared, Store, random_secret};
 
 /// A child process, stopped when dropped.
 pub struct Process {
@@ -133,6 +135,8 @@ pub struct Launch {
     pub gateway_settings: &'static str,
     /// An open-file limit (soft and hard) to start it under.
     pub open_files: Option<u64>,
+    /// Where it keeps its state.
+    pub store: Store,
 }
 
 impl Launch {
@@ -144,6 +148,7 @@ impl Launch {
             embedded: true,
             gateway_settings: "max_connections = 20000\nmax_connections_per_address = 20000\n",
             open_files: None,
+            store: Store::Own,
         }
     }
 
@@ -174,7 +179,8 @@ impl Launch {
 
 /// Writes a configuration for `mock` into `dir` with authentication, rate limits
 /// (high enough never to trigger), metrics and audit on, as in production; adds a
-/// user; starts the gateway `launch` names; waits until it answers; logs in.
+/// user to the store `launch` names, unless it is there; starts the gateway
+/// `launch` names; waits until it answers; logs in.
 pub async fn start_gateway(launch: &Launch, mock: &Mock, dir: &Path) -> Result<Gateway, String> {
     let [port, metrics_port] = free_ports()?;
     let data = dir.join("data");
@@ -182,25 +188,18 @@ pub async fn start_gateway(launch: &Launch, mock: &Mock, dir: &Path) -> Result<G
     let config = gateway_config(port, metrics_port, &data, mock, launch.gateway_settings);
     let config_path = dir.join("si-bench.toml");
     std::fs::write(&config_path, config).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let users = si_store::sqlite::SqliteUsers::open(&si_store::users_path(&data))
-        .map_err(|e| e.to_string())?;
-    let accounts = si_auth::Accounts::new(Arc::new(users.clone()), Arc::new(users))
-        .map_err(|e| e.to_string())?;
-    accounts
-        .add(&NewUser {
-            username: "bench",
-            password: &SecretString::from(PASSWORD),
-            role: "admin".parse().map_err(|_| "no admin role")?,
-            location: "*",
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-    drop(accounts);
+    let user = NewUser {
+        username: "bench",
+        password: &SecretString::from(PASSWORD),
+        role: "admin".parse().map_err(|_| "no admin role")?,
+        location: "*",
+    };
+    launch.store.add_user(&data, &user).await?;
     let log = std::fs::File::create(dir.join("gateway.log")).map_err(|e| e.to_string())?;
     let child = launch
         .command(&config_path)
         .current_dir(dir)
-        .env("JWT_SECRET", random_secret()?)
+        .envs(launch.store.environment()?)
         .env("BENCH_API_KEY", "bench-backend-key-0123456789")
         .env("RUST_LOG", "info")
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -282,13 +281,6 @@ per_location_per_minute = 1000000000
         delayed = mock.delayed,
         streaming = mock.streaming,
     )
-}
-
-fn random_secret() -> Result<String, String> {
-    let mut bytes = [0u8; 32];
-    let mut urandom = std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?;
-    std::io::Read::read_exact(&mut urandom, &mut bytes).map_err(|e| e.to_string())?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 async fn wait_until_listening(address: SocketAddr, limit: Duration) -> Result<(), String> {

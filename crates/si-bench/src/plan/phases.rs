@@ -21,32 +21,56 @@ pub(super) async fn sweep(
     let mut rows = Vec::new();
     for &concurrency in settings.concurrencies {
         for ((name, t), pids) in targets.iter().zip(processes) {
-            eprintln!("latency: {name} at {concurrency} connections");
-            // The server's CPU (the mock for direct calls; the gateway or nginx
-            // alone otherwise), whole run over whole run, warm-up included.
-            let cpu_before = stack::cpu_micros_all(pids);
-            let sample =
-                load::closed_loop(t, concurrency, settings.warmup, settings.duration).await;
-            let cpu_after = stack::cpu_micros_all(pids);
-            let mut row = LatencyRow::new(name, concurrency, &sample);
-            if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-                let whole = 1.0 + settings.warmup.as_secs_f64() / settings.duration.as_secs_f64();
-                let requests = (sample.ok as f64 * whole).max(1.0);
-                row.cpu_us_per_request = Some(after.saturating_sub(before) as f64 / requests);
-            }
-            rows.push(row);
+            let targets = std::slice::from_ref(t);
+            let (warmup, duration) = (settings.warmup, settings.duration);
+            rows.push(latency_row(name, targets, concurrency, (warmup, duration), pids).await);
         }
     }
     rows
 }
 
-/// What the gateway adds to direct calls, per concurrency.
-pub(super) fn added(rows: &[LatencyRow], concurrencies: &[usize]) -> Vec<Added> {
+/// A closed loop of `connections` spread over `targets` (one server, or several
+/// gateways side by side) for `duration` after `warmup`, and the CPU time `pids`
+/// (the servers measured) spent per request.
+pub(crate) async fn latency_row(
+    name: &'static str,
+    targets: &[Target],
+    connections: usize,
+    (warmup, duration): (Duration, Duration),
+    pids: &[u32],
+) -> LatencyRow {
+    eprintln!("latency: {name} at {connections} connections");
+    // The servers' CPU, whole run over whole run, warm-up included.
+    let cpu_before = stack::cpu_micros_all(pids);
+    let sample = load::closed_loop_across(targets, connections, warmup, duration).await;
+    let cpu_after = stack::cpu_micros_all(pids);
+    let mut row = LatencyRow::new(name, connections, &sample);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let used = after.saturating_sub(before);
+        row.cpu_us_per_request = Some(cpu_per_request(used, sample.ok, (warmup, duration)));
+    }
+    row
+}
+
+/// CPU µs per request of a closed loop in which `used_us` were spent from the
+/// start of its warm-up and `answered` requests were answered after it.
+pub(crate) fn cpu_per_request(
+    used_us: u64,
+    answered: u64,
+    (warmup, duration): (Duration, Duration),
+) -> f64 {
+    // The warm-up ran at about the same rate as the measured part.
+    let whole = 1.0 + warmup.as_secs_f64() / duration.as_secs_f64();
+    used_us as f64 / (answered as f64 * whole).max(1.0)
+}
+
+/// What the target named `through` adds to direct calls, per concurrency.
+pub(crate) fn added(rows: &[LatencyRow], concurrencies: &[usize], through: &str) -> Vec<Added> {
     concurrencies
         .iter()
         .filter_map(|&c| {
             let find = |name: &str| rows.iter().find(|r| r.target == name && r.concurrency == c);
-            let (direct, gateway) = (find("direct")?, find("gateway")?);
+            let (direct, gateway) = (find("direct")?, find(through)?);
             Some(Added {
                 concurrency: c,
                 p50_us: gateway.p50_us as i64 - direct.p50_us as i64,

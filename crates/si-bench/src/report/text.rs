@@ -6,23 +6,12 @@ use bytesize::ByteSize;
 use comfy_table::presets::NOTHING;
 use comfy_table::{CellAlignment, Row, Table};
 
-use super::{Report, StreamRow};
+use super::{LatencyRow, Machine, Report, StreamRow};
 
 /// The report as readable tables.
 pub fn table(report: &Report) -> String {
     let mut out = String::new();
-    let m = &report.machine;
-    let _ = writeln!(
-        out,
-        "si-bench ({}) on {} CPUs, {}, Linux {}",
-        report.mode, m.cpus, m.cpu, m.kernel
-    );
-    if report.mode == "smoke" {
-        let _ = writeln!(
-            out,
-            "smoke run: every phase ran briefly; the figures mean nothing"
-        );
-    }
+    heading(&mut out, "si-bench", report.mode, &report.machine);
     latency(&mut out, report);
     throughput(&mut out, report);
     rates(&mut out, report);
@@ -32,9 +21,24 @@ pub fn table(report: &Report) -> String {
     out
 }
 
+/// The first lines of a report: which run, where, and whether its figures count.
+pub(crate) fn heading(out: &mut String, run: &str, mode: &str, m: &Machine) {
+    let _ = writeln!(
+        out,
+        "{run} ({mode}) on {} CPUs, {}, Linux {}",
+        m.cpus, m.cpu, m.kernel
+    );
+    if mode == "smoke" {
+        let _ = writeln!(
+            out,
+            "smoke run: every phase ran briefly; the figures mean nothing"
+        );
+    }
+}
+
 /// A borderless table of `rows` under `header` (none when empty), its columns two
 /// spaces apart; the columns numbered in `right` (figures) are right-aligned.
-fn plain<R: Into<Row>>(
+pub(crate) fn plain<R: Into<Row>>(
     header: &[&str],
     rows: impl IntoIterator<Item = R>,
     right: &[usize],
@@ -55,12 +59,26 @@ fn plain<R: Into<Row>>(
 }
 
 /// Writes `title`, then `table` without trailing spaces.
-fn section(out: &mut String, title: &str, table: &Table) {
+pub(crate) fn section(out: &mut String, title: &str, table: &Table) {
     let _ = writeln!(out, "\n{title}\n{}", table.trim_fmt());
 }
 
 fn latency(out: &mut String, report: &Report) {
-    let rows = report.latency.iter().map(|row| {
+    section(
+        out,
+        "Latency, zero-delay mock (µs)",
+        &latency_table(&report.latency),
+    );
+    let rows = report.added.iter().map(|row| {
+        [row.concurrency as i64, row.p50_us, row.p90_us, row.p99_us].map(|n| n.to_string())
+    });
+    let table = plain(&["conns", "p50", "p90", "p99"], rows, &[0, 1, 2, 3]);
+    section(out, "Added by the gateway (µs)", &table);
+}
+
+/// Closed-loop rows: target, connections, percentiles, rate, errors, CPU.
+pub(crate) fn latency_table(rows: &[LatencyRow]) -> Table {
+    let rows = rows.iter().map(|row| {
         let cpu = row
             .cpu_us_per_request
             .map_or(String::new(), |c| format!("{c:.1}"));
@@ -85,13 +103,7 @@ fn latency(out: &mut String, report: &Report) {
         "errors",
         "CPU µs/req",
     ];
-    let table = plain(&header, rows, &[1, 2, 3, 4, 5, 6, 7]);
-    section(out, "Latency, zero-delay mock (µs)", &table);
-    let rows = report.added.iter().map(|row| {
-        [row.concurrency as i64, row.p50_us, row.p90_us, row.p99_us].map(|n| n.to_string())
-    });
-    let table = plain(&["conns", "p50", "p90", "p99"], rows, &[0, 1, 2, 3]);
-    section(out, "Added by the gateway (µs)", &table);
+    plain(&header, rows, &[1, 2, 3, 4, 5, 6, 7])
 }
 
 fn throughput(out: &mut String, report: &Report) {
