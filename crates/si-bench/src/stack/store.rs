@@ -42,7 +42,7 @@ impl Store {
                 Accounts::new(Arc::new(users.clone()), Arc::new(users))
             }
             Store::Shared(shared) => {
-                let users = PostgresAccounts::open(&shared.database_url, true)
+                let users = PostgresAccounts::open(&shared.database_url, true, None)
                     .await
                     .map_err(|e| e.to_string())?;
                 Accounts::new(Arc::new(users.clone()), Arc::new(users))
