@@ -8,7 +8,7 @@
 //! no record of an answered request.
 
 use async_trait::async_trait;
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
 use si_audit::{
     AuditError, AuditRecord, AuditStore, AuditUnavailable, ChainHead, Page, StoredRecord,
 };
@@ -41,6 +41,7 @@ impl PostgresAudit {
             pool: pool.clone(),
             place: place.clone(),
             gateway: gateway.to_owned(),
+            connection: None,
         };
         tokio::spawn(writer.run(queued));
         PostgresAudit { pool, place, queue }
@@ -122,11 +123,14 @@ struct Writer {
     pool: Pool,
     place: String,
     gateway: String,
+    /// The connection it writes on, kept between batches (a pooled connection
+    /// is checked with a round trip each time it is taken).
+    connection: Option<Object>,
 }
 
 impl Writer {
     /// Commits what is queued, a batch at a time, until every sender is gone.
-    async fn run(self, mut queued: mpsc::UnboundedReceiver<Pending>) {
+    async fn run(mut self, mut queued: mpsc::UnboundedReceiver<Pending>) {
         let mut batch = Vec::new();
         while queued.recv_many(&mut batch, MAX_BATCH).await > 0 {
             let mut records: Vec<AuditRecord> = Vec::with_capacity(batch.len());
@@ -139,7 +143,7 @@ impl Writer {
             let outcome = if records.is_empty() {
                 Ok(())
             } else {
-                write_batch(&self.pool, &mut records).await.map_err(|e| {
+                self.write(&mut records).await.map_err(|e| {
                     // Loudly, without the records' contents.
                     tracing::error!(place = %self.place, records = records.len(), error = %e, "audit write failed");
                     AuditUnavailable
@@ -152,19 +156,59 @@ impl Writer {
             }
         }
     }
+
+    /// Commits `records`; once more on a fresh connection if the kept one had
+    /// closed (the database restarted since the last batch).
+    async fn write(&mut self, records: &mut [AuditRecord]) -> Result<(), String> {
+        for attempt in 0..2 {
+            let connection = match self.connection.take() {
+                Some(connection) => connection,
+                None => self.pool.get().await.map_err(|e| super::with_causes(&e))?,
+            };
+            match commit_batch(&connection, records).await {
+                Ok(()) => {
+                    self.connection = Some(connection);
+                    return Ok(());
+                }
+                // Possibly inside a transaction or broken: never reused, and
+                // never returned to the pool.
+                Err(e) if connection.is_closed() && attempt == 0 => {
+                    drop(Object::take(connection));
+                    tracing::debug!(error = %e, "audit connection closed; writing on a new one");
+                }
+                Err(e) => {
+                    drop(Object::take(connection));
+                    return Err(e);
+                }
+            }
+        }
+        Err("the audit database closed every connection".into())
+    }
 }
+
+const HEAD: &str = "SELECT seq, hash FROM audit_head FOR UPDATE";
+const INSERT: &str = "WITH added AS (
+         INSERT INTO audit (seq, at_ms, record, prev_hash, hash)
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])
+     )
+     UPDATE audit_head SET seq = $6, hash = $7";
 
 /// Seals `records` after the chain's head and commits them, in one transaction
 /// that holds the head row's lock: other gateways' batches wait for it, then
-/// follow on.
-async fn write_batch(pool: &Pool, records: &mut [AuditRecord]) -> Result<(), String> {
-    let sql = |e: tokio_postgres::Error| e.to_string();
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = client.transaction().await.map_err(sql)?;
-    let head = tx
-        .query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[])
-        .await
-        .map_err(sql)?;
+/// follow on. Two round trips, each of two pipelined statements: `BEGIN` and
+/// the head's lock, then the batch and `COMMIT` (which, after a failed insert,
+/// ends the transaction without committing anything).
+async fn commit_batch(client: &Object, records: &mut [AuditRecord]) -> Result<(), String> {
+    let sql = |e: tokio_postgres::Error| super::with_causes(&e);
+    // Prepared once per connection.
+    let head_statement = client.prepare_cached(HEAD).await.map_err(sql)?;
+    let insert = client.prepare_cached(INSERT).await.map_err(sql)?;
+    let (begun, head) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.query_one(&head_statement, &[])
+    );
+    begun.map_err(sql)?;
+    let head = head.map_err(sql)?;
     let before: i64 = head.try_get(0).map_err(sql)?;
     let mut head = ChainHead {
         seq: u64::try_from(before).map_err(|_| format!("the chain's head is at {before}"))?,
@@ -182,25 +226,21 @@ async fn write_batch(pool: &Pool, records: &mut [AuditRecord]) -> Result<(), Str
         columns.hash.push(sealed.hash);
     }
     let last = i64::try_from(head.seq).map_err(|e| e.to_string())?;
-    tx.execute(
-        "WITH added AS (
-             INSERT INTO audit (seq, at_ms, record, prev_hash, hash)
-             SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[])
-         )
-         UPDATE audit_head SET seq = $6, hash = $7",
-        &[
-            &columns.seq,
-            &columns.at_ms,
-            &columns.json,
-            &columns.prev_hash,
-            &columns.hash,
-            &last,
-            &head.hash,
-        ],
-    )
-    .await
-    .map_err(sql)?;
-    tx.commit().await.map_err(sql)?;
+    let values: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+        &columns.seq,
+        &columns.at_ms,
+        &columns.json,
+        &columns.prev_hash,
+        &columns.hash,
+        &last,
+        &head.hash,
+    ];
+    let (inserted, committed) = tokio::join!(
+        client.execute(&insert, &values),
+        client.batch_execute("COMMIT")
+    );
+    inserted.map_err(sql)?;
+    committed.map_err(sql)?;
     head.log_now_and_then(u64::try_from(before).unwrap_or(0));
     Ok(())
 }
