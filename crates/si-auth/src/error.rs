@@ -79,6 +79,15 @@ pub enum AuthError {
         /// What failed.
         message: String,
     },
+    /// The database server cannot be reached now (down, restarting, cut off):
+    /// retrying later may work.
+    #[error("user database {place} cannot be reached: {message}")]
+    StoreUnreachable {
+        /// The database, without its password.
+        place: String,
+        /// What failed.
+        message: String,
+    },
     /// The secret file could not be read or written.
     #[error("jwt secret {path}: {message}")]
     SecretFile {
@@ -97,6 +106,14 @@ impl AuthError {
     pub fn store(path: &Path, error: impl std::fmt::Display) -> Self {
         AuthError::Store {
             path: path.display().to_string(),
+            message: error.to_string(),
+        }
+    }
+
+    /// The database server at `place` cannot be reached now.
+    pub fn unreachable(place: &str, error: impl std::fmt::Display) -> Self {
+        AuthError::StoreUnreachable {
+            place: place.to_owned(),
             message: error.to_string(),
         }
     }

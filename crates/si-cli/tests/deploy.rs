@@ -170,7 +170,7 @@ fn two_gateways_share_the_load_and_each_gpu_host_gets_only_its_own_servers() {
          server 10.0.0.6:8000 max_fails=3 fail_timeout=10s;\n",
         "    keepalive 64;\n",
         "proxy_pass http://si_gateways;\n",
-        "proxy_next_upstream error timeout http_503;\n",
+        "proxy_next_upstream error timeout;\n",
         "proxy_buffering off;\n",
         "location = /metrics {\n        deny all;\n    }",
     ] {

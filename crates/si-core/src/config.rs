@@ -289,6 +289,20 @@ impl ConfigError {
     }
 }
 
+/// This machine's host name (`gateway` if it has none).
+pub fn host_name() -> String {
+    let name = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .trim()
+        .to_owned();
+    if name.is_empty() {
+        "gateway".to_owned()
+    } else {
+        name
+    }
+}
+
 impl GatewayConfig {
     /// How long the gateway may take to stop after SIGTERM: the drain notice, then
     /// the grace for requests in flight, plus a margin. Service managers wait this
@@ -304,12 +318,7 @@ impl GatewayConfig {
         if let Some(name) = &self.name {
             return name.clone();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|name| name.trim().to_owned())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "gateway".to_owned());
-        format!("{host}:{}", self.listen.port())
+        format!("{}:{}", host_name(), self.listen.port())
     }
 }
 

@@ -266,7 +266,7 @@ impl ApiError {
         // Internal details (paths, database errors) stay in the log.
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             "internal error; the gateway's log has the details".to_owned()
-        } else if let ApiError::Auth(AuthError::Store { .. }) = self {
+        } else if let ApiError::Auth(AuthError::StoreUnreachable { .. }) = self {
             "the user database cannot be reached; retry shortly (the gateway's log has the details)"
                 .to_owned()
         } else {
@@ -401,12 +401,12 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
         }
         AuthError::InvalidUser(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_user"),
         // A database that is down or restarting: retrying later works.
-        AuthError::Store { .. } => (
+        AuthError::StoreUnreachable { .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             UNAVAILABLE,
             "store_unavailable",
         ),
-        AuthError::SecretFile { .. } | AuthError::Internal(_) => {
+        AuthError::Store { .. } | AuthError::SecretFile { .. } | AuthError::Internal(_) => {
             (StatusCode::INTERNAL_SERVER_ERROR, SERVER, "internal")
         }
     }

@@ -9,6 +9,7 @@ mod sessions;
 mod watch;
 
 use std::path::Path;
+use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use si_auth::AuthError;
@@ -52,18 +53,32 @@ impl std::fmt::Debug for Reach {
 }
 
 /// A pool for the database at `url`, how to reach it, and the name errors give it
-/// (the URL without its password). TLS is used as the URL's `sslmode` says
-/// (`require`: always; `prefer`: when the server offers it), with the server's
-/// certificate always verified against the system's roots and `tls_ca_file`;
-/// without `sslmode`, not at all.
+/// (the URL without its password). With an `sslmode` other than `disable`
+/// (`prefer` included), TLS is required, and the server's certificate always
+/// verified against the system's roots and `tls_ca_file`; without `sslmode`, no
+/// TLS.
 fn pool(url: &str, tls_ca_file: Option<&Path>) -> Result<(Pool, Reach, String), AuthError> {
     let unusable = |e: String| AuthError::store(Path::new("store.database_url"), e);
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| unusable(format!("not a PostgreSQL URL: {e}")))?;
-    if !url.to_ascii_lowercase().contains("sslmode=") {
-        config.ssl_mode(SslMode::Disable);
+    match sslmode(url).as_deref() {
+        None => {
+            config.ssl_mode(SslMode::Disable);
+        }
+        // With `prefer`, anyone on the path could answer "no TLS" for the server
+        // and read everything: asking for TLS means requiring it.
+        Some("prefer") => {
+            config.ssl_mode(SslMode::Require);
+        }
+        Some(_) => {}
     }
+    // A connection whose peer vanished without a word (a cut cable, a frozen
+    // machine) is noticed in seconds, not after the kernel's two hours.
+    config
+        .connect_timeout(Duration::from_secs(5))
+        .keepalives_idle(Duration::from_secs(15))
+        .tcp_user_timeout(Duration::from_secs(15));
     let extra = match tls_ca_file {
         Some(path) => crate::tls::authorities(path).map_err(unusable)?.1,
         None => Vec::new(),
@@ -82,11 +97,21 @@ fn pool(url: &str, tls_ca_file: Option<&Path>) -> Result<(Pool, Reach, String), 
     let pool = Pool::builder(manager)
         .max_size(POOL_SIZE)
         .runtime(deadpool_postgres::Runtime::Tokio1)
-        .create_timeout(Some(std::time::Duration::from_secs(5)))
-        .wait_timeout(Some(std::time::Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(2)))
         .build()
         .map_err(|e| AuthError::store(Path::new(&place), e))?;
     Ok((pool, Reach { config, tls }, place))
+}
+
+/// The `sslmode` a PostgreSQL URL names, if it names one.
+fn sslmode(url: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "sslmode").then(|| value.to_ascii_lowercase())
+    })
 }
 
 /// `error`'s message followed by those of its causes.
@@ -118,4 +143,33 @@ fn describe(config: &tokio_postgres::Config) -> String {
         config.get_user().unwrap_or(""),
         config.get_dbname().unwrap_or("")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefer_is_taken_as_require_and_no_sslmode_as_none() {
+        let mode = |url: &str| pool(url, None).map(|(_, reach, _)| reach.config.get_ssl_mode());
+        let base = "postgres://si@db.hospital.local/si";
+        assert_eq!(mode(base).unwrap(), SslMode::Disable);
+        assert_eq!(
+            mode(&format!("{base}?sslmode=prefer")).unwrap(),
+            SslMode::Require
+        );
+        assert_eq!(
+            mode(&format!("{base}?application_name=x&sslmode=require")).unwrap(),
+            SslMode::Require
+        );
+        assert_eq!(
+            mode(&format!("{base}?sslmode=disable")).unwrap(),
+            SslMode::Disable
+        );
+        // Only the parameter counts, not the text elsewhere.
+        assert_eq!(
+            mode("postgres://sslmode=x@db/si").unwrap(),
+            SslMode::Disable
+        );
+    }
 }

@@ -228,7 +228,9 @@ impl std::fmt::Debug for RedisConnection {
 }
 
 /// A name (user, location, address) as a key part: the first 128 bits of its
-/// SHA-256, in hex. Fixed length, no separators, and no name stored in Redis.
+/// SHA-256, in hex. Fixed length and no separators, whatever was typed. Not a
+/// secret: an address or a known username is found from its hash by trying
+/// candidates, so Redis needs the same protection as the gateways' logs.
 pub(crate) fn hashed(name: &str) -> String {
     use std::fmt::Write;
     let digest = Sha256::digest(name.as_bytes());

@@ -31,10 +31,7 @@ pub fn start(config: Config, options: &UpOptions, detach: bool) -> Result<bool, 
 
 /// This machine's host name, which `si-cli up` takes for `--host` when not given.
 pub fn this_host_name() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
+    si_core::config::host_name()
 }
 
 /// `si-cli status`: each supervised process, as a table or JSON. Returns whether

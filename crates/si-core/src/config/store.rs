@@ -32,8 +32,9 @@ pub struct StoreConfig {
     /// share one Redis.
     pub redis_prefix: String,
     /// A PEM file of the certificate authorities that signed the database's and
-    /// Redis's certificates, trusted beside the system's roots when a URL asks for
-    /// TLS (`sslmode=require`, `rediss://`).
+    /// Redis's certificates, when a URL asks for TLS (`sslmode=require`,
+    /// `rediss://`): PostgreSQL's is trusted if either the system's roots or
+    /// these vouch for it, Redis's only if these do.
     pub tls_ca_file: Option<std::path::PathBuf>,
 }
 

@@ -100,7 +100,7 @@ impl PostgresAccounts {
         self.pool
             .get()
             .await
-            .map_err(|e| self.failed(super::with_causes(&e)))
+            .map_err(|e| AuthError::unreachable(&self.place, super::with_causes(&e)))
     }
 
     pub(super) fn failed(&self, error: impl std::fmt::Display) -> AuthError {

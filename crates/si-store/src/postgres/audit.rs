@@ -7,6 +7,8 @@
 //! before its record is in the database, and a gateway killed at any moment loses
 //! no record of an answered request.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool};
 use si_audit::{
@@ -158,25 +160,35 @@ impl Writer {
     }
 
     /// Commits `records`; once more on a fresh connection if the kept one had
-    /// closed (the database restarted since the last batch).
+    /// closed before the batch was sent (the database restarted since the last
+    /// batch). A batch that may have been committed is never sent again: its
+    /// records would be in the chain twice.
     async fn write(&mut self, records: &mut [AuditRecord]) -> Result<(), String> {
         for attempt in 0..2 {
             let connection = match self.connection.take() {
                 Some(connection) => connection,
                 None => self.pool.get().await.map_err(|e| super::with_causes(&e))?,
             };
-            match commit_batch(&connection, records).await {
+            let outcome = tokio::time::timeout(BATCH_TIMEOUT, commit_batch(&connection, records))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Failed::Uncertain(format!(
+                        "no answer within {} s",
+                        BATCH_TIMEOUT.as_secs()
+                    )))
+                });
+            match outcome {
                 Ok(()) => {
                     self.connection = Some(connection);
                     return Ok(());
                 }
                 // Possibly inside a transaction or broken: never reused, and
                 // never returned to the pool.
-                Err(e) if connection.is_closed() && attempt == 0 => {
+                Err(Failed::BeforeSending(e)) if connection.is_closed() && attempt == 0 => {
                     drop(Object::take(connection));
                     tracing::debug!(error = %e, "audit connection closed; writing on a new one");
                 }
-                Err(e) => {
+                Err(Failed::BeforeSending(e) | Failed::Uncertain(e)) => {
                     drop(Object::take(connection));
                     return Err(e);
                 }
@@ -184,6 +196,18 @@ impl Writer {
         }
         Err("the audit database closed every connection".into())
     }
+}
+
+/// Longest a batch may take, its wait for the head row's lock included. Past it,
+/// the batch's callers get 503 rather than a hung answer.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a batch was not committed.
+enum Failed {
+    /// Before the batch was sent: nothing of it can have been committed.
+    BeforeSending(String),
+    /// After: it may have been.
+    Uncertain(String),
 }
 
 const HEAD: &str = "SELECT seq, hash FROM audit_head FOR UPDATE";
@@ -198,34 +222,44 @@ const INSERT: &str = "WITH added AS (
 /// follow on. Two round trips, each of two pipelined statements: `BEGIN` and
 /// the head's lock, then the batch and `COMMIT` (which, after a failed insert,
 /// ends the transaction without committing anything).
-async fn commit_batch(client: &Object, records: &mut [AuditRecord]) -> Result<(), String> {
-    let sql = |e: tokio_postgres::Error| super::with_causes(&e);
+async fn commit_batch(client: &Object, records: &mut [AuditRecord]) -> Result<(), Failed> {
+    let sql = |e: tokio_postgres::Error| Failed::BeforeSending(super::with_causes(&e));
     // Prepared once per connection.
     let head_statement = client.prepare_cached(HEAD).await.map_err(sql)?;
     let insert = client.prepare_cached(INSERT).await.map_err(sql)?;
+    // Read committed whatever the database's default: under a stricter level, a
+    // writer that waited for the lock would fail instead of reading the new head.
+    // A writer that vanishes while holding the lock is ended by the server within
+    // seconds, so that the other gateways' writers go on.
     let (begun, head) = tokio::join!(
-        client.batch_execute("BEGIN"),
+        client.batch_execute(
+            "BEGIN ISOLATION LEVEL READ COMMITTED;
+             SET LOCAL lock_timeout = '5s';
+             SET LOCAL idle_in_transaction_session_timeout = '10s'"
+        ),
         client.query_one(&head_statement, &[])
     );
     begun.map_err(sql)?;
     let head = head.map_err(sql)?;
     let before: i64 = head.try_get(0).map_err(sql)?;
     let mut head = ChainHead {
-        seq: u64::try_from(before).map_err(|_| format!("the chain's head is at {before}"))?,
+        seq: u64::try_from(before)
+            .map_err(|_| Failed::BeforeSending(format!("the chain's head is at {before}")))?,
         hash: head.try_get(1).map_err(sql)?,
     };
     let mut columns = Columns::with_capacity(records.len());
     for record in records.iter_mut() {
-        let sealed = head.seal(record).map_err(|e| e.to_string())?;
+        let unsealable = |e: &dyn std::fmt::Display| Failed::BeforeSending(e.to_string());
+        let sealed = head.seal(record).map_err(|e| unsealable(&e))?;
         columns
             .seq
-            .push(i64::try_from(sealed.seq).map_err(|e| e.to_string())?);
+            .push(i64::try_from(sealed.seq).map_err(|e| unsealable(&e))?);
         columns.at_ms.push(sealed.at_ms);
         columns.json.push(sealed.json);
         columns.prev_hash.push(sealed.prev_hash);
         columns.hash.push(sealed.hash);
     }
-    let last = i64::try_from(head.seq).map_err(|e| e.to_string())?;
+    let last = i64::try_from(head.seq).map_err(|e| Failed::BeforeSending(e.to_string()))?;
     let values: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
         &columns.seq,
         &columns.at_ms,
@@ -239,8 +273,9 @@ async fn commit_batch(client: &Object, records: &mut [AuditRecord]) -> Result<()
         client.execute(&insert, &values),
         client.batch_execute("COMMIT")
     );
-    inserted.map_err(sql)?;
-    committed.map_err(sql)?;
+    let uncertain = |e: tokio_postgres::Error| Failed::Uncertain(super::with_causes(&e));
+    inserted.map_err(uncertain)?;
+    committed.map_err(uncertain)?;
     head.log_now_and_then(u64::try_from(before).unwrap_or(0));
     Ok(())
 }

@@ -21,7 +21,11 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 pub(super) async fn listen(reach: Reach, place: String, changed: UnboundedSender<i64>) {
     let mut failing = false;
     while !changed.is_closed() {
-        match listen_once(&reach, &changed, failing).await {
+        let outcome = tokio::select! {
+            () = changed.closed() => return,
+            outcome = listen_once(&reach, &changed, &mut failing) => outcome,
+        };
+        match outcome {
             Ok(()) => return,
             Err(e) => {
                 if !failing {
@@ -38,11 +42,12 @@ pub(super) async fn listen(reach: Reach, place: String, changed: UnboundedSender
 }
 
 /// One connection's worth of listening: `Ok` once `changed` is closed, `Err`
-/// when the connection fails.
+/// when the connection fails. Once listening after a failure, says so, clears
+/// `failing` and reports a change at once.
 async fn listen_once(
     reach: &Reach,
     changed: &UnboundedSender<i64>,
-    reconnecting: bool,
+    failing: &mut bool,
 ) -> Result<(), String> {
     let (client, mut connection) = reach
         .config
@@ -68,7 +73,7 @@ async fn listen_once(
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .await
         .map_err(|e| e.to_string())?;
-    if reconnecting {
+    if std::mem::take(failing) {
         tracing::info!("revocation notifications are back");
         let _ = changed.send(0);
     }

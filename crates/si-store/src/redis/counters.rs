@@ -206,7 +206,7 @@ impl SharedLimit {
         let grant = inner.lease(&key, inner.lease_size).await?;
         let now = Instant::now();
         let take = inner.with_lease(&key, now, |entry| {
-            entry.lease.receive(now, grant);
+            entry.lease.receive(now, grant, inner.lease_size);
             entry.lease.take(now, inner.lease_size)
         });
         Ok(inner.decide(take, key, now))
@@ -252,7 +252,9 @@ impl LimitInner {
                 && let Ok(grant) = this.lease(&key, wanted).await
             {
                 let now = Instant::now();
-                this.with_lease(&key, now, |entry| entry.lease.receive(now, grant));
+                this.with_lease(&key, now, |entry| {
+                    entry.lease.receive(now, grant, this.lease_size)
+                });
             }
             this.with_lease(&key, Instant::now(), |entry| entry.lease.refilled());
         });

@@ -84,12 +84,14 @@ impl Lease {
         }
     }
 
-    /// Adds what Redis answered.
-    pub(crate) fn receive(&mut self, now: Instant, grant: Grant) {
+    /// Adds what Redis answered, keeping at most `size`: should two fetches for
+    /// one key ever overlap (its entry forgotten and made again meanwhile), the
+    /// surplus is given up, so the lease never exceeds its bound.
+    pub(crate) fn receive(&mut self, now: Instant, grant: Grant, size: u32) {
         match grant {
             Grant::Tokens(0) => {}
             Grant::Tokens(tokens) => {
-                self.tokens = self.tokens.saturating_add(tokens);
+                self.tokens = self.tokens.saturating_add(tokens).min(size);
                 self.leased_at = Some(now);
                 self.not_until = None;
             }

@@ -7,11 +7,8 @@ use si_auth::store::{LoginAttempts, LoginRefusal, Refusal, RequestCounters};
 use si_core::config::RedisFailure;
 use si_store::memory::ThrottlePolicy;
 use si_store::redis::{RedisConnection, RedisCounters, RedisLoginThrottle};
-use si_test_support::ports::free_ports;
+use si_test_support::cut::Cut;
 use si_test_support::redis::{address, fresh_prefix, url_via};
-use tokio::io::copy_bidirectional;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
 
 use super::{forget, limits};
 
@@ -74,33 +71,6 @@ async fn unreachable_redis_fails_closed_with_unavailable() {
     assert!(!format!("{connection:?}").contains("127.0.0.1:1"));
 }
 
-/// Forwards 127.0.0.1:`port` to the test Redis until dropped, which closes the
-/// port and every connection through it: Redis, as the gateways see it, gone.
-struct Proxy(JoinHandle<()>);
-
-impl Proxy {
-    async fn start(port: u16) -> Proxy {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-        let target = address();
-        Proxy(tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let target = target.clone();
-                connections.spawn(async move {
-                    let mut outbound = TcpStream::connect(target).await.unwrap();
-                    let _ = copy_bidirectional(&mut inbound, &mut outbound).await;
-                });
-            }
-        }))
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn until_up(connection: &RedisConnection) -> Duration {
     let started = Instant::now();
     while !connection.health().is_up() {
@@ -116,11 +86,18 @@ async fn until_up(connection: &RedisConnection) -> Duration {
 #[tokio::test]
 #[ignore = "needs Redis: .ci/run starts one and runs this with --ignored"]
 async fn redis_going_away_and_coming_back_is_picked_up() {
-    let [port] = free_ports::<1>();
+    // Redis, as the gateway sees it, is not there yet.
+    let cut = Cut::start(address().parse().unwrap()).await;
+    cut.cut();
     let prefix = fresh_prefix();
-    let connection = RedisConnection::open(&url_via(port), &prefix, RedisFailure::FailClosed, None)
-        .await
-        .unwrap();
+    let connection = RedisConnection::open(
+        &url_via(cut.addr.port()),
+        &prefix,
+        RedisFailure::FailClosed,
+        None,
+    )
+    .await
+    .unwrap();
     let counters = RedisCounters::new(&connection, &limits(100, 0, 0));
     let throttle = RedisLoginThrottle::new(&connection, ThrottlePolicy::default());
     assert_eq!(
@@ -129,14 +106,14 @@ async fn redis_going_away_and_coming_back_is_picked_up() {
     );
 
     // Redis appears after the gateway started.
-    let proxy = Proxy::start(port).await;
+    cut.restore();
     let took = until_up(&connection).await;
     eprintln!("picked up {took:?} after redis appeared");
     assert_eq!(counters.check_client(CLIENT).await, Ok(()));
     assert!(throttle.begin("doctor1", "10.0.0.1").await.is_ok());
 
     // Redis goes away: what is leased is spent, then requests are refused.
-    drop(proxy);
+    cut.cut();
     let mut outcomes = Vec::new();
     for _ in 0..5 {
         outcomes.push(counters.check_client(CLIENT).await);
@@ -153,7 +130,7 @@ async fn redis_going_away_and_coming_back_is_picked_up() {
     );
 
     // And comes back.
-    let _proxy = Proxy::start(port).await;
+    cut.restore();
     let took = until_up(&connection).await;
     eprintln!("picked up again {took:?} after redis came back");
     assert_eq!(counters.check_client(CLIENT).await, Ok(()));

@@ -58,8 +58,11 @@ pub(super) fn nginx(config: &Config, layout: &Layout) -> Value {
 pub(super) fn prometheus(config: &Config) -> Value {
     let metrics = config.gateway.metrics_listen;
     let gateways: Vec<String> = match metrics {
+        _ if config.deploy.gateways.is_empty() => {
+            vec![metrics.unwrap_or(config.gateway.listen).to_string()]
+        }
         // Every gateway serves its metrics on the same port of its own address.
-        Some(metrics) if !config.deploy.gateways.is_empty() => config
+        Some(metrics) => config
             .deploy
             .gateways
             .iter()
@@ -69,7 +72,13 @@ pub(super) fn prometheus(config: &Config) -> Value {
                 address.to_string()
             })
             .collect(),
-        _ => vec![metrics.unwrap_or(config.gateway.listen).to_string()],
+        // Or, without a metrics listener, on its own port.
+        None => config
+            .deploy
+            .gateways
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
     };
     let servers: Vec<Value> = config
         .backends

@@ -12,7 +12,7 @@ fn a_lease_is_spent_then_refilled_at_half_then_empty() {
     let mut lease = Lease::default();
     assert_eq!(lease.take(t0, 4), Take::Empty);
     assert_eq!(lease.wanted(t0, 4), 4);
-    lease.receive(t0, Grant::Tokens(4));
+    lease.receive(t0, Grant::Tokens(4), 4);
     assert_eq!(lease.take(t0, 4), Take::Admitted { refill: false });
     // Half spent: one refill starts, and only one.
     assert_eq!(lease.take(t0, 4), Take::Admitted { refill: true });
@@ -25,10 +25,19 @@ fn a_lease_is_spent_then_refilled_at_half_then_empty() {
 }
 
 #[test]
+fn overlapping_grants_never_fill_a_lease_past_its_size() {
+    let t0 = Instant::now();
+    let mut lease = Lease::default();
+    lease.receive(t0, Grant::Tokens(3), 4);
+    lease.receive(t0, Grant::Tokens(3), 4);
+    assert_eq!(lease.tokens(), 4);
+}
+
+#[test]
 fn a_wait_from_redis_refuses_locally_until_it_ends() {
     let t0 = Instant::now();
     let mut lease = Lease::default();
-    lease.receive(t0, Grant::NotUntil(t0 + ms(600)));
+    lease.receive(t0, Grant::NotUntil(t0 + ms(600)), 2);
     for n in 0..1000 {
         assert_eq!(
             lease.take(t0 + ms(n % 600), 2),
@@ -46,7 +55,7 @@ fn a_wait_from_redis_refuses_locally_until_it_ends() {
 fn tokens_left_unused_for_a_minute_are_dropped() {
     let t0 = Instant::now();
     let mut lease = Lease::default();
-    lease.receive(t0, Grant::Tokens(2));
+    lease.receive(t0, Grant::Tokens(2), 2);
     assert_eq!(
         lease.take(t0 + LEASE_LIFETIME, 2),
         Take::Admitted { refill: true }
@@ -95,10 +104,10 @@ proptest! {
                 Step::Refill(offered) => {
                     let tokens = offered.min(lease.wanted(now, size));
                     granted += u64::from(tokens);
-                    lease.receive(now, Grant::Tokens(tokens));
+                    lease.receive(now, Grant::Tokens(tokens), size);
                     lease.refilled();
                 }
-                Step::Wait(millis) => lease.receive(now, Grant::NotUntil(now + ms(millis))),
+                Step::Wait(millis) => lease.receive(now, Grant::NotUntil(now + ms(millis)), size),
                 Step::Advance(millis) => now += ms(millis),
             }
             prop_assert!(admitted <= granted, "admitted {admitted} of {granted} leased");
