@@ -154,6 +154,13 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
 
     /// The stored records of `page`, in chain order.
     async fn page(&self, page: Page) -> Result<Vec<StoredRecord>, AuditError>;
+
+    /// The chain's last sequence number and hash as the store keeps them beside
+    /// the records, if it does (so that [`verify`] finds records cut off the
+    /// end); `None` where it does not.
+    async fn head(&self) -> Result<Option<ChainHead>, AuditError> {
+        Ok(None)
+    }
 }
 
 /// Milliseconds since the Unix epoch of an RFC 3339 time (0 if unparsable).

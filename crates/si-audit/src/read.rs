@@ -42,6 +42,7 @@ pub async fn verify(
     expect_head: Option<&str>,
 ) -> Result<VerifyReport, AuditError> {
     let mut head_seen = expect_head.is_none();
+    let kept_head = store.head().await?;
     let (mut expected, mut prev) = (1u64, GENESIS_HASH.to_owned());
     loop {
         let page = store.page(page_after(expected - 1, None, None)).await?;
@@ -56,6 +57,17 @@ pub async fn verify(
                 return Ok(VerifyReport::Broken { seq, reason });
             }
             head_seen |= expect_head == Some(stored.hash.as_str());
+            if let Some(head) = &kept_head
+                && head.seq == expected
+                && head.hash != stored.hash
+            {
+                return Ok(VerifyReport::Broken {
+                    seq: expected,
+                    reason: "its hash is not the one the chain's head, kept beside it, says: \
+                             the chain was rewritten from here or before"
+                        .into(),
+                });
+            }
             prev = stored.hash;
             expected += 1;
         }
@@ -69,6 +81,22 @@ pub async fn verify(
             reason: "no record has the expected head hash: records were cut off at the end, or \
                      the chain was rewritten"
                 .into(),
+        });
+    }
+    // A store that keeps the head beside the chain finds records cut off the end
+    // by itself. Read before the walk, it may be behind records written since,
+    // never ahead of those found.
+    if let Some(head) = kept_head
+        && head.seq > expected - 1
+    {
+        return Ok(VerifyReport::Broken {
+            seq: expected,
+            reason: format!(
+                "the chain's head, kept beside it, says {} records, but {} were found: records \
+                 were cut off at the end",
+                head.seq,
+                expected - 1
+            ),
         });
     }
     Ok(VerifyReport::Intact {

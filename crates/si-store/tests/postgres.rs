@@ -340,3 +340,34 @@ async fn a_url_asking_for_tls_is_encrypted_and_the_certificate_verified() {
     let plain = PostgresAccounts::open(&url, true, None).await.unwrap();
     assert!(!plain.encrypted().await.unwrap());
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn records_cut_off_the_end_of_the_chain_are_found() {
+    use si_audit::{AuditStore, VerifyReport};
+    let url = fresh_database().await;
+    let (a, _) = two_gateways(&url).await;
+    let log = a.audit("site-a");
+    for i in 0..5 {
+        log.append(record(&format!("req-{i}"))).await.unwrap();
+    }
+    assert!(matches!(
+        si_audit::verify(&log, None).await.unwrap(),
+        VerifyReport::Intact { records: 5, .. }
+    ));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute("DELETE FROM audit WHERE seq >= 4", &[])
+        .await
+        .unwrap();
+    match si_audit::verify(&log, None).await.unwrap() {
+        VerifyReport::Broken { seq, reason } => {
+            assert_eq!(seq, 4);
+            assert!(reason.contains("cut off"), "{reason}");
+        }
+        intact => panic!("a shortened chain verified: {intact:?}"),
+    }
+}

@@ -80,6 +80,19 @@ impl AuditStore for PostgresAudit {
         }
     }
 
+    async fn head(&self) -> Result<Option<ChainHead>, AuditError> {
+        let client = self.pool.get().await.map_err(|e| self.failed(e))?;
+        let row = client
+            .query_one("SELECT seq, hash FROM audit_head", &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        let seq: i64 = row.try_get(0).map_err(|e| self.failed(e))?;
+        Ok(Some(ChainHead {
+            seq: u64::try_from(seq).map_err(|_| self.failed(format!("the head is at {seq}")))?,
+            hash: row.try_get(1).map_err(|e| self.failed(e))?,
+        }))
+    }
+
     async fn page(&self, page: Page) -> Result<Vec<StoredRecord>, AuditError> {
         let first = match page.after_seq {
             // From the start, rows numbered 0 or below too: none should exist, and
