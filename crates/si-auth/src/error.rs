@@ -51,6 +51,12 @@ pub enum AuthError {
     /// No such user (management commands only; logins never say this).
     #[error("no user named `{0}`")]
     UnknownUser(String),
+    /// No API key has this name (management commands only).
+    #[error("no API key named `{0}`; `si-cli apikeys list` shows them")]
+    UnknownApiKey(String),
+    /// An API key already has this name.
+    #[error("an API key named `{0}` exists; revoke it or choose another name")]
+    ApiKeyExists(String),
     /// The token was revoked (logout, disabled user, reused refresh token).
     #[error("access token revoked: log in again")]
     RevokedToken,

@@ -4,8 +4,11 @@
 //! - [`accounts`]: [`Accounts`], users and sessions over the stores: argon2
 //!   hashes, validation, single-use rotating refresh tokens (reuse revokes the
 //!   family).
-//! - [`store`]: one trait per kind of state (users, sessions, revocations,
-//!   rate-limit counters, failed logins); the engines implement them elsewhere.
+//! - [`api_keys`]: keys for applications, and the in-memory list requests are
+//!   checked against.
+//! - [`store`]: one trait per kind of state (users, sessions, revocations, API
+//!   keys, rate-limit counters, failed logins); the engines implement them
+//!   elsewhere.
 //! - [`users`]: what a user is, and where a user may log in.
 //! - [`token`]: issuing and verifying signed JWT access tokens.
 //! - [`revocation`]: the in-memory view of what is revoked, checked on every request.
@@ -15,6 +18,7 @@
 //! and knows no database engine; the server maps [`AuthError`] to statuses.
 
 pub mod accounts;
+pub mod api_keys;
 mod error;
 mod password;
 pub mod revocation;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::api_keys::ApiKey;
 use crate::revocation::RevokedSet;
 use crate::users::UsernameKey;
 use crate::{AuthError, User};
@@ -116,6 +117,21 @@ pub trait RevocationStore: Send + Sync + Debug {
         let _ = changed;
         false
     }
+}
+
+/// API keys, as their hashes.
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync + Debug {
+    /// Stores `key` with `hash` (the SHA-256 of the key itself):
+    /// [`AuthError::ApiKeyExists`] if the name is taken.
+    async fn insert_key(&self, key: &ApiKey, hash: &str) -> Result<(), AuthError>;
+
+    /// Every key, revoked and expired ones too, with its hash, by name.
+    async fn keys(&self) -> Result<Vec<(ApiKey, String)>, AuthError>;
+
+    /// Revokes the key named `name` for good, telling every gateway to reload:
+    /// [`AuthError::UnknownApiKey`] if there is none.
+    async fn revoke_key(&self, name: &str) -> Result<(), AuthError>;
 }
 
 /// A request over a rate limit.

@@ -27,6 +27,9 @@ pub enum Command {
     /// Users of the gateway.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// API keys for applications (a chat front end, the EHR, a batch job).
+    #[command(subcommand)]
+    Apikeys(ApikeysCommand),
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -209,6 +212,32 @@ pub enum JwtCommand {
     /// Make a new signing secret; the current one stays valid for verification
     /// (restart the gateway to use the new one).
     Rotate,
+}
+
+/// `si-cli apikeys ...`
+#[derive(Subcommand)]
+pub enum ApikeysCommand {
+    /// Make a key; it is printed once, and only its hash is kept.
+    Create {
+        /// Its name (what the audit trail calls it), e.g. open-webui.
+        name: String,
+        /// The role it acts with: admin, clinician or billing.
+        #[arg(long)]
+        role: Role,
+        /// The location it acts at.
+        #[arg(long)]
+        location: String,
+        /// How long it works, e.g. 90d or 12h; without it, until revoked.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key: every gateway refuses it within a second.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
 }
 
 /// `si-cli users ...`

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod apikeys;
 pub mod audit;
 pub mod deploy;
 pub mod gpu;

@@ -9,8 +9,10 @@ use clap::Parser;
 use si_core::{Config, Environment};
 
 use crate::CliError;
-use crate::args::{Args, AuditCommand, Command, DbCommand, JwtCommand, UsersCommand};
-use crate::commands::{audit, deploy, gpu, health, jwt, keys, up, users};
+use crate::args::{
+    ApikeysCommand, Args, AuditCommand, Command, DbCommand, JwtCommand, UsersCommand,
+};
+use crate::commands::{apikeys, audit, deploy, gpu, health, jwt, keys, up, users};
 
 /// Exit status for an unusable configuration.
 const EXIT_CONFIG: u8 = 64;
@@ -96,6 +98,23 @@ async fn dispatch(command: Command, config: &Config) -> Result<bool, CliError> {
     let out = &mut std::io::stdout();
     match command {
         Command::Users(command) => run_users(command, config, out).await?,
+        Command::Apikeys(ApikeysCommand::Create {
+            name,
+            role,
+            location,
+            expires,
+        }) => {
+            let key = apikeys::create(config, &name, role, &location, expires).await?;
+            say(out, &apikeys::announce(&name, &key))?;
+        }
+        Command::Apikeys(ApikeysCommand::List) => apikeys::list(config, out).await?,
+        Command::Apikeys(ApikeysCommand::Revoke { name }) => {
+            apikeys::revoke(config, &name).await?;
+            say(
+                out,
+                &format!("revoked API key `{name}`: every gateway refuses it within a second"),
+            )?;
+        }
         Command::Db(DbCommand::Migrate) => {
             let place = si_store::AccountStores::migrate(config)
                 .await

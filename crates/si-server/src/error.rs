@@ -392,6 +392,10 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
             "login_locked",
         ),
         AuthError::UnknownUser(_) => (StatusCode::NOT_FOUND, "not_found_error", "unknown_user"),
+        AuthError::UnknownApiKey(_) => {
+            (StatusCode::NOT_FOUND, "not_found_error", "unknown_api_key")
+        }
+        AuthError::ApiKeyExists(_) => (StatusCode::CONFLICT, INVALID, "api_key_exists"),
         AuthError::WrongLocation { .. } => (StatusCode::FORBIDDEN, PERMISSION, "wrong_location"),
         AuthError::LocationRequired(_) => (StatusCode::BAD_REQUEST, INVALID, "location_required"),
         // Like a missing location, not a wrong one: no user may log in at `*`.

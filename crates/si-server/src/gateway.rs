@@ -9,8 +9,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use si_audit::AuditStore;
+use si_auth::api_keys::ApiKeyList;
 use si_auth::secret::load_or_create_jwt_secret;
-use si_auth::store::{LoginAttempts, RequestCounters, RevocationStore};
+use si_auth::store::{ApiKeyStore, LoginAttempts, RequestCounters, RevocationStore};
 use si_auth::{Accounts, AuthError, JwtSecrets, RevocationList, TokenIssuer};
 use si_core::Config;
 use si_gpu::{GpuError, GpuInventory};
@@ -58,6 +59,10 @@ pub(crate) struct GatewayInner {
     pub(crate) revocations: Arc<RevocationList>,
     /// Where revocations are kept.
     pub(crate) revocation_store: Arc<dyn RevocationStore>,
+    /// Every API key's hash, checked on requests without the database.
+    pub(crate) api_keys: ApiKeyList,
+    /// Where API keys are kept.
+    pub(crate) api_key_store: Arc<dyn ApiKeyStore>,
     /// Request rate limits.
     pub(crate) limits: Arc<dyn RequestCounters>,
     /// Failed-login slowing and lockout.
@@ -139,6 +144,8 @@ impl Gateway {
         let stores = parts.stores;
         let revocations = RevocationList::default();
         revocations.replace(stores.accounts.revocations.revoked().await?);
+        let api_keys = ApiKeyList::default();
+        api_keys.replace(stores.accounts.api_keys.keys().await?);
         Ok(Gateway {
             inner: Arc::new(GatewayInner {
                 config,
@@ -150,6 +157,8 @@ impl Gateway {
                 )),
                 revocations: Arc::new(revocations),
                 revocation_store: stores.accounts.revocations,
+                api_keys,
+                api_key_store: stores.accounts.api_keys,
                 limits: stores.counters,
                 throttle: stores.login_attempts,
                 audit: stores.audit,
@@ -274,6 +283,11 @@ pub(crate) fn spawn_revocation_sync(
                     last_seen = Some(version);
                     if let Some(set) = set {
                         inner.revocations.replace(set);
+                        // Keys are revoked (and made) through the same counter.
+                        match inner.api_key_store.keys().await {
+                            Ok(keys) => inner.api_keys.replace(keys),
+                            Err(e) => tracing::warn!(error = %e, "API key reload failed"),
+                        }
                         last_full = std::time::Instant::now();
                         if let Some(at_ms) = pushed_at.filter(|at| *at > 0) {
                             crate::metrics::store::revocation_applied(at_ms);

@@ -41,8 +41,16 @@ pub(crate) async fn authenticate(
         .map(|_| value[7..].trim())
         .filter(|token| !token.is_empty())
         .ok_or(AuthError::MissingToken)?;
-    let claims = gateway.tokens().verify(token)?;
-    gateway.inner.revocations.check(&claims)?;
+    let claims = if si_auth::api_keys::is_api_key(token) {
+        gateway
+            .inner
+            .api_keys
+            .identify(token, si_auth::users::unix_now())?
+    } else {
+        let claims = gateway.tokens().verify(token)?;
+        gateway.inner.revocations.check(&claims)?;
+        claims
+    };
     notes.identify(&claims);
     gateway
         .inner

@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 use si_audit::{AuditError, AuditStore};
-use si_auth::store::{LoginAttempts, RequestCounters, RevocationStore, SessionStore, UserStore};
+use si_auth::store::{
+    ApiKeyStore, LoginAttempts, RequestCounters, RevocationStore, SessionStore, UserStore,
+};
 use si_auth::{Accounts, AuthError};
 use si_core::Config;
 
@@ -59,6 +61,8 @@ pub struct AccountStores {
     pub sessions: Arc<dyn SessionStore>,
     /// Revoked tokens and sessions.
     pub revocations: Arc<dyn RevocationStore>,
+    /// API keys.
+    pub api_keys: Arc<dyn ApiKeyStore>,
     /// The PostgreSQL database behind them, when several gateways share one.
     pub shared: Option<Arc<postgres::PostgresAccounts>>,
 }
@@ -88,6 +92,7 @@ impl AccountStores {
                 users: shared.clone(),
                 sessions: shared.clone(),
                 revocations: shared.clone(),
+                api_keys: shared.clone(),
                 shared: Some(shared),
             });
         }
@@ -97,7 +102,8 @@ impl AccountStores {
         Ok(AccountStores {
             users: users.clone(),
             sessions: users.clone(),
-            revocations: users,
+            revocations: users.clone(),
+            api_keys: users,
             shared: None,
         })
     }

@@ -3,6 +3,7 @@
 //! pool (`deadpool-postgres` over `tokio-postgres`), with versioned migrations.
 
 mod accounts;
+mod api_keys;
 mod audit;
 mod migrate;
 mod sessions;

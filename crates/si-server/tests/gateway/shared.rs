@@ -386,3 +386,50 @@ async fn without_redis_the_gateway_keeps_serving_on_local_limits_and_says_so() {
     }
     assert_eq!(chat_at(&a.base, &token).await.0, 200);
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn an_api_key_revoked_through_one_store_is_refused_by_both_gateways_at_once() {
+    use secrecy::ExposeSecret;
+    let url = si_test_support::postgres::fresh_database().await;
+    let (a, b) = (gateway_on(&url).await, gateway_on(&url).await);
+    let store = si_store::AccountStores::open(a.gateway.config())
+        .await
+        .unwrap()
+        .api_keys;
+    let (key, hash) = si_auth::api_keys::generate();
+    let record = si_auth::api_keys::ApiKey {
+        name: "ehr-batch".into(),
+        role: "clinician".parse().unwrap(),
+        location: "hospital-01".into(),
+        created_at: si_auth::users::unix_now(),
+        expires_at: None,
+        revoked: false,
+    };
+    store.insert_key(&record, &hash).await.unwrap();
+    for gateway in [&a, &b] {
+        let started = Instant::now();
+        while chat_at(&gateway.base, key.expose_secret()).await.0 != 200 {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "the new key is not accepted"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    store.revoke_key("ehr-batch").await.unwrap();
+    let started = Instant::now();
+    for gateway in [&a, &b] {
+        while chat_at(&gateway.base, key.expose_secret()).await.0 != 401 {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "a revoked key still works"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    eprintln!(
+        "a revoked key was refused by both gateways within {:?}",
+        started.elapsed()
+    );
+}

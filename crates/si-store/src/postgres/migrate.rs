@@ -26,6 +26,11 @@ pub(crate) const SCHEMA: &[Migration] = &[
         name: "the audit chain",
         sql: include_str!("../../migrations/postgres/0002_audit.sql"),
     },
+    Migration {
+        version: 3,
+        name: "API keys",
+        sql: include_str!("../../migrations/postgres/0003_api_keys.sql"),
+    },
 ];
 
 /// The advisory lock every migrating gateway takes (an arbitrary constant).

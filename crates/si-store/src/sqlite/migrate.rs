@@ -34,6 +34,12 @@ pub(crate) const USERS: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/users/0002_username_keys.sql"),
         then: Some(super::users::fill_username_keys),
     },
+    Migration {
+        version: 3,
+        name: "API keys",
+        sql: include_str!("../../migrations/sqlite/users/0003_api_keys.sql"),
+        then: None,
+    },
 ];
 
 /// The audit database's history.

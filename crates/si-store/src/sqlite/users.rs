@@ -5,6 +5,7 @@
 //! connection behind a mutex is enough: password hashing happens elsewhere, so
 //! nothing slow holds it.
 
+mod api_keys;
 mod keys;
 mod sessions;
 

@@ -1,0 +1,188 @@
+//! API keys for applications (a chat front end, the EHR, a batch job): long-lived
+//! credentials with a role and a location, presented as `Authorization: Bearer
+//! si-…`. A key is 256 random bits after a recognisable prefix, shown once when
+//! made; stores keep only its SHA-256. The gateway holds every key's hash in
+//! memory ([`ApiKeyList`]), reloaded with the revocations, so a request with a
+//! key costs no database read and a revoked key stops working within a second.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use si_core::Role;
+
+use crate::{AuthError, Claims};
+
+/// What every key starts with, so that it is recognised (by people, secret
+/// scanners, and the gateway telling it from an access token).
+pub const PREFIX: &str = "si-";
+
+/// Random bytes in a key: 256 bits.
+const KEY_BYTES: usize = 32;
+
+/// A key as stored: everything but the key itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    /// Its name, unique: what the audit trail and `si-cli apikeys` call it.
+    pub name: String,
+    /// The role it acts with.
+    pub role: Role,
+    /// The location it acts at.
+    pub location: String,
+    /// When it was made (Unix seconds).
+    pub created_at: i64,
+    /// When it stops working (Unix seconds), if ever.
+    pub expires_at: Option<i64>,
+    /// Revoked: it never works again.
+    pub revoked: bool,
+}
+
+impl ApiKey {
+    /// The identity a request with this key acts as: `key:NAME` at its location.
+    pub fn claims(&self) -> Claims {
+        let subject = format!("key:{}", self.name);
+        Claims {
+            sub: subject.clone(),
+            role: self.role,
+            loc: self.location.clone(),
+            jti: subject.clone(),
+            sid: subject,
+            iat: u64::try_from(self.created_at).unwrap_or(0),
+            exp: self
+                .expires_at
+                .map_or(u64::MAX, |at| u64::try_from(at).unwrap_or(0)),
+            iss: String::new(),
+            aud: String::new(),
+        }
+    }
+}
+
+/// A new key and the hash to store for it.
+pub fn generate() -> (SecretString, String) {
+    let key = format!("{PREFIX}{}", crate::secret::random_hex(KEY_BYTES));
+    let hash = hash(&key);
+    (SecretString::from(key), hash)
+}
+
+/// What is stored for `key`: its SHA-256, hex.
+pub fn hash(key: &str) -> String {
+    Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether a bearer token is an API key rather than an access token (a JWT
+/// never starts so).
+pub fn is_api_key(token: &str) -> bool {
+    token.starts_with(PREFIX)
+}
+
+/// Checks a key's name: 1 to 64 letters, digits, `.`, `_` or `-`.
+pub fn check_name(name: &str) -> Result<(), AuthError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidUser(format!(
+            "`{name}` is not a key name: use 1 to 64 letters, digits, `.`, `_` or `-`, \
+             e.g. open-webui"
+        )))
+    }
+}
+
+/// Checks a key's location: one place (a key acts at one, so `*` is refused).
+pub fn check_location(location: &str) -> Result<(), AuthError> {
+    if location == crate::users::ANY_LOCATION {
+        return Err(AuthError::InvalidUser(
+            "an API key acts at one location: name it (`*` is for where users may log in)".into(),
+        ));
+    }
+    crate::users::validate_location(location)
+}
+
+/// Every key's hash, in memory, for checks without the database.
+#[derive(Debug, Default)]
+pub struct ApiKeyList {
+    by_hash: RwLock<HashMap<String, ApiKey>>,
+}
+
+impl ApiKeyList {
+    /// Takes the store's keys (as `(key, hash)`), replacing what was held.
+    pub fn replace(&self, keys: Vec<(ApiKey, String)>) {
+        let by_hash = keys.into_iter().map(|(key, hash)| (hash, key)).collect();
+        *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = by_hash;
+    }
+
+    /// The identity `token` (an API key) acts as at `now` (Unix seconds):
+    /// refused if unknown, revoked or expired.
+    pub fn identify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+        let keys = self.by_hash.read().unwrap_or_else(|e| e.into_inner());
+        let key = keys
+            .get(&hash(token))
+            .ok_or(AuthError::InvalidToken("unknown API key"))?;
+        if key.revoked {
+            return Err(AuthError::InvalidToken("this API key was revoked"));
+        }
+        if key.expires_at.is_some_and(|at| at <= now) {
+            return Err(AuthError::InvalidToken("this API key has expired"));
+        }
+        Ok(key.claims())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, expires_at: Option<i64>, revoked: bool) -> ApiKey {
+        ApiKey {
+            name: name.into(),
+            role: Role::Clinician,
+            location: "hospital-01".into(),
+            created_at: 1_000,
+            expires_at,
+            revoked,
+        }
+    }
+
+    #[test]
+    fn a_key_is_recognised_only_while_valid() {
+        use secrecy::ExposeSecret;
+        let (webui, webui_hash) = generate();
+        let (old, old_hash) = generate();
+        let (gone, gone_hash) = generate();
+        assert!(is_api_key(webui.expose_secret()));
+        assert_eq!(webui.expose_secret().len(), PREFIX.len() + 2 * KEY_BYTES);
+        assert_ne!(webui.expose_secret(), old.expose_secret());
+        let list = ApiKeyList::default();
+        list.replace(vec![
+            (key("open-webui", None, false), webui_hash),
+            (key("old", Some(2_000), false), old_hash),
+            (key("gone", None, true), gone_hash),
+        ]);
+        let claims = list.identify(webui.expose_secret(), 5_000).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.loc.as_str()),
+            ("key:open-webui", "hospital-01")
+        );
+        assert!(list.identify(old.expose_secret(), 1_999).is_ok());
+        assert!(list.identify(old.expose_secret(), 2_000).is_err());
+        assert!(list.identify(gone.expose_secret(), 0).is_err());
+        assert!(list.identify("si-0000", 0).is_err());
+        // Only the hash is held: the key itself is not a map key.
+        assert!(!format!("{list:?}").contains(webui.expose_secret()));
+    }
+
+    #[test]
+    fn names_are_short_and_plain() {
+        assert!(check_name("open-webui.prod_1").is_ok());
+        for bad in ["", "a b", "naïve", &"x".repeat(65), "key:x"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+}

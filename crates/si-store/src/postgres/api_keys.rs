@@ -1,0 +1,91 @@
+//! API keys in PostgreSQL, shared by every gateway. Revoking one bumps the
+//! revocation counter and notifies, in the same transaction, so every gateway
+//! reloads its keys at once.
+
+use async_trait::async_trait;
+use si_auth::AuthError;
+use si_auth::api_keys::ApiKey;
+use si_auth::store::ApiKeyStore;
+
+use super::PostgresAccounts;
+
+#[async_trait]
+impl ApiKeyStore for PostgresAccounts {
+    async fn insert_key(&self, key: &ApiKey, hash: &str) -> Result<(), AuthError> {
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO api_keys (name, key_hash, role, location, created_at, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+                &[
+                    &key.name,
+                    &hash,
+                    &key.role.as_str(),
+                    &key.location,
+                    &key.created_at,
+                    &key.expires_at,
+                ],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        if inserted == 0 {
+            return Err(AuthError::ApiKeyExists(key.name.clone()));
+        }
+        // New keys must reach every gateway too.
+        client
+            .execute(super::sessions::BUMP_VERSION, &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
+    }
+
+    async fn keys(&self) -> Result<Vec<(ApiKey, String)>, AuthError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT name, role, location, created_at, expires_at, revoked, key_hash
+                 FROM api_keys ORDER BY name",
+                &[],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        rows.iter()
+            .map(|row| {
+                let get = |e: tokio_postgres::Error| self.failed(e);
+                let role: String = row.try_get(1).map_err(get)?;
+                Ok((
+                    ApiKey {
+                        name: row.try_get(0).map_err(get)?,
+                        role: role
+                            .parse()
+                            .map_err(|e: si_core::role::UnknownRole| self.failed(e))?,
+                        location: row.try_get(2).map_err(get)?,
+                        created_at: row.try_get(3).map_err(get)?,
+                        expires_at: row.try_get(4).map_err(get)?,
+                        revoked: row.try_get(5).map_err(get)?,
+                    },
+                    row.try_get(6).map_err(get)?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn revoke_key(&self, name: &str) -> Result<(), AuthError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| self.failed(e))?;
+        let changed = tx
+            .execute(
+                "UPDATE api_keys SET revoked = TRUE WHERE name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        if changed == 0 {
+            return Err(AuthError::UnknownApiKey(name.to_owned()));
+        }
+        tx.execute(super::sessions::BUMP_VERSION, &[])
+            .await
+            .map_err(|e| self.failed(e))?;
+        tx.commit().await.map_err(|e| self.failed(e))
+    }
+}

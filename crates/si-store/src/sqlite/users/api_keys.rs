@@ -1,0 +1,91 @@
+//! API keys in the user database.
+
+use async_trait::async_trait;
+use rusqlite::params;
+use si_auth::AuthError;
+use si_auth::api_keys::ApiKey;
+use si_auth::store::ApiKeyStore;
+
+use super::SqliteUsers;
+
+#[async_trait]
+impl ApiKeyStore for SqliteUsers {
+    async fn insert_key(&self, key: &ApiKey, hash: &str) -> Result<(), AuthError> {
+        let (key, hash) = (key.clone(), hash.to_owned());
+        self.run(move |conn, path| {
+            let inserted = conn
+                .execute(
+                    "INSERT INTO api_keys (name, key_hash, role, location, created_at, expires_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+                    params![
+                        key.name,
+                        hash,
+                        key.role.as_str(),
+                        key.location,
+                        key.created_at,
+                        key.expires_at
+                    ],
+                )
+                .map_err(|e| AuthError::store(path, e))?;
+            if inserted == 0 {
+                return Err(AuthError::ApiKeyExists(key.name));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn keys(&self) -> Result<Vec<(ApiKey, String)>, AuthError> {
+        self.run(|conn, path| {
+            let failed = |e: rusqlite::Error| AuthError::store(path, e);
+            let mut statement = conn
+                .prepare(
+                    "SELECT name, role, location, created_at, expires_at, revoked, key_hash
+                     FROM api_keys ORDER BY name",
+                )
+                .map_err(failed)?;
+            let rows = statement
+                .query_map([], |row| {
+                    let role: String = row.get(1)?;
+                    let role = role.parse().map_err(|e: si_core::role::UnknownRole| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            1,
+                            rusqlite::types::Type::Text,
+                            Box::new(e),
+                        )
+                    })?;
+                    Ok((
+                        ApiKey {
+                            name: row.get(0)?,
+                            role,
+                            location: row.get(2)?,
+                            created_at: row.get(3)?,
+                            expires_at: row.get(4)?,
+                            revoked: row.get(5)?,
+                        },
+                        row.get(6)?,
+                    ))
+                })
+                .map_err(failed)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(failed)
+        })
+        .await
+    }
+
+    async fn revoke_key(&self, name: &str) -> Result<(), AuthError> {
+        let name = name.to_owned();
+        self.run(move |conn, path| {
+            let changed = conn
+                .execute(
+                    "UPDATE api_keys SET revoked = 1 WHERE name = ?1",
+                    params![name],
+                )
+                .map_err(|e| AuthError::store(path, e))?;
+            if changed == 0 {
+                return Err(AuthError::UnknownApiKey(name));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
