@@ -70,6 +70,10 @@ pub struct AuditRecord {
     /// otherwise, so records without it hash as they always did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
+    /// The API key the request came with, if any (`user` is then `key:NAME`, or
+    /// the front end's user the key acted for). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
 }
 
 /// A record could not be written to the audit trail.

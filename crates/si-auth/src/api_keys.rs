@@ -36,6 +36,9 @@ pub struct ApiKey {
     pub expires_at: Option<i64>,
     /// Revoked: it never works again.
     pub revoked: bool,
+    /// It may name the person it acts for (a chat front end forwarding its
+    /// user): see [`forwarded_user`].
+    pub forward_user: bool,
 }
 
 impl ApiKey {
@@ -118,9 +121,9 @@ impl ApiKeyList {
         *self.by_hash.write().unwrap_or_else(|e| e.into_inner()) = by_hash;
     }
 
-    /// The identity `token` (an API key) acts as at `now` (Unix seconds):
-    /// refused if unknown, revoked or expired.
-    pub fn identify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+    /// The key `token` is, at `now` (Unix seconds): refused if unknown, revoked or
+    /// expired.
+    pub fn identify(&self, token: &str, now: i64) -> Result<ApiKey, AuthError> {
         let keys = self.by_hash.read().unwrap_or_else(|e| e.into_inner());
         let key = keys
             .get(&hash(token))
@@ -131,8 +134,40 @@ impl ApiKeyList {
         if key.expires_at.is_some_and(|at| at <= now) {
             return Err(AuthError::InvalidToken("this API key has expired"));
         }
-        Ok(key.claims())
+        Ok(key.clone())
     }
+}
+
+/// The headers a chat front end (Open WebUI with user forwarding on) names its
+/// user with, most specific first.
+pub const FORWARDED_USER_HEADERS: [&str; 3] = [
+    "x-openwebui-user-email",
+    "x-openwebui-user-id",
+    "x-openwebui-user-name",
+];
+
+/// The person a front end's request is for, from the first of
+/// [`FORWARDED_USER_HEADERS`] that `header` (a lookup by name) finds: `None`
+/// without one. A value that is not 1 to 256 printable characters is refused,
+/// naming its header. Only a key made with `forward_user` may use this; from
+/// anyone else the headers are ignored.
+pub fn forwarded_user(
+    header: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Result<Option<String>, AuthError> {
+    for name in FORWARDED_USER_HEADERS {
+        let Some(value) = header(name) else {
+            continue;
+        };
+        let value = String::from_utf8(value)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| (1..=256).contains(&v.len()) && !v.chars().any(char::is_control));
+        return match value {
+            Some(user) => Ok(Some(user)),
+            None => Err(AuthError::InvalidForwardedUser(name)),
+        };
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -147,6 +182,7 @@ mod tests {
             created_at: 1_000,
             expires_at,
             revoked,
+            forward_user: false,
         }
     }
 
@@ -165,7 +201,10 @@ mod tests {
             (key("old", Some(2_000), false), old_hash),
             (key("gone", None, true), gone_hash),
         ]);
-        let claims = list.identify(webui.expose_secret(), 5_000).unwrap();
+        let claims = list
+            .identify(webui.expose_secret(), 5_000)
+            .unwrap()
+            .claims();
         assert_eq!(
             (claims.sub.as_str(), claims.loc.as_str()),
             ("key:open-webui", "hospital-01")
@@ -176,6 +215,35 @@ mod tests {
         assert!(list.identify("si-0000", 0).is_err());
         // Only the hash is held: the key itself is not a map key.
         assert!(!format!("{list:?}").contains(webui.expose_secret()));
+    }
+
+    #[test]
+    fn a_forwarded_user_is_the_most_specific_header_and_must_be_printable() {
+        let headers = |pairs: &'static [(&'static str, &'static [u8])]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_vec())
+            }
+        };
+        assert_eq!(forwarded_user(headers(&[])).unwrap(), None);
+        let both: &[(&str, &[u8])] = &[
+            ("x-openwebui-user-name", b"Jane Doe"),
+            ("x-openwebui-user-email", b"jane@hospital.example"),
+        ];
+        assert_eq!(
+            forwarded_user(headers(both)).unwrap().as_deref(),
+            Some("jane@hospital.example")
+        );
+        let bad: &[(&str, &[u8])] = &[("x-openwebui-user-id", b"a\x07b")];
+        let refused = forwarded_user(headers(bad)).unwrap_err();
+        assert!(
+            refused.to_string().contains("x-openwebui-user-id"),
+            "{refused}"
+        );
+        let empty: &[(&str, &[u8])] = &[("x-openwebui-user-email", b"  ")];
+        assert!(forwarded_user(headers(empty)).is_err());
     }
 
     #[test]

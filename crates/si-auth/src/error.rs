@@ -54,6 +54,9 @@ pub enum AuthError {
     /// No API key has this name (management commands only).
     #[error("no API key named `{0}`; `si-cli apikeys list` shows them")]
     UnknownApiKey(String),
+    /// A front end named its user with an unusable value.
+    #[error("header `{0}` must be 1 to 256 printable characters naming the front end's user")]
+    InvalidForwardedUser(&'static str),
     /// An API key already has this name.
     #[error("an API key named `{0}` exists; revoke it or choose another name")]
     ApiKeyExists(String),

@@ -230,6 +230,11 @@ pub enum ApikeysCommand {
         /// How long it works, e.g. 90d or 12h; without it, until revoked.
         #[arg(long, value_parser = humantime::parse_duration)]
         expires: Option<std::time::Duration>,
+        /// It may name the person it acts for, as a chat front end with user
+        /// forwarding does (X-OpenWebUI-User-Email, -Id or -Name): the audit then
+        /// records that person, and per-user limits apply to them.
+        #[arg(long)]
+        forward_user: bool,
     },
     /// List keys (never the keys themselves).
     List,

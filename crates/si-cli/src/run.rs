@@ -103,8 +103,15 @@ async fn dispatch(command: Command, config: &Config) -> Result<bool, CliError> {
             role,
             location,
             expires,
+            forward_user,
         }) => {
-            let key = apikeys::create(config, &name, role, &location, expires).await?;
+            let made = apikeys::Made {
+                role,
+                location: &location,
+                expires,
+                forward_user,
+            };
+            let key = apikeys::create(config, &name, made).await?;
             say(out, &apikeys::announce(&name, &key))?;
         }
         Command::Apikeys(ApikeysCommand::List) => apikeys::list(config, out).await?,

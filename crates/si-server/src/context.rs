@@ -69,6 +69,7 @@ pub(crate) struct AuditNotes(Arc<Mutex<Notes>>);
 #[derive(Debug, Default)]
 struct Notes {
     user: Option<String>,
+    api_key: Option<String>,
     role: Option<String>,
     location: Option<String>,
     agent: Option<String>,
@@ -85,6 +86,11 @@ impl AuditNotes {
     /// Who is calling.
     pub(crate) fn identify(&self, claims: &Claims) {
         self.identify_login(&claims.sub, claims.role.as_str(), &claims.loc);
+    }
+
+    /// The API key the request came with.
+    pub(crate) fn via_key(&self, name: &str) {
+        self.edit(|n| n.api_key = Some(name.to_owned()));
     }
 
     /// Who logged in (there is no token yet).
@@ -127,6 +133,7 @@ impl AuditNotes {
         let notes = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let fields = [
             (&mut record.user, &notes.user),
+            (&mut record.api_key, &notes.api_key),
             (&mut record.role, &notes.role),
             (&mut record.location, &notes.location),
             (&mut record.agent, &notes.agent),

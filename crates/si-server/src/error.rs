@@ -396,6 +396,9 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
             (StatusCode::NOT_FOUND, "not_found_error", "unknown_api_key")
         }
         AuthError::ApiKeyExists(_) => (StatusCode::CONFLICT, INVALID, "api_key_exists"),
+        AuthError::InvalidForwardedUser(_) => {
+            (StatusCode::BAD_REQUEST, INVALID, "invalid_forwarded_user")
+        }
         AuthError::WrongLocation { .. } => (StatusCode::FORBIDDEN, PERMISSION, "wrong_location"),
         AuthError::LocationRequired(_) => (StatusCode::BAD_REQUEST, INVALID, "location_required"),
         // Like a missing location, not a wrong one: no user may log in at `*`.

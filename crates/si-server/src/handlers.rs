@@ -42,10 +42,22 @@ pub(crate) async fn authenticate(
         .filter(|token| !token.is_empty())
         .ok_or(AuthError::MissingToken)?;
     let claims = if si_auth::api_keys::is_api_key(token) {
-        gateway
+        let key = gateway
             .inner
             .api_keys
-            .identify(token, si_auth::users::unix_now())?
+            .identify(token, si_auth::users::unix_now())?;
+        notes.via_key(&key.name);
+        let mut claims = key.claims();
+        // Only a key made to may say whom it acts for; anyone else's headers are
+        // not read at all.
+        if key.forward_user
+            && let Some(user) = si_auth::api_keys::forwarded_user(|name| {
+                headers.get(name).map(|value| value.as_bytes().to_vec())
+            })?
+        {
+            claims.sub = user;
+        }
+        claims
     } else {
         let claims = gateway.tokens().verify(token)?;
         gateway.inner.revocations.check(&claims)?;

@@ -21,15 +21,28 @@ async fn store(config: &Config) -> Result<std::sync::Arc<dyn ApiKeyStore>, CliEr
     Ok(stores.api_keys)
 }
 
-/// Makes a key named `name` acting as `role` at `location`, valid for
-/// `expires` if given; returns the key, which exists nowhere else.
-pub async fn create(
-    config: &Config,
-    name: &str,
-    role: Role,
-    location: &str,
-    expires: Option<Duration>,
-) -> Result<SecretString, CliError> {
+/// What a new key may do.
+#[derive(Clone, Copy, Debug)]
+pub struct Made<'a> {
+    /// The role it acts with.
+    pub role: Role,
+    /// The location it acts at.
+    pub location: &'a str,
+    /// How long it works, if not until revoked.
+    pub expires: Option<Duration>,
+    /// It may name the front end's user it acts for.
+    pub forward_user: bool,
+}
+
+/// Makes a key named `name` that may do what `made` says; returns the key,
+/// which exists nowhere else.
+pub async fn create(config: &Config, name: &str, made: Made<'_>) -> Result<SecretString, CliError> {
+    let Made {
+        role,
+        location,
+        expires,
+        forward_user,
+    } = made;
     api_keys::check_name(name)?;
     api_keys::check_location(location)?;
     let now = si_auth::users::unix_now();
@@ -49,6 +62,7 @@ pub async fn create(
         created_at: now,
         expires_at,
         revoked: false,
+        forward_user,
     };
     store(config).await?.insert_key(&record, &hash).await?;
     Ok(key)
@@ -120,23 +134,32 @@ pub fn announce(name: &str, key: &SecretString) -> String {
 mod tests {
     use super::*;
 
+    fn made(role: Role, location: &str) -> Made<'_> {
+        Made {
+            role,
+            location,
+            expires: None,
+            forward_user: false,
+        }
+    }
+
     #[tokio::test]
     async fn create_list_revoke() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::builtin().unwrap();
         config.gateway.data_dir = dir.path().to_owned();
-        let key = create(&config, "open-webui", Role::Clinician, "hospital-01", None)
+        let key = create(&config, "open-webui", made(Role::Clinician, "hospital-01"))
             .await
             .unwrap();
         assert!(api_keys::is_api_key(key.expose_secret()));
         assert!(
-            create(&config, "open-webui", Role::Billing, "h", None)
+            create(&config, "open-webui", made(Role::Billing, "h"))
                 .await
                 .is_err(),
             "a name is used once"
         );
         assert!(
-            create(&config, "bad name", Role::Billing, "h", None)
+            create(&config, "bad name", made(Role::Billing, "h"))
                 .await
                 .is_err()
         );

@@ -47,6 +47,7 @@ async fn a_key_made_revoked_and_named_in_the_audit() {
         created_at: si_auth::users::unix_now(),
         expires_at: None,
         revoked: false,
+        forward_user: false,
     };
     store.insert_key(&record, &hash).await.unwrap();
     let took = until_status(&h, key.expose_secret(), 200).await;
@@ -116,4 +117,110 @@ async fn a_key_made_revoked_and_named_in_the_audit() {
             .contains("revoked"),
         "{body}"
     );
+}
+
+/// A chat request with `token` and `headers`: its status, and its request id.
+async fn chat_with(h: &Harness, token: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut request = http::Request::post(format!("{}/v1/chat/completions", h.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            chat_body("Chat").to_string(),
+        )))
+        .unwrap();
+    let response = si_test_support::harness::client()
+        .request(request)
+        .await
+        .unwrap();
+    let id = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.status().as_u16(), id)
+}
+
+/// Makes a key named `name` through another connection to the store, and waits
+/// until the gateway takes it.
+async fn key_for(h: &Harness, name: &str, forward_user: bool) -> secrecy::SecretString {
+    let store = si_store::AccountStores::open(h.gateway.config())
+        .await
+        .unwrap()
+        .api_keys;
+    let (key, hash) = api_keys::generate();
+    let record = ApiKey {
+        name: name.into(),
+        role: "clinician".parse().unwrap(),
+        location: "hospital-01".into(),
+        created_at: si_auth::users::unix_now(),
+        expires_at: None,
+        revoked: false,
+        forward_user,
+    };
+    store.insert_key(&record, &hash).await.unwrap();
+    until_status(h, key.expose_secret(), 200).await;
+    key
+}
+
+#[tokio::test]
+async fn a_front_end_key_names_its_user_and_nobody_else_can() {
+    // Two requests a minute per user, so that each user's own limit shows.
+    let h = Harness::start(Options {
+        toml_edits: vec![("per_user_per_minute = 0", "per_user_per_minute = 2".into())],
+        ..Options::default()
+    })
+    .await;
+    let webui = key_for(&h, "open-webui", true).await;
+    let plain = key_for(&h, "batch", false).await;
+    let jane = [("x-openwebui-user-email", "jane@hospital.example")];
+    let bob = [("x-openwebui-user-id", "bob-42")];
+
+    let (status, jane_id) = chat_with(&h, webui.expose_secret(), &jane).await;
+    assert_eq!(status, 200);
+    assert_eq!(chat_with(&h, webui.expose_secret(), &jane).await.0, 200);
+    assert_eq!(
+        chat_with(&h, webui.expose_secret(), &jane).await.0,
+        429,
+        "jane's own limit"
+    );
+    assert_eq!(
+        chat_with(&h, webui.expose_secret(), &bob).await.0,
+        200,
+        "bob has his own"
+    );
+    // A key not made to forward, and a person's token, cannot name someone else.
+    let (_, plain_id) = chat_with(&h, plain.expose_secret(), &jane).await;
+    let token = h.login("doctor1").await;
+    let (status, doctor_id) = chat_with(&h, &token, &jane).await;
+    assert_eq!(status, 200);
+    // A value that names nobody is refused.
+    let nobody = [("x-openwebui-user-email", " ")];
+    assert_eq!(chat_with(&h, webui.expose_secret(), &nobody).await.0, 400);
+
+    let audit = si_store::audit_reader(h.gateway.config()).await.unwrap();
+    let records: Vec<si_audit::AuditRecord> = audit
+        .page(si_audit::Page {
+            after_seq: 0,
+            limit: 1000,
+            since_ms: None,
+            until_ms: None,
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|stored| serde_json::from_str(&stored.json).unwrap())
+        .collect();
+    let by_id = |id: &str| records.iter().find(|r| r.request_id == id).unwrap().clone();
+    let jane_record = by_id(&jane_id);
+    assert_eq!(jane_record.user.as_deref(), Some("jane@hospital.example"));
+    assert_eq!(jane_record.api_key.as_deref(), Some("open-webui"));
+    let plain_record = by_id(&plain_id);
+    assert_eq!(plain_record.user.as_deref(), Some("key:batch"));
+    assert_eq!(plain_record.api_key.as_deref(), Some("batch"));
+    let doctor_record = by_id(&doctor_id);
+    assert_eq!(doctor_record.user.as_deref(), Some("doctor1"));
+    assert_eq!(doctor_record.api_key, None);
 }

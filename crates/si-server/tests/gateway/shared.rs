@@ -405,6 +405,7 @@ async fn an_api_key_revoked_through_one_store_is_refused_by_both_gateways_at_onc
         created_at: si_auth::users::unix_now(),
         expires_at: None,
         revoked: false,
+        forward_user: false,
     };
     store.insert_key(&record, &hash).await.unwrap();
     for gateway in [&a, &b] {

@@ -8,5 +8,7 @@ CREATE TABLE api_keys (
     location   TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     expires_at BIGINT,
-    revoked    BOOLEAN NOT NULL DEFAULT FALSE
+    revoked    BOOLEAN NOT NULL DEFAULT FALSE,
+    -- It may name the front end's user it acts for.
+    forward_user BOOLEAN NOT NULL DEFAULT FALSE
 );

@@ -15,8 +15,9 @@ impl ApiKeyStore for PostgresAccounts {
         let client = self.client().await?;
         let inserted = client
             .execute(
-                "INSERT INTO api_keys (name, key_hash, role, location, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO api_keys
+                     (name, key_hash, role, location, created_at, expires_at, forward_user)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
                 &[
                     &key.name,
                     &hash,
@@ -24,6 +25,7 @@ impl ApiKeyStore for PostgresAccounts {
                     &key.location,
                     &key.created_at,
                     &key.expires_at,
+                    &key.forward_user,
                 ],
             )
             .await
@@ -43,7 +45,8 @@ impl ApiKeyStore for PostgresAccounts {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT name, role, location, created_at, expires_at, revoked, key_hash
+                "SELECT name, role, location, created_at, expires_at, revoked, key_hash,
+                        forward_user
                  FROM api_keys ORDER BY name",
                 &[],
             )
@@ -63,6 +66,7 @@ impl ApiKeyStore for PostgresAccounts {
                         created_at: row.try_get(3).map_err(get)?,
                         expires_at: row.try_get(4).map_err(get)?,
                         revoked: row.try_get(5).map_err(get)?,
+                        forward_user: row.try_get(7).map_err(get)?,
                     },
                     row.try_get(6).map_err(get)?,
                 ))

@@ -7,5 +7,7 @@ CREATE TABLE api_keys (
     location   TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     expires_at INTEGER,
-    revoked    INTEGER NOT NULL DEFAULT 0
+    revoked    INTEGER NOT NULL DEFAULT 0,
+    -- It may name the front end's user it acts for.
+    forward_user INTEGER NOT NULL DEFAULT 0
 );

@@ -15,15 +15,17 @@ impl ApiKeyStore for SqliteUsers {
         self.run(move |conn, path| {
             let inserted = conn
                 .execute(
-                    "INSERT INTO api_keys (name, key_hash, role, location, created_at, expires_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO NOTHING",
+                    "INSERT INTO api_keys
+                         (name, key_hash, role, location, created_at, expires_at, forward_user)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (name) DO NOTHING",
                     params![
                         key.name,
                         hash,
                         key.role.as_str(),
                         key.location,
                         key.created_at,
-                        key.expires_at
+                        key.expires_at,
+                        key.forward_user
                     ],
                 )
                 .map_err(|e| AuthError::store(path, e))?;
@@ -40,7 +42,8 @@ impl ApiKeyStore for SqliteUsers {
             let failed = |e: rusqlite::Error| AuthError::store(path, e);
             let mut statement = conn
                 .prepare(
-                    "SELECT name, role, location, created_at, expires_at, revoked, key_hash
+                    "SELECT name, role, location, created_at, expires_at, revoked, key_hash,
+                            forward_user
                      FROM api_keys ORDER BY name",
                 )
                 .map_err(failed)?;
@@ -62,6 +65,7 @@ impl ApiKeyStore for SqliteUsers {
                             created_at: row.get(3)?,
                             expires_at: row.get(4)?,
                             revoked: row.get(5)?,
+                            forward_user: row.get(7)?,
                         },
                         row.get(6)?,
                     ))
