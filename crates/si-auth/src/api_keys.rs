@@ -109,9 +109,17 @@ pub fn check_location(location: &str) -> Result<(), AuthError> {
 }
 
 /// Every key's hash, in memory, for checks without the database.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ApiKeyList {
     by_hash: RwLock<HashMap<String, ApiKey>>,
+}
+
+impl std::fmt::Debug for ApiKeyList {
+    /// How many keys, never their hashes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = self.by_hash.read().map_or(0, |keys| keys.len());
+        f.debug_struct("ApiKeyList").field("keys", &keys).finish()
+    }
 }
 
 impl ApiKeyList {
@@ -148,8 +156,9 @@ pub const FORWARDED_USER_HEADERS: [&str; 3] = [
 
 /// The person a front end's request is for, from the first of
 /// [`FORWARDED_USER_HEADERS`] that `header` (a lookup by name) finds: `None`
-/// without one. A value that is not 1 to 256 printable characters is refused,
-/// naming its header. Only a key made with `forward_user` may use this; from
+/// without one. A value that is not 1 to 256 printable ASCII characters is
+/// refused, naming its header (no look-alike letters or direction marks in the
+/// audit trail). Only a key made with `forward_user` may use this; from
 /// anyone else the headers are ignored.
 pub fn forwarded_user(
     header: impl Fn(&str) -> Option<Vec<u8>>,
@@ -161,7 +170,9 @@ pub fn forwarded_user(
         let value = String::from_utf8(value)
             .ok()
             .map(|v| v.trim().to_owned())
-            .filter(|v| (1..=256).contains(&v.len()) && !v.chars().any(char::is_control));
+            .filter(|v| {
+                (1..=256).contains(&v.len()) && v.chars().all(|c| c == ' ' || c.is_ascii_graphic())
+            });
         return match value {
             Some(user) => Ok(Some(user)),
             None => Err(AuthError::InvalidForwardedUser(name)),
@@ -213,8 +224,11 @@ mod tests {
         assert!(list.identify(old.expose_secret(), 2_000).is_err());
         assert!(list.identify(gone.expose_secret(), 0).is_err());
         assert!(list.identify("si-0000", 0).is_err());
-        // Only the hash is held: the key itself is not a map key.
-        assert!(!format!("{list:?}").contains(webui.expose_secret()));
+        // Neither the key nor its hash is shown.
+        let shown = format!("{list:?}");
+        assert!(
+            !shown.contains(webui.expose_secret()) && !shown.contains(&hash(webui.expose_secret()))
+        );
     }
 
     #[test]
@@ -244,6 +258,8 @@ mod tests {
         );
         let empty: &[(&str, &[u8])] = &[("x-openwebui-user-email", b"  ")];
         assert!(forwarded_user(headers(empty)).is_err());
+        let look_alike: &[(&str, &[u8])] = &[("x-openwebui-user-name", b"admin\xe2\x80\x8b")];
+        assert!(forwarded_user(headers(look_alike)).is_err());
     }
 
     #[test]

@@ -93,6 +93,15 @@ impl AuditNotes {
         self.edit(|n| n.api_key = Some(name.to_owned()));
     }
 
+    /// The API key the request came with, if any.
+    pub(crate) fn api_key(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .api_key
+            .clone()
+    }
+
     /// Who logged in (there is no token yet).
     pub(crate) fn identify_login(&self, user: &str, role: &str, location: &str) {
         self.edit(|n| {

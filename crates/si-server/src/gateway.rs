@@ -286,7 +286,13 @@ pub(crate) fn spawn_revocation_sync(
                         // Keys are revoked (and made) through the same counter.
                         match inner.api_key_store.keys().await {
                             Ok(keys) => inner.api_keys.replace(keys),
-                            Err(e) => tracing::warn!(error = %e, "API key reload failed"),
+                            Err(e) => {
+                                // Not seen, so the next tick reads everything
+                                // again: a key revoked meanwhile must not wait
+                                // for the next full reload.
+                                last_seen = None;
+                                tracing::warn!(error = %e, "API key reload failed");
+                            }
                         }
                         last_full = std::time::Instant::now();
                         if let Some(at_ms) = pushed_at.filter(|at| *at > 0) {

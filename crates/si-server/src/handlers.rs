@@ -55,7 +55,9 @@ pub(crate) async fn authenticate(
                 headers.get(name).map(|value| value.as_bytes().to_vec())
             })?
         {
-            claims.sub = user;
+            // Under the key's name, so that no one it names can pass for a
+            // person with their own login, or for another key.
+            claims.sub = format!("{}/{user}", claims.sub);
         }
         claims
     } else {

@@ -78,7 +78,7 @@ pub async fn revoke(config: &Config, name: &str) -> Result<(), CliError> {
 pub async fn list(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
     let keys = store(config).await?.keys().await?;
     let now = si_auth::users::unix_now();
-    let rows: Vec<[String; 6]> = keys
+    let rows: Vec<[String; 7]> = keys
         .iter()
         .map(|(key, _)| {
             let status = if key.revoked {
@@ -94,13 +94,22 @@ pub async fn list(config: &Config, out: &mut impl Write) -> Result<(), CliError>
                 key.location.clone(),
                 date(Some(key.created_at)),
                 date(key.expires_at),
+                if key.forward_user { "yes" } else { "no" }.to_owned(),
                 status.to_owned(),
             ]
         })
         .collect();
     let rows = rows.iter().map(|row| row.each_ref().map(String::as_str));
     let table = table::plain(
-        &["NAME", "ROLE", "LOCATION", "CREATED", "EXPIRES", "STATUS"],
+        &[
+            "NAME",
+            "ROLE",
+            "LOCATION",
+            "CREATED",
+            "EXPIRES",
+            "FORWARDS USER",
+            "STATUS",
+        ],
         rows,
         &[],
     );

@@ -251,6 +251,13 @@ pub(crate) async fn logout(
         false => parse::<LogoutRequest>(&body, LOGOUT_SHAPE)?.refresh_token,
     };
     match (bearer, refresh) {
+        (Ok(Some(_)), _) if ctx.notes.api_key().is_some() => {
+            return Err(ApiError::BadRequest(
+                "an API key has no session to log out of; revoke the key with \
+                 `si-cli apikeys revoke NAME`"
+                    .into(),
+            ));
+        }
         (Ok(Some(claims)), _) => {
             let store = &gateway.inner.revocation_store;
             store

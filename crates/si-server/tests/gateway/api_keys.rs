@@ -199,6 +199,16 @@ async fn a_front_end_key_names_its_user_and_nobody_else_can() {
     // A value that names nobody is refused.
     let nobody = [("x-openwebui-user-email", " ")];
     assert_eq!(chat_with(&h, webui.expose_secret(), &nobody).await.0, 400);
+    // A key has no session to log out of.
+    let (status, body) = h
+        .post_json(
+            "/v1/auth/logout",
+            Some(webui.expose_secret()),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("si-cli apikeys revoke"), "{body}");
 
     let audit = si_store::audit_reader(h.gateway.config()).await.unwrap();
     let records: Vec<si_audit::AuditRecord> = audit
@@ -215,7 +225,10 @@ async fn a_front_end_key_names_its_user_and_nobody_else_can() {
         .collect();
     let by_id = |id: &str| records.iter().find(|r| r.request_id == id).unwrap().clone();
     let jane_record = by_id(&jane_id);
-    assert_eq!(jane_record.user.as_deref(), Some("jane@hospital.example"));
+    assert_eq!(
+        jane_record.user.as_deref(),
+        Some("key:open-webui/jane@hospital.example")
+    );
     assert_eq!(jane_record.api_key.as_deref(), Some("open-webui"));
     let plain_record = by_id(&plain_id);
     assert_eq!(plain_record.user.as_deref(), Some("key:batch"));

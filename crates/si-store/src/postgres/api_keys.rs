@@ -52,26 +52,31 @@ impl ApiKeyStore for PostgresAccounts {
             )
             .await
             .map_err(|e| self.failed(e))?;
-        rows.iter()
-            .map(|row| {
-                let get = |e: tokio_postgres::Error| self.failed(e);
-                let role: String = row.try_get(1).map_err(get)?;
-                Ok((
-                    ApiKey {
-                        name: row.try_get(0).map_err(get)?,
-                        role: role
-                            .parse()
-                            .map_err(|e: si_core::role::UnknownRole| self.failed(e))?,
-                        location: row.try_get(2).map_err(get)?,
-                        created_at: row.try_get(3).map_err(get)?,
-                        expires_at: row.try_get(4).map_err(get)?,
-                        revoked: row.try_get(5).map_err(get)?,
-                        forward_user: row.try_get(7).map_err(get)?,
-                    },
-                    row.try_get(6).map_err(get)?,
-                ))
-            })
-            .collect()
+        let mut keys = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let get = |e: tokio_postgres::Error| self.failed(e);
+            let name: String = row.try_get(0).map_err(get)?;
+            let role: String = row.try_get(1).map_err(get)?;
+            // A role this program does not know (written by a newer one): that
+            // key is refused, the others still load.
+            let Ok(role) = role.parse() else {
+                tracing::warn!(key = %name, role = %role, "API key with an unknown role skipped");
+                continue;
+            };
+            keys.push((
+                ApiKey {
+                    name,
+                    role,
+                    location: row.try_get(2).map_err(get)?,
+                    created_at: row.try_get(3).map_err(get)?,
+                    expires_at: row.try_get(4).map_err(get)?,
+                    revoked: row.try_get(5).map_err(get)?,
+                    forward_user: row.try_get(7).map_err(get)?,
+                },
+                row.try_get(6).map_err(get)?,
+            ));
+        }
+        Ok(keys)
     }
 
     async fn revoke_key(&self, name: &str) -> Result<(), AuthError> {

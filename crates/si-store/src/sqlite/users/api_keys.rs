@@ -49,29 +49,36 @@ impl ApiKeyStore for SqliteUsers {
                 .map_err(failed)?;
             let rows = statement
                 .query_map([], |row| {
-                    let role: String = row.get(1)?;
-                    let role = role.parse().map_err(|e: si_core::role::UnknownRole| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            1,
-                            rusqlite::types::Type::Text,
-                            Box::new(e),
-                        )
-                    })?;
                     Ok((
+                        row.get::<_, String>(1)?,
                         ApiKey {
                             name: row.get(0)?,
-                            role,
+                            role: si_core::Role::Clinician,
                             location: row.get(2)?,
                             created_at: row.get(3)?,
                             expires_at: row.get(4)?,
                             revoked: row.get(5)?,
                             forward_user: row.get(7)?,
                         },
-                        row.get(6)?,
+                        row.get::<_, String>(6)?,
                     ))
                 })
                 .map_err(failed)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(failed)
+            let mut keys = Vec::new();
+            for row in rows {
+                let (role, mut key, hash) = row.map_err(failed)?;
+                // A role this program does not know (written by a newer one):
+                // that key is refused, the others still load.
+                match role.parse() {
+                    Ok(role) => key.role = role,
+                    Err(_) => {
+                        tracing::warn!(key = %key.name, role = %role, "API key with an unknown role skipped");
+                        continue;
+                    }
+                }
+                keys.push((key, hash));
+            }
+            Ok(keys)
         })
         .await
     }
