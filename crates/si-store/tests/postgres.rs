@@ -214,15 +214,7 @@ async fn gateways_writing_at_once_make_one_chain_and_verify_names_a_changed_row(
     };
     assert_eq!(records, 401);
     // Every record says which gateway wrote it, and both did.
-    let stored = a
-        .page(si_audit::Page {
-            after_seq: 0,
-            limit: 1000,
-            since_ms: None,
-            until_ms: None,
-        })
-        .await
-        .unwrap();
+    let stored = si_test_support::audit::first_records(a.as_ref(), 1000).await;
     let writers: std::collections::BTreeSet<String> = stored
         .iter()
         .map(|s| {

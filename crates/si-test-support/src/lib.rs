@@ -3,13 +3,15 @@
 //! ([`llama_sim`]), a backend that misbehaves below HTTP ([`raw_backend`]), free
 //! ports ([`ports`]), running the workspace's executables ([`cli`]), a
 //! database or key prefix of its own for each test of a shared store
-//! ([`postgres`], [`redis`]) and a connection to cut ([`cut`]).
+//! ([`postgres`], [`redis`]), a connection to cut ([`cut`]) and the audit trail
+//! read back ([`audit`]).
 //!
 //! A dev-dependency only: a harness that cannot start must fail its test at
 //! once, loudly, so unwrap and panic are allowed here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod audit;
 pub mod cli;
 pub mod cut;
 pub mod harness;

@@ -7,22 +7,13 @@ use std::process::{Command, Stdio};
 
 use si_test_support::ports::free_ports;
 
-use super::{KEY, Supervisor, si_cli, signal, text, wait_for};
+use super::{KEY, Supervisor, model_and_server, si_cli, signal, text, wait_for};
 
 /// `tiny-a` on gpu-a (an address of another machine) and `tiny-b` on gpu-b (a
 /// loopback address, so that this machine can run it as gpu-b).
 fn two_hosts(root: &Path, script: &str) -> (u16, u16) {
     let [port, gateway] = free_ports();
-    std::fs::create_dir(root.join("models")).unwrap();
-    std::fs::write(
-        root.join("models/tiny.gguf"),
-        si_gpu::gguf::write::tiny_llama(1),
-    )
-    .unwrap();
-    let program = root.join("fake-llama-server");
-    std::fs::write(&program, script).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let program = model_and_server(root, script);
     let config = format!(
         r#"[gateway]
 listen = "127.0.0.1:{gateway}"
@@ -62,6 +53,7 @@ tier = "fast"
     std::fs::write(root.join("si.toml"), config).unwrap();
     let keys = root.join(".api_keys.env");
     std::fs::write(&keys, format!("KEY_A={KEY}\nKEY_B={KEY}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
     (port, gateway)
 }

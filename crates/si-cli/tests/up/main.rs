@@ -81,10 +81,9 @@ tier = "fast"
 /// The backend's key in the tests' `.api_keys.env`.
 const KEY: &str = "kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk";
 
-/// Writes into `root` the tiny model, `script` as the llama-server, the
-/// configuration and the key file; returns the backend's and the gateway's ports.
-fn platform(root: &Path, script: &str) -> (u16, u16) {
-    let [port, gateway] = free_ports();
+/// Writes into `root` the tiny model (`models/tiny.gguf`) and `script` as the
+/// llama-server; returns the server's path.
+fn model_and_server(root: &Path, script: &str) -> std::path::PathBuf {
     std::fs::create_dir(root.join("models")).unwrap();
     std::fs::write(
         root.join("models/tiny.gguf"),
@@ -94,6 +93,14 @@ fn platform(root: &Path, script: &str) -> (u16, u16) {
     let program = root.join("fake-llama-server");
     std::fs::write(&program, script).unwrap();
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    program
+}
+
+/// Writes into `root` the tiny model, `script` as the llama-server, the
+/// configuration and the key file; returns the backend's and the gateway's ports.
+fn platform(root: &Path, script: &str) -> (u16, u16) {
+    let [port, gateway] = free_ports();
+    let program = model_and_server(root, script);
     std::fs::write(
         root.join("si.toml"),
         config(port, gateway, program.to_str().unwrap()),

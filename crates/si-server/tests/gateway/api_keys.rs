@@ -3,10 +3,12 @@
 //! with the key's role and location, named in the audit trail, and refused within
 //! a second of being revoked.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use si_auth::api_keys::{self, ApiKey};
+use si_auth::store::ApiKeyStore;
 
 use crate::support::{Harness, Options, chat_body};
 
@@ -35,21 +37,8 @@ async fn until_status(h: &Harness, key: &str, status: u16) -> Duration {
 #[tokio::test]
 async fn a_key_made_revoked_and_named_in_the_audit() {
     let h = Harness::start(Options::default()).await;
-    let store = si_store::AccountStores::open(h.gateway.config())
-        .await
-        .unwrap()
-        .api_keys;
-    let (key, hash) = api_keys::generate();
-    let record = ApiKey {
-        name: "open-webui".into(),
-        role: "clinician".parse().unwrap(),
-        location: "hospital-01".into(),
-        created_at: si_auth::users::unix_now(),
-        expires_at: None,
-        revoked: false,
-        forward_user: false,
-    };
-    store.insert_key(&record, &hash).await.unwrap();
+    let store = key_store(&h).await;
+    let key = make_key(store.as_ref(), "open-webui", false).await;
     let took = until_status(&h, key.expose_secret(), 200).await;
     eprintln!("a new key was accepted after {took:?}");
 
@@ -76,15 +65,7 @@ async fn a_key_made_revoked_and_named_in_the_audit() {
 
     // The audit trail names the key; the key itself appears nowhere in it.
     let audit = si_store::audit_reader(h.gateway.config()).await.unwrap();
-    let records = audit
-        .page(si_audit::Page {
-            after_seq: 0,
-            limit: 1000,
-            since_ms: None,
-            until_ms: None,
-        })
-        .await
-        .unwrap();
+    let records = si_test_support::audit::first_records(audit.as_ref(), 1000).await;
     let by_key: Vec<_> = records
         .iter()
         .filter(|stored| stored.json.contains("\"user\":\"key:open-webui\""))
@@ -143,13 +124,21 @@ async fn chat_with(h: &Harness, token: &str, headers: &[(&str, &str)]) -> (u16, 
     (response.status().as_u16(), id)
 }
 
-/// Makes a key named `name` through another connection to the store, and waits
-/// until the gateway takes it.
-async fn key_for(h: &Harness, name: &str, forward_user: bool) -> secrecy::SecretString {
-    let store = si_store::AccountStores::open(h.gateway.config())
+/// The key store of `h`'s configuration, through a connection of its own, as
+/// `si-cli apikeys` reaches it.
+pub(crate) async fn key_store(h: &Harness) -> Arc<dyn ApiKeyStore> {
+    si_store::AccountStores::open(h.gateway.config())
         .await
         .unwrap()
-        .api_keys;
+        .api_keys
+}
+
+/// Makes a clinician's key at hospital-01 named `name` in `store`.
+pub(crate) async fn make_key(
+    store: &dyn ApiKeyStore,
+    name: &str,
+    forward_user: bool,
+) -> secrecy::SecretString {
     let (key, hash) = api_keys::generate();
     let record = ApiKey {
         name: name.into(),
@@ -161,6 +150,12 @@ async fn key_for(h: &Harness, name: &str, forward_user: bool) -> secrecy::Secret
         forward_user,
     };
     store.insert_key(&record, &hash).await.unwrap();
+    key
+}
+
+/// Makes a key named `name`, and waits until the gateway takes it.
+async fn key_for(h: &Harness, name: &str, forward_user: bool) -> secrecy::SecretString {
+    let key = make_key(key_store(h).await.as_ref(), name, forward_user).await;
     until_status(h, key.expose_secret(), 200).await;
     key
 }
@@ -211,18 +206,12 @@ async fn a_front_end_key_names_its_user_and_nobody_else_can() {
     assert!(body.to_string().contains("si-cli apikeys revoke"), "{body}");
 
     let audit = si_store::audit_reader(h.gateway.config()).await.unwrap();
-    let records: Vec<si_audit::AuditRecord> = audit
-        .page(si_audit::Page {
-            after_seq: 0,
-            limit: 1000,
-            since_ms: None,
-            until_ms: None,
-        })
-        .await
-        .unwrap()
-        .iter()
-        .map(|stored| serde_json::from_str(&stored.json).unwrap())
-        .collect();
+    let records: Vec<si_audit::AuditRecord> =
+        si_test_support::audit::first_records(audit.as_ref(), 1000)
+            .await
+            .iter()
+            .map(|stored| serde_json::from_str(&stored.json).unwrap())
+            .collect();
     let by_id = |id: &str| records.iter().find(|r| r.request_id == id).unwrap().clone();
     let jane_record = by_id(&jane_id);
     assert_eq!(

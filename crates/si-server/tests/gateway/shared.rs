@@ -189,15 +189,7 @@ async fn one_chain_for_both_gateways_and_no_answered_record_lost_when_one_is_kil
         matches!(report, si_audit::VerifyReport::Intact { .. }),
         "{report:?}"
     );
-    let records = store
-        .page(si_audit::Page {
-            after_seq: 0,
-            limit: 10_000,
-            since_ms: None,
-            until_ms: None,
-        })
-        .await
-        .unwrap();
+    let records = si_test_support::audit::first_records(store.as_ref(), 10_000).await;
     let written: std::collections::HashMap<String, String> = records
         .iter()
         .map(|stored| {
@@ -393,21 +385,8 @@ async fn an_api_key_revoked_through_one_store_is_refused_by_both_gateways_at_onc
     use secrecy::ExposeSecret;
     let url = si_test_support::postgres::fresh_database().await;
     let (a, b) = (gateway_on(&url).await, gateway_on(&url).await);
-    let store = si_store::AccountStores::open(a.gateway.config())
-        .await
-        .unwrap()
-        .api_keys;
-    let (key, hash) = si_auth::api_keys::generate();
-    let record = si_auth::api_keys::ApiKey {
-        name: "ehr-batch".into(),
-        role: "clinician".parse().unwrap(),
-        location: "hospital-01".into(),
-        created_at: si_auth::users::unix_now(),
-        expires_at: None,
-        revoked: false,
-        forward_user: false,
-    };
-    store.insert_key(&record, &hash).await.unwrap();
+    let store = crate::api_keys::key_store(&a).await;
+    let key = crate::api_keys::make_key(store.as_ref(), "ehr-batch", false).await;
     for gateway in [&a, &b] {
         let started = Instant::now();
         while chat_at(&gateway.base, key.expose_secret()).await.0 != 200 {
