@@ -11,6 +11,8 @@ pub(crate) enum Endpoint {
     Login,
     Refresh,
     Logout,
+    OidcLogin,
+    OidcCallback,
     Models,
     Workflows,
     WorkflowRun,
@@ -20,11 +22,13 @@ pub(crate) enum Endpoint {
 }
 
 /// Every route: method, path (`{name}` matches one path segment) and endpoint.
-const ROUTES: [(Method, &str, Endpoint); 10] = [
+const ROUTES: [(Method, &str, Endpoint); 12] = [
     (Method::POST, "/v1/chat/completions", Endpoint::Chat),
     (Method::POST, "/v1/auth/login", Endpoint::Login),
     (Method::POST, "/v1/auth/refresh", Endpoint::Refresh),
     (Method::POST, "/v1/auth/logout", Endpoint::Logout),
+    (Method::GET, "/v1/auth/oidc/login", Endpoint::OidcLogin),
+    (Method::GET, "/v1/auth/oidc/callback", Endpoint::OidcCallback),
     (Method::GET, "/v1/models", Endpoint::Models),
     (Method::GET, "/v1/workflows", Endpoint::Workflows),
     (Method::POST, WORKFLOW_RUNS, Endpoint::WorkflowRun),

@@ -107,6 +107,8 @@ pub(crate) enum ApiError {
     ConnectionRefused(Refused),
     #[error("{}", admin_only_message(*.role))]
     AdminOnly { role: Option<si_core::Role> },
+    #[error("single sign-on is not configured on this gateway ([auth.oidc]); log in with POST /v1/auth/login")]
+    SsoNotConfigured,
 }
 
 fn admin_only_message(role: Option<si_core::Role>) -> String {
@@ -191,6 +193,9 @@ impl ApiError {
             ),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, PERMISSION, "agent_forbidden"),
             ApiError::AdminOnly { .. } => (StatusCode::FORBIDDEN, PERMISSION, "admin_only"),
+            ApiError::SsoNotConfigured => {
+                (StatusCode::NOT_FOUND, "not_found_error", "sso_not_configured")
+            }
             ApiError::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -258,7 +263,8 @@ impl ApiError {
             | ApiError::BadRequest(_)
             | ApiError::UnknownWorkflow { .. }
             | ApiError::ConnectionRefused(_)
-            | ApiError::AdminOnly { .. } => {}
+            | ApiError::AdminOnly { .. }
+            | ApiError::SsoNotConfigured => {}
         }
     }
 

@@ -5,6 +5,7 @@ pub(crate) mod chat;
 pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod models;
+pub(crate) mod oidc;
 pub(crate) mod workflows;
 
 use std::time::Duration;

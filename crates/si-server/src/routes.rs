@@ -78,6 +78,8 @@ async fn answer(
         Endpoint::Login => handlers::login::handle(gateway, ctx, request).await,
         Endpoint::Refresh => handlers::login::refresh(gateway, ctx, request).await,
         Endpoint::Logout => handlers::login::logout(gateway, ctx, request).await,
+        Endpoint::OidcLogin => handlers::oidc::login(gateway, ctx, &request).await,
+        Endpoint::OidcCallback => handlers::oidc::callback(gateway, ctx, &request).await,
         Endpoint::Models => Ok(handlers::models::handle(gateway, ctx)),
         Endpoint::Workflows => handlers::workflows::list(gateway, ctx),
         Endpoint::WorkflowRun => {
