@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use si_core::Role;
 
 use crate::secret::random_hex;
 use crate::store::{NewRefresh, SessionStore, UserStore};
@@ -42,6 +43,10 @@ pub struct Accounts {
     /// Verified against for unknown users so both failures cost the same time.
     dummy_hash: Arc<str>,
 }
+
+/// The password hash of users who sign in with single sign-on: not a hash at
+/// all, so no password verifies against it.
+pub const EXTERNAL_PASSWORD_HASH: &str = "!single-sign-on";
 
 /// SHA-256 of a refresh token, hex: all that is stored of it.
 pub fn token_hash(token: &str) -> String {
@@ -91,6 +96,58 @@ impl Accounts {
         let key = UsernameKey::of(&user.username);
         self.users.insert(&user, &key, &hash).await?;
         Ok(user)
+    }
+
+    /// The user single sign-on named, as of this sign-in: created on the first
+    /// one (with no password, so a local login can never match), given the role
+    /// and location the provider's groups say at each. Refused if a local user
+    /// has the name, or if an administrator disabled the user here.
+    pub async fn sign_in_external(
+        &self,
+        username: &str,
+        role: Role,
+        location: &str,
+    ) -> Result<User, AuthError> {
+        validate_username(username)?;
+        validate_location(location)?;
+        // Twice at most: another gateway may create the user between our look and
+        // our insert.
+        for _ in 0..2 {
+            match self.users.find(username).await? {
+                Some((user, hash)) if hash != EXTERNAL_PASSWORD_HASH => {
+                    return Err(AuthError::LocalAccountExists(user.username));
+                }
+                Some((user, _)) if user.disabled => {
+                    return Err(AuthError::UserDisabled(user.username));
+                }
+                Some((mut user, _)) => {
+                    if user.role != role || user.location != location {
+                        self.users.set_profile(username, role, location).await?;
+                        user.role = role;
+                        user.location = location.to_owned();
+                    }
+                    return Ok(user);
+                }
+                None => {
+                    let user = User {
+                        username: username.to_owned(),
+                        role,
+                        location: location.to_owned(),
+                        disabled: false,
+                        created_at: unix_now(),
+                    };
+                    let key = UsernameKey::of(username);
+                    match self.users.insert(&user, &key, EXTERNAL_PASSWORD_HASH).await {
+                        Err(AuthError::UserExists(_)) => continue,
+                        Err(AuthError::UsernameTaken { existing, .. }) => {
+                            return Err(AuthError::LocalAccountExists(existing));
+                        }
+                        other => return other.map(|()| user),
+                    }
+                }
+            }
+        }
+        Err(AuthError::UserExists(username.to_owned()))
     }
 
     /// Every user, by name.

@@ -66,6 +66,16 @@ pub enum AuthError {
     /// Usernames are unique.
     #[error("user `{0}` already exists")]
     UserExists(String),
+    /// Single sign-on named a user who has a local password here: one account
+    /// cannot be both.
+    #[error(
+        "a local account named `{0}` exists on this gateway, so single sign-on cannot use \
+         the name; an administrator removes or renames one of the two"
+    )]
+    LocalAccountExists(String),
+    /// A user signed in with single sign-on whom an administrator disabled here.
+    #[error("user `{0}` is disabled on this gateway; ask an administrator")]
+    UserDisabled(String),
     /// The name differs from an existing user's only in case or character form
     /// (fullwidth letters, ligatures), which would make two accounts one name.
     #[error(

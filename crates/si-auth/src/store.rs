@@ -11,6 +11,8 @@ use async_trait::async_trait;
 use crate::api_keys::ApiKey;
 use crate::revocation::RevokedSet;
 use crate::users::UsernameKey;
+use si_core::Role;
+
 use crate::{AuthError, User};
 
 /// Users and their password hashes.
@@ -40,6 +42,15 @@ pub trait UserStore: Send + Sync + Debug {
 
     /// Replaces `username`'s password hash and ends every session of the user.
     async fn set_password_hash(&self, username: &str, hash: &str) -> Result<(), AuthError>;
+
+    /// Sets `username`'s role and location (what single sign-on says at each
+    /// sign-in); sessions go on, and take the new role at their next refresh.
+    async fn set_profile(
+        &self,
+        username: &str,
+        role: Role,
+        location: &str,
+    ) -> Result<(), AuthError>;
 }
 
 /// A refresh token to store (only its hash).

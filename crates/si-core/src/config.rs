@@ -10,6 +10,7 @@ mod deploy;
 mod gpus;
 mod hosts;
 mod launch;
+mod oidc;
 mod overrides;
 mod rate_limits;
 mod raw;
@@ -153,6 +154,8 @@ pub struct AuthConfig {
     pub previous_secret: Option<SecretString>,
     /// The locations a login may name; empty: any well-formed one.
     pub locations: Vec<String>,
+    /// Single sign-on with an OpenID provider, if configured.
+    pub oidc: Option<OidcConfig>,
 }
 
 /// The HMAC algorithms a shared secret can sign with.
@@ -390,6 +393,7 @@ pub use deploy::{DeployConfig, GatewayAddress};
 pub use gpus::{DeclaredGpu, GpuConfig, GpuSource};
 pub use hosts::{HostPlacement, NoBackendOnHost, is_host_name};
 pub use launch::{CACHE_TYPES, FlashAttn, LaunchConfig};
+pub use oidc::{OidcConfig, is_secure_url};
 pub use overrides::{MIN_JWT_SECRET_BYTES, checked_jwt_secret};
 pub use reliability::{BackendLimits, FailoverConfig};
 pub use store::{RedisFailure, StoreConfig};

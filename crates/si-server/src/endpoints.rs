@@ -28,7 +28,11 @@ const ROUTES: [(Method, &str, Endpoint); 12] = [
     (Method::POST, "/v1/auth/refresh", Endpoint::Refresh),
     (Method::POST, "/v1/auth/logout", Endpoint::Logout),
     (Method::GET, "/v1/auth/oidc/login", Endpoint::OidcLogin),
-    (Method::GET, "/v1/auth/oidc/callback", Endpoint::OidcCallback),
+    (
+        Method::GET,
+        "/v1/auth/oidc/callback",
+        Endpoint::OidcCallback,
+    ),
     (Method::GET, "/v1/models", Endpoint::Models),
     (Method::GET, "/v1/workflows", Endpoint::Workflows),
     (Method::POST, WORKFLOW_RUNS, Endpoint::WorkflowRun),

@@ -13,6 +13,7 @@ use http_body_util::Full;
 use serde::Serialize;
 use si_auth::AuthError;
 use si_auth::store::Limited;
+use si_oidc::OidcError;
 use si_router::{CutShort, Interrupted, RouterError};
 
 use crate::response::json;
@@ -107,8 +108,14 @@ pub(crate) enum ApiError {
     ConnectionRefused(Refused),
     #[error("{}", admin_only_message(*.role))]
     AdminOnly { role: Option<si_core::Role> },
-    #[error("single sign-on is not configured on this gateway ([auth.oidc]); log in with POST /v1/auth/login")]
+    #[error(
+        "single sign-on is not configured on this gateway ([auth.oidc]); log in with POST /v1/auth/login"
+    )]
     SsoNotConfigured,
+    #[error("this gateway signs users in with single sign-on only: GET /v1/auth/oidc/login")]
+    LocalLoginDisabled,
+    #[error(transparent)]
+    Oidc(#[from] si_oidc::OidcError),
 }
 
 fn admin_only_message(role: Option<si_core::Role>) -> String {
@@ -193,9 +200,15 @@ impl ApiError {
             ),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, PERMISSION, "agent_forbidden"),
             ApiError::AdminOnly { .. } => (StatusCode::FORBIDDEN, PERMISSION, "admin_only"),
-            ApiError::SsoNotConfigured => {
-                (StatusCode::NOT_FOUND, "not_found_error", "sso_not_configured")
+            ApiError::SsoNotConfigured => (
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "sso_not_configured",
+            ),
+            ApiError::LocalLoginDisabled => {
+                (StatusCode::FORBIDDEN, PERMISSION, "local_login_disabled")
             }
+            ApiError::Oidc(e) => classify_oidc(e),
             ApiError::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
@@ -264,7 +277,9 @@ impl ApiError {
             | ApiError::UnknownWorkflow { .. }
             | ApiError::ConnectionRefused(_)
             | ApiError::AdminOnly { .. }
-            | ApiError::SsoNotConfigured => {}
+            | ApiError::SsoNotConfigured
+            | ApiError::LocalLoginDisabled => {}
+            ApiError::Oidc(e) => tracing::warn!(status, code, error = %e, "request failed"),
         }
     }
 
@@ -274,6 +289,10 @@ impl ApiError {
             "internal error; the gateway's log has the details".to_owned()
         } else if let ApiError::Auth(AuthError::StoreUnreachable { .. }) = self {
             "the user database cannot be reached; retry shortly (the gateway's log has the details)"
+                .to_owned()
+        } else if let ApiError::Oidc(OidcError::Unreachable(_)) = self {
+            "the identity provider cannot be reached, so this sign-in cannot be checked; retry \
+             shortly (the gateway's log has the details)"
                 .to_owned()
         } else {
             self.to_string()
@@ -317,12 +336,31 @@ impl ApiError {
             ApiError::Auth(e) if e.is_unauthenticated() => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ApiError::Oidc(OidcError::InvalidToken(_) | OidcError::ExpiredToken) => {
+                headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
             _ if status == StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }
         response
+    }
+}
+
+fn classify_oidc(error: &OidcError) -> (StatusCode, &'static str, &'static str) {
+    match error {
+        OidcError::Unreachable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            UNAVAILABLE,
+            "sso_unavailable",
+        ),
+        OidcError::InvalidToken(_) => (StatusCode::UNAUTHORIZED, AUTHN, "invalid_token"),
+        OidcError::ExpiredToken => (StatusCode::UNAUTHORIZED, AUTHN, "token_expired"),
+        OidcError::NoRole { .. } => (StatusCode::FORBIDDEN, PERMISSION, "no_role"),
+        OidcError::NoLocation => (StatusCode::FORBIDDEN, PERMISSION, "no_location"),
+        OidcError::BadIdentity(_) => (StatusCode::FORBIDDEN, PERMISSION, "unusable_identity"),
+        OidcError::SignInFailed(_) => (StatusCode::BAD_REQUEST, INVALID, "sign_in_failed"),
     }
 }
 
@@ -412,6 +450,8 @@ fn classify_auth(error: &AuthError) -> (StatusCode, &str, &str) {
         AuthError::UserExists(_) | AuthError::UsernameTaken { .. } => {
             (StatusCode::CONFLICT, INVALID, "user_exists")
         }
+        AuthError::LocalAccountExists(_) => (StatusCode::CONFLICT, INVALID, "local_account_exists"),
+        AuthError::UserDisabled(_) => (StatusCode::FORBIDDEN, PERMISSION, "user_disabled"),
         AuthError::InvalidUser(_) => (StatusCode::BAD_REQUEST, INVALID, "invalid_user"),
         // A database that is down or restarting: retrying later works.
         AuthError::StoreUnreachable { .. } => (

@@ -33,6 +33,9 @@ pub enum GatewayError {
     /// A store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The single sign-on settings cannot be used (e.g. `auth.oidc.ca_file`).
+    #[error("auth.oidc: {0}")]
+    Oidc(#[from] si_oidc::OidcError),
     /// `gpu.source = "nvml"` and NVML could not be opened.
     #[error(
         "gpu.source is \"nvml\" but {0}; install the NVIDIA driver or set gpu.source = \"auto\""
@@ -78,6 +81,8 @@ pub(crate) struct GatewayInner {
     pub(crate) shared: Option<crate::store_monitor::SharedStore>,
     /// The Redis several gateways count in, if any.
     pub(crate) shared_counters: Option<si_store::redis::RedisHealth>,
+    /// The hospital's OpenID provider, when single sign-on is configured.
+    pub(crate) oidc: Option<si_oidc::Provider>,
 }
 
 /// What a gateway is made of besides its configuration: its stores, its token
@@ -146,6 +151,12 @@ impl Gateway {
         revocations.replace(stores.accounts.revocations.revoked().await?);
         let api_keys = ApiKeyList::default();
         api_keys.replace(stores.accounts.api_keys.keys().await?);
+        let oidc = config
+            .auth
+            .oidc
+            .as_ref()
+            .map(|oidc| si_oidc::Provider::new(oidc, sign_in_state_key(&parts.jwt_secrets)))
+            .transpose()?;
         Ok(Gateway {
             inner: Arc::new(GatewayInner {
                 config,
@@ -169,6 +180,7 @@ impl Gateway {
                     .shared
                     .map(crate::store_monitor::SharedStore::new),
                 shared_counters: stores.shared_counters,
+                oidc,
             }),
         })
     }
@@ -204,6 +216,15 @@ impl Gateway {
     pub fn gpu_inventory(&self) -> Arc<dyn GpuInventory> {
         self.inner.gpus.clone()
     }
+}
+
+/// The key that signs browsers' sign-ins in progress: derived from the JWT secret,
+/// which every gateway of a platform shares, so a sign-in started on one may end
+/// on another; derived, so that nothing signed with one can pass for the other.
+fn sign_in_state_key(secrets: &JwtSecrets) -> secrecy::SecretString {
+    use secrecy::ExposeSecret;
+    let input = format!("si-oidc-sign-in-state\0{}", secrets.current.expose_secret());
+    si_auth::accounts::token_hash(&input).into()
 }
 
 /// Samples the GPUs into the metrics every `interval`, on a blocking thread (NVML

@@ -61,6 +61,13 @@ pub(crate) async fn authenticate(
             claims.sub = format!("{}/{user}", claims.sub);
         }
         claims
+    } else if let Some(provider) = gateway.inner.oidc.as_ref()
+        && si_oidc::is_provider_token(token)
+    {
+        let claims = oidc::bearer_claims(gateway, provider, token).await?;
+        // A user disabled here is refused whatever the provider says.
+        gateway.inner.revocations.check(&claims)?;
+        claims
     } else {
         let claims = gateway.tokens().verify(token)?;
         gateway.inner.revocations.check(&claims)?;

@@ -55,6 +55,9 @@ pub async fn run(
     let revocation_sync =
         crate::gateway::spawn_revocation_sync(&gateway, REVOCATION_SYNC, stop_polling.clone());
     let store_monitor = crate::store_monitor::spawn(&gateway, stop_polling.clone());
+    if let Some(provider) = gateway.inner.oidc.clone() {
+        tokio::spawn(async move { provider.warm_up().await });
+    }
     let gpu_sampler = crate::gateway::spawn_gpu_sampler(
         &gateway,
         gateway.config().gpu.sample_interval,

@@ -363,3 +363,11 @@ async fn records_cut_off_the_end_of_the_chain_are_found() {
         intact => panic!("a shortened chain verified: {intact:?}"),
     }
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn users_of_single_sign_on() {
+    let url = fresh_database().await;
+    let store = PostgresAccounts::open(&url, true, None).await.unwrap();
+    si_test_support::accounts::single_sign_on_users(&accounts(&store)).await;
+}

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+pub mod accounts;
 pub mod audit;
 pub mod cli;
 pub mod cut;

@@ -81,6 +81,20 @@ pub(super) fn apply(config: &mut Config, env: &Environment) -> Result<(), Config
     config.store.redis_url = redis_url
         .map(|(url, key)| super::store::checked_redis_url(url, &key))
         .transpose()?;
+    if let Some(oidc) = &mut config.auth.oidc
+        && let Some(reference) = &oidc.client_secret_ref
+    {
+        // Named but missing would turn the gateway into a public client the
+        // provider refuses at every sign-in: say so now.
+        let secret = reference
+            .resolve(env)
+            .map_err(|e| ConfigError::new(SOURCE, "auth.oidc.client_secret", e.to_string()))?
+            .ok_or_else(|| {
+                let problem = format!("{reference} is unset or empty");
+                ConfigError::new(SOURCE, "auth.oidc.client_secret", problem)
+            })?;
+        oidc.client_secret = Some(secret);
+    }
     for (i, backend) in config.backends.iter_mut().enumerate() {
         backend.api_key = backend.api_key_ref.resolve(env).map_err(|e| {
             ConfigError::new(SOURCE, format!("backends[{i}].api_key"), e.to_string())

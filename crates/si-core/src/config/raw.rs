@@ -110,6 +110,7 @@ struct RawAuth {
     locations: Vec<String>,
     issuer: String,
     audience: String,
+    oidc: Option<super::oidc::RawOidc>,
 }
 
 impl Default for RawAuth {
@@ -121,6 +122,7 @@ impl Default for RawAuth {
             locations: Vec::new(),
             issuer: "synthetic-intelligence".into(),
             audience: "si-gateway".into(),
+            oidc: None,
         }
     }
 }
@@ -334,6 +336,7 @@ impl RawAuth {
             secret: None,
             previous_secret: None,
             locations: self.locations,
+            oidc: self.oidc.map(|oidc| oidc.validate(source)).transpose()?,
         })
     }
 }

@@ -3,6 +3,7 @@
 mod defaults;
 mod environment;
 mod hosts;
+mod oidc;
 mod parsing;
 mod store;
 mod workflows;

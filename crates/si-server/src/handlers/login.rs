@@ -66,6 +66,11 @@ pub(crate) async fn handle(
     ctx: &RequestContext,
     request: Request<Incoming>,
 ) -> Result<Response<Reply>, ApiError> {
+    if let Some(oidc) = &gateway.config().auth.oidc
+        && !oidc.local_login
+    {
+        return Err(ApiError::LocalLoginDisabled);
+    }
     let address = address_bucket(ctx.client);
     let body = read_limited(request.into_body(), MAX_LOGIN_BODY).await?;
     let login: LoginRequest = parse(&body, LOGIN_SHAPE)?;
@@ -283,7 +288,7 @@ pub(crate) async fn logout(
     ))
 }
 
-fn token_response(
+pub(crate) fn token_response(
     gateway: &Gateway,
     user: &User,
     location: &str,

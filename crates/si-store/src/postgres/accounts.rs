@@ -7,6 +7,7 @@ use deadpool_postgres::{Object, Pool};
 use si_auth::store::UserStore;
 use si_auth::users::UsernameKey;
 use si_auth::{AuthError, User};
+use si_core::Role;
 use tokio_postgres::Row;
 
 use super::migrate;
@@ -238,6 +239,19 @@ impl UserStore for PostgresAccounts {
     async fn set_password_hash(&self, username: &str, hash: &str) -> Result<(), AuthError> {
         let sql = "UPDATE users SET password_hash = $2 WHERE username = $1";
         self.update_user(username, sql, &hash, true).await
+    }
+
+    async fn set_profile(
+        &self,
+        username: &str,
+        role: Role,
+        location: &str,
+    ) -> Result<(), AuthError> {
+        let sql = "UPDATE users SET role = $2 WHERE username = $1";
+        self.update_user(username, sql, &role.as_str(), false)
+            .await?;
+        let sql = "UPDATE users SET location = $2 WHERE username = $1";
+        self.update_user(username, sql, &location, false).await
     }
 }
 

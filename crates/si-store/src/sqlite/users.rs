@@ -17,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use si_auth::store::UserStore;
 use si_auth::users::UsernameKey;
 use si_auth::{AuthError, User};
+use si_core::Role;
 
 pub(crate) use keys::fill_username_keys;
 
@@ -193,6 +194,20 @@ impl UserStore for SqliteUsers {
     async fn set_password_hash(&self, username: &str, hash: &str) -> Result<(), AuthError> {
         let sql = "UPDATE users SET password_hash = ?2 WHERE username = ?1";
         self.update_user(username, sql, hash.to_owned().into(), true)
+            .await
+    }
+
+    async fn set_profile(
+        &self,
+        username: &str,
+        role: Role,
+        location: &str,
+    ) -> Result<(), AuthError> {
+        let sql = "UPDATE users SET role = ?2 WHERE username = ?1";
+        self.update_user(username, sql, role.as_str().to_owned().into(), false)
+            .await?;
+        let sql = "UPDATE users SET location = ?2 WHERE username = ?1";
+        self.update_user(username, sql, location.to_owned().into(), false)
             .await
     }
 }
