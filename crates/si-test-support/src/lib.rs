@@ -3,8 +3,9 @@
 //! ([`llama_sim`]), a backend that misbehaves below HTTP ([`raw_backend`]), free
 //! ports ([`ports`]), running the workspace's executables ([`cli`]), a
 //! database or key prefix of its own for each test of a shared store
-//! ([`postgres`], [`redis`]), a connection to cut ([`cut`]) and the audit trail
-//! read back ([`audit`]).
+//! ([`postgres`], [`redis`]), a connection to cut ([`cut`]), the audit trail
+//! read back ([`audit`]), and a real OpenID provider with an application and a
+//! browser that sign in at it ([`oidc`]).
 //!
 //! A dev-dependency only: a harness that cannot start must fail its test at
 //! once, loudly, so unwrap and panic are allowed here.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod cut;
 pub mod harness;
 pub mod llama_sim;
+pub mod oidc;
 pub mod ports;
 pub mod postgres;
 pub mod raw_backend;
