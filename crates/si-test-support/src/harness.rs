@@ -60,6 +60,9 @@ pub struct Options {
     pub no_key_ports: Vec<u16>,
     /// Read GPUs from this instead of NVML or the declared ones.
     pub gpus: Option<std::sync::Arc<dyn si_gpu::GpuInventory>>,
+    /// Listen on this port (0: any free one), for tests that must name the
+    /// gateway's address before it starts (an identity provider's redirect URI).
+    pub port: u16,
 }
 
 pub const TEST_PASSWORD: &str = "correct horse battery staple";
@@ -138,7 +141,9 @@ impl Harness {
                 panic!("add user: {added:?}");
             }
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let (stop, stopped) = oneshot::channel::<()>();
         let stopped = futures_util::FutureExt::shared(stopped);
