@@ -107,7 +107,9 @@ pub(crate) enum ApiError {
     ConnectionRefused(Refused),
     #[error("{}", admin_only_message(*.role))]
     AdminOnly { role: Option<si_core::Role> },
-    #[error("single sign-on is not configured on this gateway ([auth.oidc]); log in with POST /v1/auth/login")]
+    #[error(
+        "single sign-on is not configured on this gateway ([auth.oidc]); log in with POST /v1/auth/login"
+    )]
     SsoNotConfigured,
 }
 
@@ -193,9 +195,11 @@ impl ApiError {
             ),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, PERMISSION, "agent_forbidden"),
             ApiError::AdminOnly { .. } => (StatusCode::FORBIDDEN, PERMISSION, "admin_only"),
-            ApiError::SsoNotConfigured => {
-                (StatusCode::NOT_FOUND, "not_found_error", "sso_not_configured")
-            }
+            ApiError::SsoNotConfigured => (
+                StatusCode::NOT_FOUND,
+                "not_found_error",
+                "sso_not_configured",
+            ),
             ApiError::RateLimited(_) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
