@@ -48,6 +48,7 @@ pub(crate) async fn authenticate(
             .api_keys
             .identify(token, si_auth::users::unix_now())?;
         notes.via_key(&key.name);
+        crate::key_use::admit(gateway, &key).await?;
         let mut claims = key.claims();
         // Only a key made to may say whom it acts for; anyone else's headers are
         // not read at all.

@@ -55,6 +55,7 @@ pub async fn run(
     let revocation_sync =
         crate::gateway::spawn_revocation_sync(&gateway, REVOCATION_SYNC, stop_polling.clone());
     let store_monitor = crate::store_monitor::spawn(&gateway, stop_polling.clone());
+    let key_use_writer = crate::key_use::spawn_use_writer(&gateway, stop_polling.clone());
     let gpu_sampler = crate::gateway::spawn_gpu_sampler(
         &gateway,
         gateway.config().gpu.sample_interval,
@@ -91,6 +92,7 @@ pub async fn run(
     let _ = health.await;
     let _ = revocation_sync.await;
     let _ = gpu_sampler.await;
+    let _ = key_use_writer.await;
     if let Some(monitor) = store_monitor {
         let _ = monitor.await;
     }
