@@ -6,6 +6,7 @@ pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod models;
 pub(crate) mod oidc;
+pub(crate) mod openapi;
 pub(crate) mod workflows;
 
 use std::time::Duration;

@@ -14,6 +14,7 @@ mod keys;
 mod limits;
 mod lockout;
 mod metrics;
+mod openapi;
 mod poison;
 mod reliability;
 mod routing;
