@@ -4,6 +4,10 @@
 //! made; stores keep only its SHA-256. The gateway holds every key's hash in
 //! memory ([`ApiKeyList`]), reloaded with the revocations, so a request with a
 //! key costs no database read and a revoked key stops working within a second.
+//! When a key was last used is written behind the requests, at most once a minute
+//! per key ([`last_used`]).
+
+pub mod last_used;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -39,6 +43,12 @@ pub struct ApiKey {
     /// It may name the person it acts for (a chat front end forwarding its
     /// user): see [`forwarded_user`].
     pub forward_user: bool,
+    /// Its own quota, requests per minute, on top of every other limit; `None`:
+    /// no limit of its own.
+    pub rate_limit: Option<u32>,
+    /// When it was last used (Unix seconds), as the store last heard: up to a
+    /// minute behind (see [`last_used`]). `None`: never.
+    pub last_used_at: Option<i64>,
 }
 
 impl ApiKey {
@@ -194,6 +204,8 @@ mod tests {
             expires_at,
             revoked,
             forward_user: false,
+            rate_limit: None,
+            last_used_at: None,
         }
     }
 

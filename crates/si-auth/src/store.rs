@@ -143,12 +143,18 @@ pub trait ApiKeyStore: Send + Sync + Debug {
     /// Revokes the key named `name` for good, telling every gateway to reload:
     /// [`AuthError::UnknownApiKey`] if there is none.
     async fn revoke_key(&self, name: &str) -> Result<(), AuthError>;
+
+    /// Records when keys were last used, `(name, Unix seconds)`, in one write.
+    /// A key's last use never moves back (another gateway may have seen a later
+    /// one); names of no key are ignored. It does not make gateways reload
+    /// their keys.
+    async fn record_uses(&self, uses: &[(String, i64)]) -> Result<(), AuthError>;
 }
 
 /// A request over a rate limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
-    /// Which limit: `client address`, `user` or `location`.
+    /// Which limit: `client address`, `user`, `location` or `API key`.
     pub scope: &'static str,
     /// Its quota, requests per minute.
     pub per_minute: u32,
@@ -172,7 +178,7 @@ impl From<Limited> for Refusal {
     }
 }
 
-/// Rate-limit counters per client address, user and location.
+/// Rate-limit counters per client address, user, location and API key.
 #[async_trait]
 pub trait RequestCounters: Send + Sync + Debug {
     /// Counts a request from `client`.
@@ -180,6 +186,10 @@ pub trait RequestCounters: Send + Sync + Debug {
 
     /// Counts a request by `user` at `location`.
     async fn check_identity(&self, user: &str, location: &str) -> Result<(), Refusal>;
+
+    /// Counts a request made with the API key `name` against the key's own
+    /// quota of `per_minute` (which the key carries, not the configuration).
+    async fn check_api_key(&self, name: &str, per_minute: u32) -> Result<(), Refusal>;
 }
 
 /// A login attempt let through.

@@ -235,8 +235,14 @@ pub enum ApikeysCommand {
         /// records that person, and per-user limits apply to them.
         #[arg(long)]
         forward_user: bool,
+        /// Its own quota, in requests per minute, on top of the per-user,
+        /// per-location and per-address limits (shared by every gateway when
+        /// they count in Redis); without it, none of its own.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        rate_limit: Option<u32>,
     },
-    /// List keys (never the keys themselves).
+    /// List keys: name, role, location, created, last used, expiry, rate limit,
+    /// whether it forwards users (never the keys themselves).
     List,
     /// Revoke a key: every gateway refuses it within a second.
     Revoke {

@@ -104,12 +104,14 @@ async fn dispatch(command: Command, config: &Config) -> Result<bool, CliError> {
             location,
             expires,
             forward_user,
+            rate_limit,
         }) => {
             let made = apikeys::Made {
                 role,
                 location: &location,
                 expires,
                 forward_user,
+                rate_limit,
             };
             let key = apikeys::create(config, &name, made).await?;
             say(out, &apikeys::announce(&name, &key))?;

@@ -19,10 +19,11 @@ pub(crate) enum Endpoint {
     Health,
     Backends,
     Metrics,
+    OpenApi,
 }
 
 /// Every route: method, path (`{name}` matches one path segment) and endpoint.
-const ROUTES: [(Method, &str, Endpoint); 12] = [
+const ROUTES: [(Method, &str, Endpoint); 13] = [
     (Method::POST, "/v1/chat/completions", Endpoint::Chat),
     (Method::POST, "/v1/auth/login", Endpoint::Login),
     (Method::POST, "/v1/auth/refresh", Endpoint::Refresh),
@@ -39,7 +40,15 @@ const ROUTES: [(Method, &str, Endpoint); 12] = [
     (Method::GET, "/healthz", Endpoint::Health),
     (Method::GET, "/v1/admin/backends", Endpoint::Backends),
     (Method::GET, "/metrics", Endpoint::Metrics),
+    (Method::GET, "/openapi.json", Endpoint::OpenApi),
 ];
+
+/// Every route: method, path pattern and endpoint (for the API description's
+/// tests).
+#[cfg(test)]
+pub(crate) fn all() -> &'static [(Method, &'static str, Endpoint)] {
+    &ROUTES
+}
 
 const WORKFLOW_RUNS: &str = "/v1/workflows/{name}/runs";
 
@@ -85,7 +94,8 @@ impl<'a> Route<'a> {
 
 impl Endpoint {
     /// Health checks and metrics scrapes come every few seconds from load balancers
-    /// and monitoring: they are neither audited nor rate-limited.
+    /// and monitoring: they are neither audited nor rate-limited. (Everything else
+    /// is both, the API description included.)
     pub(crate) fn is_monitoring(self) -> bool {
         matches!(self, Endpoint::Health | Endpoint::Metrics)
     }

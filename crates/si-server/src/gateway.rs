@@ -66,6 +66,8 @@ pub(crate) struct GatewayInner {
     pub(crate) api_keys: ApiKeyList,
     /// Where API keys are kept.
     pub(crate) api_key_store: Arc<dyn ApiKeyStore>,
+    /// Keys' uses not yet written to the store.
+    pub(crate) key_uses: crate::key_use::KeyUses,
     /// Request rate limits.
     pub(crate) limits: Arc<dyn RequestCounters>,
     /// Failed-login slowing and lockout.
@@ -170,6 +172,7 @@ impl Gateway {
                 revocation_store: stores.accounts.revocations,
                 api_keys,
                 api_key_store: stores.accounts.api_keys,
+                key_uses: crate::key_use::KeyUses::default(),
                 limits: stores.counters,
                 throttle: stores.login_attempts,
                 audit: stores.audit,

@@ -6,6 +6,7 @@ pub(crate) mod health;
 pub(crate) mod login;
 pub(crate) mod models;
 pub(crate) mod oidc;
+pub(crate) mod openapi;
 pub(crate) mod workflows;
 
 use std::time::Duration;
@@ -48,6 +49,7 @@ pub(crate) async fn authenticate(
             .api_keys
             .identify(token, si_auth::users::unix_now())?;
         notes.via_key(&key.name);
+        crate::key_use::admit(gateway, &key).await?;
         let mut claims = key.claims();
         // Only a key made to may say whom it acts for; anyone else's headers are
         // not read at all.

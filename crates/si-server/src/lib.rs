@@ -15,7 +15,8 @@
 //! - `response`, `body`, `events`: JSON responses, response bodies, server-sent
 //!   events made by the gateway.
 //! - `audit`: each request's and workflow step's audit record.
-//! - [`keys`]: switching backend API keys while running (rotation).
+//! - [`keys`]: switching backend API keys while running (rotation); `key_use`:
+//!   an application API key's own rate limit, and when it was last used.
 //! - [`command`]: the `si-server` program (arguments, configuration, logging,
 //!   signals), so the binary is one line and the benchmark runs the same code.
 //!
@@ -31,6 +32,7 @@ mod error;
 mod events;
 pub mod gateway;
 mod handlers;
+mod key_use;
 pub mod keys;
 pub mod metrics;
 mod response;

@@ -89,6 +89,7 @@ async fn answer(
         Endpoint::Health => Ok(handlers::health::handle(gateway)),
         Endpoint::Backends => handlers::health::backends(gateway, ctx),
         Endpoint::Metrics => handlers::health::metrics(gateway).map(|r| r.map(Reply::Whole)),
+        Endpoint::OpenApi => Ok(handlers::openapi::handle()),
     }
 }
 

@@ -58,6 +58,7 @@ pub async fn run(
     if let Some(provider) = gateway.inner.oidc.clone() {
         tokio::spawn(async move { provider.warm_up().await });
     }
+    let key_use_writer = crate::key_use::spawn_use_writer(&gateway, stop_polling.clone());
     let gpu_sampler = crate::gateway::spawn_gpu_sampler(
         &gateway,
         gateway.config().gpu.sample_interval,
@@ -94,6 +95,7 @@ pub async fn run(
     let _ = health.await;
     let _ = revocation_sync.await;
     let _ = gpu_sampler.await;
+    let _ = key_use_writer.await;
     if let Some(monitor) = store_monitor {
         let _ = monitor.await;
     }

@@ -4,6 +4,6 @@
 mod rate_limits;
 mod throttle;
 
-pub(crate) use rate_limits::ClientKey;
 pub use rate_limits::RateLimits;
+pub(crate) use rate_limits::{API_KEY_SCOPE, ClientKey};
 pub use throttle::{LoginThrottle, ThrottlePolicy};

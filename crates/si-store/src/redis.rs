@@ -1,7 +1,8 @@
 //! The Redis engine: rate limits and failed-login bookkeeping shared by every
 //! gateway that names the same Redis (and key prefix).
 //!
-//! - [`RedisCounters`]: rate limits per client address, user and location. GCRA
+//! - [`RedisCounters`]: rate limits per client address, user, location and API
+//!   key (a key's own quota, which it carries: one shared limit per quota). GCRA
 //!   state per limit key lives in Redis (`{prefix}:rl:{scope}:{key}`, the
 //!   theoretical arrival time in ms of Redis's own clock), but a request does not
 //!   wait for Redis on the common path: each gateway *leases* up to
@@ -23,9 +24,9 @@
 //!   over several gateways count against one budget. Logins are rare and already
 //!   slow (argon2), so each step is one Redis round trip.
 //!
-//! Usernames, locations and client addresses appear in keys only hashed, so no
-//! input can shape a key, and Redis holds no names. Every call has a short timeout. While
-//! Redis does not answer, `store.redis_failure` decides: `fail_open` counts on this
+//! Usernames, locations, key names and client addresses appear in keys only
+//! hashed, so no input can shape a key, and Redis holds no names. Every call has a
+//! short timeout. While Redis does not answer, `store.redis_failure` decides: `fail_open` counts on this
 //! gateway alone (the in-process engine), `fail_closed` refuses; either way one
 //! warning per outage, `si_redis_errors_total{operation}`, and `si_redis_up` at 0
 //! until a probe sees Redis answer again.

@@ -371,3 +371,54 @@ async fn users_of_single_sign_on() {
     let store = PostgresAccounts::open(&url, true, None).await.unwrap();
     si_test_support::accounts::single_sign_on_users(&accounts(&store)).await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: .ci/run starts one and runs this with --ignored"]
+async fn a_key_keeps_its_limit_and_the_latest_use_any_gateway_saw() {
+    use si_auth::api_keys::ApiKey;
+    use si_auth::store::ApiKeyStore;
+    let url = fresh_database().await;
+    let (a, b) = two_gateways(&url).await;
+    let key = |name: &str, rate_limit| ApiKey {
+        name: name.into(),
+        role: "clinician".parse().unwrap(),
+        location: "hospital-01".into(),
+        created_at: 1_000,
+        expires_at: None,
+        revoked: false,
+        forward_user: false,
+        rate_limit,
+        last_used_at: None,
+    };
+    a.insert_key(&key("ehr", Some(30)), "hash-ehr")
+        .await
+        .unwrap();
+    a.insert_key(&key("webui", None), "hash-webui")
+        .await
+        .unwrap();
+    let version = a.version().await.unwrap();
+    // Each gateway writes what it saw; the later use wins, whichever came last.
+    let uses = [("ehr".to_owned(), 2_060), ("nobody".to_owned(), 1)];
+    b.record_uses(&uses).await.unwrap();
+    a.record_uses(&[("ehr".to_owned(), 2_000)]).await.unwrap();
+    a.record_uses(&[]).await.unwrap();
+    let got: Vec<_> = a
+        .keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| (k.name, k.rate_limit, k.last_used_at))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("ehr".to_owned(), Some(30), Some(2_060)),
+            ("webui".to_owned(), None, None)
+        ]
+    );
+    assert_eq!(
+        a.version().await.unwrap(),
+        version,
+        "recording uses makes no gateway reload its keys"
+    );
+}

@@ -32,6 +32,8 @@ pub struct Made<'a> {
     pub expires: Option<Duration>,
     /// It may name the front end's user it acts for.
     pub forward_user: bool,
+    /// Its own quota, requests per minute, if any.
+    pub rate_limit: Option<u32>,
 }
 
 /// Makes a key named `name` that may do what `made` says; returns the key,
@@ -42,8 +44,16 @@ pub async fn create(config: &Config, name: &str, made: Made<'_>) -> Result<Secre
         location,
         expires,
         forward_user,
+        rate_limit,
     } = made;
     api_keys::check_name(name)?;
+    if rate_limit == Some(0) {
+        return Err(CliError::Message(
+            "--rate-limit is requests per minute, at least 1; leave it out for no limit of the \
+             key's own"
+                .into(),
+        ));
+    }
     api_keys::check_location(location)?;
     let now = si_auth::users::unix_now();
     let expires_at = expires
@@ -63,6 +73,8 @@ pub async fn create(config: &Config, name: &str, made: Made<'_>) -> Result<Secre
         expires_at,
         revoked: false,
         forward_user,
+        rate_limit,
+        last_used_at: None,
     };
     store(config).await?.insert_key(&record, &hash).await?;
     Ok(key)
@@ -73,12 +85,13 @@ pub async fn revoke(config: &Config, name: &str) -> Result<(), CliError> {
     Ok(store(config).await?.revoke_key(name).await?)
 }
 
-/// Lists every key: name, role, location, when made, when it expires, and
-/// whether it works; never the key, never its hash.
+/// Lists every key: name, role, location, when made, when last used (to the
+/// minute, as gateways record it), when it expires, its rate limit, whether it
+/// forwards users and whether it works; never the key, never its hash.
 pub async fn list(config: &Config, out: &mut impl Write) -> Result<(), CliError> {
     let keys = store(config).await?.keys().await?;
     let now = si_auth::users::unix_now();
-    let rows: Vec<[String; 7]> = keys
+    let rows: Vec<[String; 9]> = keys
         .iter()
         .map(|(key, _)| {
             let status = if key.revoked {
@@ -93,7 +106,11 @@ pub async fn list(config: &Config, out: &mut impl Write) -> Result<(), CliError>
                 key.role.as_str().to_owned(),
                 key.location.clone(),
                 date(Some(key.created_at)),
+                key.last_used_at
+                    .map_or_else(|| "never".to_owned(), |at| date(Some(at))),
                 date(key.expires_at),
+                key.rate_limit
+                    .map_or_else(|| "none".to_owned(), |n| format!("{n}/min")),
                 if key.forward_user { "yes" } else { "no" }.to_owned(),
                 status.to_owned(),
             ]
@@ -106,7 +123,9 @@ pub async fn list(config: &Config, out: &mut impl Write) -> Result<(), CliError>
             "ROLE",
             "LOCATION",
             "CREATED",
+            "LAST USED",
             "EXPIRES",
+            "RATE LIMIT",
             "FORWARDS USER",
             "STATUS",
         ],
@@ -149,6 +168,7 @@ mod tests {
             location,
             expires: None,
             forward_user: false,
+            rate_limit: None,
         }
     }
 
@@ -185,6 +205,80 @@ mod tests {
         let mut out = Vec::new();
         list(&config, &mut out).await.unwrap();
         assert!(String::from_utf8(out).unwrap().contains("revoked"));
+    }
+
+    #[tokio::test]
+    async fn the_list_shows_the_limit_and_when_each_key_was_last_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::builtin().unwrap();
+        config.gateway.data_dir = dir.path().to_owned();
+        let limited = Made {
+            rate_limit: Some(120),
+            ..made(Role::Clinician, "hospital-01")
+        };
+        create(&config, "ehr-batch", limited).await.unwrap();
+        create(&config, "idle", made(Role::Billing, "hospital-01"))
+            .await
+            .unwrap();
+        let zero = Made {
+            rate_limit: Some(0),
+            ..made(Role::Billing, "hospital-01")
+        };
+        assert!(create(&config, "zero", zero).await.is_err());
+        // As a gateway records it.
+        store(&config)
+            .await
+            .unwrap()
+            .record_uses(&[("ehr-batch".to_owned(), 1_764_000_000)])
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        list(&config, &mut out).await.unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let line = |name: &str| {
+            out.lines()
+                .find(|line| line.starts_with(name))
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+        };
+        let header: Vec<_> = out
+            .lines()
+            .next()
+            .unwrap()
+            .split("  ")
+            .filter(|c| !c.is_empty())
+            .map(str::trim)
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "NAME",
+                "ROLE",
+                "LOCATION",
+                "CREATED",
+                "LAST USED",
+                "EXPIRES",
+                "RATE LIMIT",
+                "FORWARDS USER",
+                "STATUS"
+            ],
+            "{out}"
+        );
+        // NAME ROLE LOCATION CREATED(2) LAST-USED(2) EXPIRES RATE FORWARDS STATUS
+        let ehr = line("ehr-batch");
+        assert_eq!(
+            &ehr[5..],
+            ["2025-11-24", "16:00", "never", "120/min", "no", "active"],
+            "{out}"
+        );
+        let idle = line("idle");
+        assert_eq!(
+            &idle[5..],
+            ["never", "never", "none", "no", "active"],
+            "{out}"
+        );
+        assert!(!out.lines().any(|line| line.starts_with("zero")), "{out}");
     }
 
     #[test]

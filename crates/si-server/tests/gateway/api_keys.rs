@@ -1,7 +1,7 @@
 //! API keys: made while the gateway runs (as `si-cli apikeys create` does, from
 //! another connection to the store), accepted within a second as `Bearer si-…`
 //! with the key's role and location, named in the audit trail, and refused within
-//! a second of being revoked.
+//! a second of being revoked; a key's own rate limit, and when it was last used.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -139,6 +139,26 @@ pub(crate) async fn make_key(
     name: &str,
     forward_user: bool,
 ) -> secrecy::SecretString {
+    insert_key(store, name, forward_user, None).await
+}
+
+/// Makes a clinician's key at hospital-01 named `name` in `store`, limited to
+/// `per_minute` requests a minute of its own (`si-cli apikeys create
+/// --rate-limit`).
+pub(crate) async fn make_limited_key(
+    store: &dyn ApiKeyStore,
+    name: &str,
+    per_minute: u32,
+) -> secrecy::SecretString {
+    insert_key(store, name, false, Some(per_minute)).await
+}
+
+async fn insert_key(
+    store: &dyn ApiKeyStore,
+    name: &str,
+    forward_user: bool,
+    rate_limit: Option<u32>,
+) -> secrecy::SecretString {
     let (key, hash) = api_keys::generate();
     let record = ApiKey {
         name: name.into(),
@@ -148,6 +168,8 @@ pub(crate) async fn make_key(
         expires_at: None,
         revoked: false,
         forward_user,
+        rate_limit,
+        last_used_at: None,
     };
     store.insert_key(&record, &hash).await.unwrap();
     key
@@ -225,4 +247,98 @@ async fn a_front_end_key_names_its_user_and_nobody_else_can() {
     let doctor_record = by_id(&doctor_id);
     assert_eq!(doctor_record.user.as_deref(), Some("doctor1"));
     assert_eq!(doctor_record.api_key, None);
+}
+
+/// Waiting for a new key polls: no per-address limit to run into meanwhile.
+fn without_address_limit() -> Options {
+    Options {
+        env: vec![("SI_RATE_LIMIT_PER_IP", "0".into())],
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn a_key_over_its_own_limit_is_refused_naming_the_limit() {
+    let h = Harness::start(without_address_limit()).await;
+    let store = key_store(&h).await;
+    let limited = make_limited_key(store.as_ref(), "ehr-batch", 3).await;
+    // The first request it is accepted with is the first of its minute.
+    until_status(&h, limited.expose_secret(), 200).await;
+    for n in 2..=3 {
+        assert_eq!(
+            chat(&h, limited.expose_secret()).await.0,
+            200,
+            "request {n}"
+        );
+    }
+    let refused = h.chat(limited.expose_secret(), &chat_body("Chat")).await;
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(refused.headers()["x-ratelimit-limit"], "3");
+    let (status, body) = si_test_support::harness::read_json(refused).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("API key") && message.contains("3 requests per minute"),
+        "{message}"
+    );
+    // Every endpoint a key reaches counts against the same quota.
+    assert_eq!(
+        h.get_json("/v1/models", Some(limited.expose_secret()))
+            .await
+            .0,
+        429
+    );
+    // Keys without a limit of their own, and people, are not held by it.
+    let unlimited = key_for(&h, "open-webui", false).await;
+    for _ in 0..10 {
+        assert_eq!(chat(&h, unlimited.expose_secret()).await.0, 200);
+    }
+    let token = h.login("doctor1").await;
+    assert_eq!(chat(&h, &token).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_used_key_shows_when_it_was_last_used_and_an_unused_one_never() {
+    let h = Harness::start(without_address_limit()).await;
+    let store = key_store(&h).await;
+    let before = si_auth::users::unix_now();
+    let used = key_for(&h, "open-webui", false).await;
+    make_key(store.as_ref(), "never-used", false).await;
+    for _ in 0..20 {
+        assert_eq!(chat(&h, used.expose_secret()).await.0, 200);
+    }
+    // Written behind the requests, within seconds.
+    let started = Instant::now();
+    let keys = loop {
+        let keys = store.keys().await.unwrap();
+        if keys.iter().any(|(key, _)| key.last_used_at.is_some()) {
+            break keys;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no last use recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "a key's last use was recorded after {:?}",
+        started.elapsed()
+    );
+    let last_used = |name: &str| {
+        keys.iter()
+            .find(|(key, _)| key.name == name)
+            .unwrap()
+            .0
+            .last_used_at
+    };
+    let at = last_used("open-webui").unwrap();
+    assert!((before..=si_auth::users::unix_now()).contains(&at), "{at}");
+    assert_eq!(last_used("never-used"), None);
 }

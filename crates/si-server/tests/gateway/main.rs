@@ -15,6 +15,7 @@ mod limits;
 mod lockout;
 mod metrics;
 mod oidc;
+mod openapi;
 mod poison;
 mod reliability;
 mod routing;

@@ -9,6 +9,8 @@ use serde_json::json;
 
 use crate::support::{Harness, Options, chat_body};
 
+mod api_keys;
+
 /// Gateways behind one load balancer share the store and the signing secret.
 async fn gateway_on(url: &str) -> Harness {
     gateway_with(url, vec![]).await

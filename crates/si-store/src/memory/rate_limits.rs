@@ -1,5 +1,5 @@
-//! Request rate limits per client address, per user and per location, with
-//! governor's GCRA limiters. Memory is bounded: past `max_tracked_clients` keys a
+//! Request rate limits per client address, per user, per location and per API
+//! key, with governor's GCRA limiters. Memory is bounded: past `max_tracked_clients` keys a
 //! limiter drops idle keys, and if the flood is real, starts afresh.
 
 use std::collections::HashMap;
@@ -107,7 +107,14 @@ pub struct RateLimits {
     per_user: Option<Limiter<String>>,
     per_location: Option<Limiter<String>>,
     location_overrides: HashMap<String, Option<Limiter<String>>>,
+    /// API keys' own quotas: one limiter per quota (keys are few, and made by
+    /// administrators), keyed by the key's name.
+    per_key: RwLock<HashMap<NonZeroU32, Limiter<String>>>,
+    max_keys: usize,
 }
+
+/// How [`Limited::scope`] names a key's own quota.
+pub(crate) const API_KEY_SCOPE: &str = "API key";
 
 impl RateLimits {
     /// The limits `config` sets.
@@ -124,6 +131,32 @@ impl RateLimits {
                     (location.clone(), Limiter::new("location", *per_minute, max))
                 })
                 .collect(),
+            per_key: RwLock::default(),
+            max_keys: max,
+        }
+    }
+
+    /// Counts a request with the API key `name` against its quota, `per_minute`.
+    pub(crate) fn api_key(&self, name: &str, per_minute: u32) -> Result<(), Limited> {
+        let Some(quota) = NonZeroU32::new(per_minute) else {
+            return Ok(());
+        };
+        let name = name.to_owned();
+        {
+            let limiters = self.per_key.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(limiter) = limiters.get(&quota) {
+                return limiter.check(&name);
+            }
+        }
+        let mut limiters = self.per_key.write().unwrap_or_else(|e| e.into_inner());
+        match limiters.entry(quota) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.get().check(&name),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                match Limiter::new(API_KEY_SCOPE, per_minute, self.max_keys) {
+                    Some(limiter) => entry.insert(limiter).check(&name),
+                    None => Ok(()),
+                }
+            }
         }
     }
 
@@ -170,6 +203,10 @@ impl RequestCounters for RateLimits {
 
     async fn check_identity(&self, user: &str, location: &str) -> Result<(), Refusal> {
         Ok(self.identity(user, location)?)
+    }
+
+    async fn check_api_key(&self, name: &str, per_minute: u32) -> Result<(), Refusal> {
+        Ok(self.api_key(name, per_minute)?)
     }
 }
 

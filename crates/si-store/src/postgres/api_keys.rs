@@ -1,6 +1,6 @@
 //! API keys in PostgreSQL, shared by every gateway. Revoking one bumps the
 //! revocation counter and notifies, in the same transaction, so every gateway
-//! reloads its keys at once.
+//! reloads its keys at once; recording when keys were last used does not.
 
 use async_trait::async_trait;
 use si_auth::AuthError;
@@ -13,11 +13,13 @@ use super::PostgresAccounts;
 impl ApiKeyStore for PostgresAccounts {
     async fn insert_key(&self, key: &ApiKey, hash: &str) -> Result<(), AuthError> {
         let client = self.client().await?;
+        let rate_limit = key.rate_limit.map(i64::from);
         let inserted = client
             .execute(
                 "INSERT INTO api_keys
-                     (name, key_hash, role, location, created_at, expires_at, forward_user)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
+                     (name, key_hash, role, location, created_at, expires_at, forward_user,
+                      rate_limit_per_minute)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
                 &[
                     &key.name,
                     &hash,
@@ -26,6 +28,7 @@ impl ApiKeyStore for PostgresAccounts {
                     &key.created_at,
                     &key.expires_at,
                     &key.forward_user,
+                    &rate_limit,
                 ],
             )
             .await
@@ -46,7 +49,7 @@ impl ApiKeyStore for PostgresAccounts {
         let rows = client
             .query(
                 "SELECT name, role, location, created_at, expires_at, revoked, key_hash,
-                        forward_user
+                        forward_user, rate_limit_per_minute, last_used_at
                  FROM api_keys ORDER BY name",
                 &[],
             )
@@ -72,6 +75,12 @@ impl ApiKeyStore for PostgresAccounts {
                     expires_at: row.try_get(4).map_err(get)?,
                     revoked: row.try_get(5).map_err(get)?,
                     forward_user: row.try_get(7).map_err(get)?,
+                    rate_limit: row
+                        .try_get::<_, Option<i64>>(8)
+                        .map_err(get)?
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n > 0),
+                    last_used_at: row.try_get(9).map_err(get)?,
                 },
                 row.try_get(6).map_err(get)?,
             ));
@@ -96,5 +105,27 @@ impl ApiKeyStore for PostgresAccounts {
             .await
             .map_err(|e| self.failed(e))?;
         tx.commit().await.map_err(|e| self.failed(e))
+    }
+
+    async fn record_uses(&self, uses: &[(String, i64)]) -> Result<(), AuthError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let (names, times): (Vec<&str>, Vec<i64>) =
+            uses.iter().map(|(name, at)| (name.as_str(), *at)).unzip();
+        // One statement for the whole batch; no version bump, so no gateway
+        // reloads its keys for it.
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE api_keys AS k
+                 SET last_used_at = GREATEST(COALESCE(k.last_used_at, u.at), u.at)
+                 FROM UNNEST($1::text[], $2::bigint[]) AS u(name, at)
+                 WHERE k.name = u.name",
+                &[&names, &times],
+            )
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(())
     }
 }

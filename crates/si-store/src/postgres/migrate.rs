@@ -31,6 +31,11 @@ pub(crate) const SCHEMA: &[Migration] = &[
         name: "API keys",
         sql: include_str!("../../migrations/postgres/0003_api_keys.sql"),
     },
+    Migration {
+        version: 4,
+        name: "API key rate limits and last use",
+        sql: include_str!("../../migrations/postgres/0004_api_key_limits_and_use.sql"),
+    },
 ];
 
 /// The advisory lock every migrating gateway takes (an arbitrary constant).

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::lease::{Grant, Lease, Take, lease_size};
 use super::{RedisConnection, Unanswered, hashed};
-use crate::memory::{ClientKey, RateLimits};
+use crate::memory::{API_KEY_SCOPE, ClientKey, RateLimits};
 
 /// How long a request may wait for a lease before the limit counts as
 /// unreachable: a hung Redis must not hang requests.
@@ -23,8 +23,8 @@ const LEASE_TIMEOUT: Duration = Duration::from_millis(250);
 static LEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../scripts/redis/lease.lua")));
 
-/// Rate limits per client address, user and location, shared through Redis by
-/// every gateway with the same Redis and prefix. While Redis does not answer,
+/// Rate limits per client address, user, location and API key, shared through
+/// Redis by every gateway with the same Redis and prefix. While Redis does not answer,
 /// `store.redis_failure` decides: this gateway's own counters, or a refusal.
 pub struct RedisCounters {
     connection: RedisConnection,
@@ -32,6 +32,9 @@ pub struct RedisCounters {
     per_user: Option<SharedLimit>,
     per_location: Option<SharedLimit>,
     location_overrides: HashMap<String, Option<SharedLimit>>,
+    /// API keys' own quotas: one limit per quota, made when first needed.
+    per_key: Mutex<HashMap<u32, SharedLimit>>,
+    max_tracked: usize,
     /// The same limits in this process, for `fail_open`.
     fallback: RateLimits,
     lease_requests: Arc<AtomicU64>,
@@ -61,6 +64,8 @@ impl RedisCounters {
                     (location.clone(), limit("location", "loc", *per_minute))
                 })
                 .collect(),
+            per_key: Mutex::default(),
+            max_tracked: config.max_tracked_clients,
             fallback: RateLimits::new(config),
             connection: connection.clone(),
             lease_requests,
@@ -72,6 +77,23 @@ impl RedisCounters {
     /// by one per request).
     pub fn lease_requests(&self) -> u64 {
         self.lease_requests.load(Ordering::Relaxed)
+    }
+
+    /// The shared limit of keys whose quota is `per_minute`.
+    fn key_limit(&self, per_minute: u32) -> Option<SharedLimit> {
+        let mut limits = self.per_key.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(limit) = limits.get(&per_minute) {
+            return Some(limit.clone());
+        }
+        let limit = SharedLimit::new(
+            &self.connection,
+            (API_KEY_SCOPE, "key"),
+            per_minute,
+            self.max_tracked,
+            &self.lease_requests,
+        )?;
+        limits.insert(per_minute, limit.clone());
+        Some(limit)
     }
 
     /// A limit Redis could not answer for: counted here, or refused.
@@ -118,6 +140,16 @@ impl RequestCounters for RedisCounters {
             Err(Unanswered) => self.unanswered(|| self.fallback.location(location)),
         }
     }
+
+    async fn check_api_key(&self, name: &str, per_minute: u32) -> Result<(), Refusal> {
+        let Some(limit) = self.key_limit(per_minute) else {
+            return Ok(());
+        };
+        match limit.check(hashed(name)).await {
+            Ok(verdict) => Ok(verdict?),
+            Err(Unanswered) => self.unanswered(|| self.fallback.api_key(name, per_minute)),
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -133,6 +165,7 @@ impl std::fmt::Debug for RedisCounters {
 }
 
 /// One limit (a scope and its quota) over many keys.
+#[derive(Clone)]
 struct SharedLimit {
     inner: Arc<LimitInner>,
 }

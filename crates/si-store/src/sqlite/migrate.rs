@@ -40,6 +40,12 @@ pub(crate) const USERS: &[Migration] = &[
         sql: include_str!("../../migrations/sqlite/users/0003_api_keys.sql"),
         then: None,
     },
+    Migration {
+        version: 4,
+        name: "API key rate limits and last use",
+        sql: include_str!("../../migrations/sqlite/users/0004_api_key_limits_and_use.sql"),
+        then: None,
+    },
 ];
 
 /// The audit database's history.

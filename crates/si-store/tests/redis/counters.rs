@@ -150,3 +150,35 @@ async fn admitted_at(a: &RedisCounters, b: &RedisCounters, location: &str) -> us
     }
     admitted
 }
+
+#[tokio::test]
+#[ignore = "needs Redis: .ci/run starts one and runs this with --ignored"]
+async fn a_keys_own_quota_is_shared_by_gateways_and_kept_only_hashed() {
+    let prefix = fresh_prefix();
+    // No per-address or per-user limits: only the keys' own.
+    let (a, b) = two_gateways(&prefix, 0, 0).await;
+    let mut admitted = 0;
+    for n in 0..12 {
+        let gateway = if n % 2 == 0 { &a } else { &b };
+        match gateway.check_api_key("ehr-batch", 6).await {
+            Ok(()) => admitted += 1,
+            Err(Refusal::Limited(limited)) => {
+                assert_eq!((limited.scope, limited.per_minute), ("API key", 6));
+                assert!((1..=60).contains(&limited.retry_after), "{limited:?}");
+            }
+            Err(Refusal::Unavailable) => panic!("redis is up"),
+        }
+    }
+    // One quota across both gateways, give or take a lease (L = 1) each.
+    assert!((4..=6).contains(&admitted), "admitted {admitted} of 6");
+    // Another key with the same quota, and a key with another, count apart.
+    assert!(a.check_api_key("open-webui", 6).await.is_ok());
+    assert!(b.check_api_key("scribe", 100).await.is_ok());
+    let keys = keys(&prefix).await;
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    for key in keys {
+        assert!(key.contains(":rl:key:"), "{key}");
+        assert!(!key.contains("ehr") && !key.contains("webui"), "{key}");
+    }
+    forget(&prefix).await;
+}

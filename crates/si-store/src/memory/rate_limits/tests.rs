@@ -101,3 +101,20 @@ proptest! {
         prop_assert_eq!(admitted, attempts.min(quota as usize));
     }
 }
+
+#[test]
+fn each_key_has_its_own_quota_on_top_of_the_others() {
+    let limits = RateLimits::new(&config(0, 0, 0, 1000));
+    for _ in 0..3 {
+        assert_eq!(limits.api_key("ehr-batch", 3), Ok(()));
+    }
+    let refused = limits.api_key("ehr-batch", 3).unwrap_err();
+    assert_eq!((refused.scope, refused.per_minute), ("API key", 3));
+    assert!((1..=60).contains(&refused.retry_after), "{refused:?}");
+    // Another key with the same quota, and one with another quota, are apart.
+    assert_eq!(limits.api_key("open-webui", 3), Ok(()));
+    for _ in 0..10 {
+        assert_eq!(limits.api_key("scribe", 50), Ok(()));
+    }
+    assert_eq!(limits.api_key("ehr-batch", 0), Ok(()), "0 is no limit");
+}
