@@ -7,6 +7,7 @@
 //!   the store traits.
 //! - [`si_audit`]: the hash-chained audit trail.
 //! - [`si_store`]: the store implementations (SQLite, in-process).
+//! - [`si_oidc`]: single sign-on with an OpenID Connect provider.
 //! - [`si_router`]: agent resolution, llama-server client, backend health.
 //! - [`si_gpu`]: GPUs and what runs on them.
 //! - [`si_server`]: the hyper gateway; [`run`] serves a [`Gateway`] on a listener.
@@ -18,6 +19,7 @@ pub use si_audit;
 pub use si_auth;
 pub use si_core;
 pub use si_gpu;
+pub use si_oidc;
 pub use si_router;
 pub use si_server;
 pub use si_store;

@@ -187,8 +187,16 @@ impl Provider {
         let document: serde_json::Value =
             http::get_json(&self.inner.http, &metadata.jwks_uri).await?;
         let keys = KeySet::parse(&document);
-        tracing::debug!(keys = keys.len(), "identity provider keys fetched");
         let count = keys.len();
+        if count == 0 {
+            // A provider that signs publishes a key: an empty set is a fault at
+            // its end, and must not throw away keys that still work.
+            return Err(OidcError::Unreachable(format!(
+                "{} holds no signing key this gateway can use",
+                metadata.jwks_uri
+            )));
+        }
+        tracing::debug!(keys = count, "identity provider keys fetched");
         if let Ok(mut cached) = self.inner.keys.lock() {
             *cached = Some((Arc::new(keys), Instant::now()));
         }

@@ -101,9 +101,15 @@ async fn none_hmac_and_embedded_keys_never_reach_the_provider() {
 #[tokio::test]
 async fn a_flood_of_made_up_key_ids_fetches_the_keys_once_per_interval() {
     let server = provider_server().await;
+    // A public key (P-256), as a provider publishes one.
+    let published = json!({
+        "kty": "EC", "crv": "P-256", "kid": "published", "alg": "ES256", "use": "sig",
+        "x": "WgTZZb2mmtOkvvuUp5KbRT-19w2bQhjUY8so-CaJZKs",
+        "y": "FgSSReQuxj_lmuAsyXikImOD5FL1iM3d8VDREcuwK5c",
+    });
     Mock::given(method("GET"))
         .and(path("/jwks"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": []})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"keys": [published]})))
         .expect(1)
         .mount(&server)
         .await;
