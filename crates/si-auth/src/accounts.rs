@@ -165,14 +165,22 @@ impl Accounts {
         password: &SecretString,
     ) -> Result<User, AuthError> {
         let found = self.find(username).await?;
+        // Users of single sign-on have no hash: they cost the same work as the
+        // unknown, so timing does not tell which names they are.
         let hash = found
             .as_ref()
-            .map_or_else(|| self.dummy_hash.to_string(), |(_, h)| h.clone());
+            .map(|(_, h)| h.clone())
+            .filter(|h| h != EXTERNAL_PASSWORD_HASH)
+            .unwrap_or_else(|| self.dummy_hash.to_string());
         let password = password.clone();
         let matches =
             blocking(move || Ok(password::verify(password.expose_secret(), &hash))).await?;
         match found {
-            Some((user, _)) if matches && !user.disabled => Ok(user),
+            Some((user, stored))
+                if matches && !user.disabled && stored != EXTERNAL_PASSWORD_HASH =>
+            {
+                Ok(user)
+            }
             _ => Err(AuthError::InvalidCredentials),
         }
     }

@@ -169,9 +169,19 @@ impl Provider {
         let id_token = answer.id_token.ok_or_else(|| {
             OidcError::SignInFailed("the identity provider's answer holds no ID token".into())
         })?;
-        let asked = keys::header(&id_token)?;
+        let unusable = |e: OidcError| match e {
+            OidcError::InvalidToken(why) => {
+                OidcError::SignInFailed(format!("the provider's ID token is unusable: {why}"))
+            }
+            OidcError::ExpiredToken => {
+                OidcError::SignInFailed("the provider's ID token has expired".into())
+            }
+            other => other,
+        };
+        let asked = keys::header(&id_token).map_err(unusable)?;
         let keys = self.keys_for(&asked).await?;
-        let claims = keys::verify(&keys, &asked, &id_token, &config.issuer, &config.client_id)?;
+        let claims = keys::verify(&keys, &asked, &id_token, &config.issuer, &config.client_id)
+            .map_err(unusable)?;
         if claims.get("nonce").and_then(Value::as_str) != Some(pending.nonce.as_str()) {
             return Err(OidcError::SignInFailed(
                 "the ID token's nonce is not this sign-in's".into(),
@@ -184,8 +194,8 @@ impl Provider {
             .is_some_and(|aud| aud.len() > 1);
         let azp = claims.get("azp").and_then(Value::as_str);
         if (several || azp.is_some()) && azp != Some(config.client_id.as_str()) {
-            return Err(OidcError::InvalidToken(
-                "the ID token was issued to another client",
+            return Err(OidcError::SignInFailed(
+                "the provider's ID token was issued to another client".into(),
             ));
         }
         map(config, &claims)

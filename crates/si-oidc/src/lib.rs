@@ -182,13 +182,26 @@ impl Provider {
         if last.is_some_and(|at| at.elapsed() < interval) {
             return Ok(self.cached_keys().map_or(0, |(keys, _)| keys.len()));
         }
+        let fetched = self.fetch_keys().await;
+        // Counted from the end of the fetch, so that one that took long does not
+        // let the next start at once.
         *last = Some(Instant::now());
+        let keys = fetched?;
+        let count = keys.len();
+        tracing::debug!(keys = count, "identity provider keys fetched");
+        if let Ok(mut cached) = self.inner.keys.lock() {
+            *cached = Some((Arc::new(keys), Instant::now()));
+        }
+        Ok(count)
+    }
+
+    /// The provider's usable keys, fetched now.
+    async fn fetch_keys(&self) -> Result<KeySet, OidcError> {
         let metadata = self.metadata().await?;
         let document: serde_json::Value =
             http::get_json(&self.inner.http, &metadata.jwks_uri).await?;
         let keys = KeySet::parse(&document);
-        let count = keys.len();
-        if count == 0 {
+        if keys.len() == 0 {
             // A provider that signs publishes a key: an empty set is a fault at
             // its end, and must not throw away keys that still work.
             return Err(OidcError::Unreachable(format!(
@@ -196,11 +209,7 @@ impl Provider {
                 metadata.jwks_uri
             )));
         }
-        tracing::debug!(keys = count, "identity provider keys fetched");
-        if let Ok(mut cached) = self.inner.keys.lock() {
-            *cached = Some((Arc::new(keys), Instant::now()));
-        }
-        Ok(count)
+        Ok(keys)
     }
 
     fn cached_keys(&self) -> Option<(Arc<KeySet>, Instant)> {
@@ -221,6 +230,13 @@ impl Provider {
         let keys = self.keys_for(&asked).await?;
         let config = &self.inner.config;
         let claims = keys::verify(&keys, &asked, token, &config.issuer, &config.audience)?;
+        // An ID token (it carries the sign-in's nonce) proves who signed in to
+        // the gateway's client; it grants no access as a bearer token.
+        if claims.contains_key("nonce") {
+            return Err(OidcError::InvalidToken(
+                "an ID token is not an access token",
+            ));
+        }
         identity::map(config, &claims)
     }
 
@@ -231,8 +247,17 @@ impl Provider {
         let cached = self.cached_keys();
         if let Some((keys, fetched)) = &cached
             && keys::has_key(keys, asked)
-            && fetched.elapsed() < KEYS_MAX_AGE
         {
+            if fetched.elapsed() >= KEYS_MAX_AGE {
+                // Old but holding the key: answer now, refresh behind, so a
+                // provider that hangs delays no request.
+                let provider = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = provider.refresh_keys().await {
+                        tracing::warn!(error = %e, "identity provider keys not refreshed");
+                    }
+                });
+            }
             return Ok(keys.clone());
         }
         if let Err(e) = self.refresh_keys().await {

@@ -85,6 +85,9 @@ pub(crate) struct GatewayInner {
     pub(crate) shared_counters: Option<si_store::redis::RedisHealth>,
     /// The hospital's OpenID provider, when single sign-on is configured.
     pub(crate) oidc: Option<si_oidc::Provider>,
+    /// Provider tokens whose user has been checked against the user table (by
+    /// token id, until they expire).
+    pub(crate) oidc_checked: crate::handlers::oidc::CheckedTokens,
 }
 
 /// What a gateway is made of besides its configuration: its stores, its token
@@ -184,6 +187,7 @@ impl Gateway {
                     .map(crate::store_monitor::SharedStore::new),
                 shared_counters: stores.shared_counters,
                 oidc,
+                oidc_checked: Default::default(),
             }),
         })
     }

@@ -158,6 +158,20 @@ pub(crate) async fn bearer_claims(
         .token_id
         .clone()
         .unwrap_or_else(|| si_auth::accounts::token_hash(token));
+    // Once per token, the user table: a name a local user has is refused, a user
+    // disabled here is refused, and a user who only ever comes with provider
+    // tokens gets a row an administrator can disable.
+    if !gateway.inner.oidc_checked.contains(&jti) {
+        gateway
+            .inner
+            .accounts
+            .sign_in_external(&identity.username, identity.role, &identity.location)
+            .await?;
+        gateway
+            .inner
+            .oidc_checked
+            .insert(jti.clone(), identity.expires_at);
+    }
     let config = provider.config();
     Ok(Claims {
         sid: format!("oidc:{jti}"),
@@ -170,4 +184,30 @@ pub(crate) async fn bearer_claims(
         iss: config.issuer.clone(),
         aud: config.audience.clone(),
     })
+}
+
+/// Provider tokens already checked against the user table, by token id, with
+/// their expiry: bounded, expired ones dropped first.
+#[derive(Debug, Default)]
+pub(crate) struct CheckedTokens(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+/// Most tokens remembered; past it, expired ones are dropped, then all.
+const MAX_CHECKED: usize = 10_000;
+
+impl CheckedTokens {
+    fn contains(&self, jti: &str) -> bool {
+        self.0.lock().is_ok_and(|seen| seen.contains_key(jti))
+    }
+
+    fn insert(&self, jti: String, expires_at: u64) {
+        let Ok(mut seen) = self.0.lock() else { return };
+        if seen.len() >= MAX_CHECKED {
+            let now = u64::try_from(si_auth::users::unix_now()).unwrap_or(0);
+            seen.retain(|_, exp| *exp > now);
+            if seen.len() >= MAX_CHECKED {
+                seen.clear();
+            }
+        }
+        seen.insert(jti, expires_at);
+    }
 }

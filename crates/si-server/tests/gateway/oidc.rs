@@ -243,6 +243,24 @@ async fn the_providers_own_access_tokens_are_bearer_tokens_with_each_algorithm()
             (403, "no_role"),
             "{alg:?}"
         );
+        // A provider user named like a local user cannot pass for them.
+        let (status, body) = chat(&h, &app_token(&provider, "doctor1").await, "Chat").await;
+        assert_eq!(
+            (status, code_of(&body).as_str()),
+            (409, "local_account_exists")
+        );
+        // A user who only ever came with provider tokens can still be disabled
+        // here, and is then refused within the revocation sync.
+        h.gateway
+            .accounts()
+            .set_disabled("alice", true)
+            .await
+            .unwrap();
+        let started = Instant::now();
+        while chat(&h, &token, "Chat").await.0 != 401 {
+            assert!(started.elapsed() < Duration::from_secs(3), "still served");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
