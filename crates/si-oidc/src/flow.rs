@@ -67,6 +67,15 @@ struct TokenAnswer {
     error: Option<String>,
 }
 
+/// A provider's error code (`access_denied`, `invalid_grant`), fit to show in a
+/// message: printable ASCII only, at most 64 characters.
+pub fn shown_error_code(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect()
+}
+
 fn random(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     OsRng.fill_bytes(&mut buf);
@@ -157,11 +166,7 @@ impl Provider {
         let (_, answer): (_, TokenAnswer) =
             http::json_answer(&metadata.token_endpoint, response).await?;
         if let Some(error) = answer.error {
-            let error: String = error
-                .chars()
-                .filter(|c| c.is_ascii_graphic())
-                .take(64)
-                .collect();
+            let error = shown_error_code(&error);
             return Err(OidcError::SignInFailed(format!(
                 "the identity provider refused the sign-in code ({error})"
             )));

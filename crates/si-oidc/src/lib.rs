@@ -26,7 +26,7 @@ use serde::Deserialize;
 use si_core::config::OidcConfig;
 use url::Url;
 
-pub use flow::{PENDING_COOKIE, SignIn, SignInStarted};
+pub use flow::{PENDING_COOKIE, SignIn, SignInStarted, shown_error_code};
 pub use identity::Identity;
 
 use keys::KeySet;

@@ -75,11 +75,7 @@ pub(crate) async fn callback(
             .map(|(_, value)| value.into_owned())
     };
     if let Some(error) = field("error") {
-        let error: String = error
-            .chars()
-            .filter(|c| c.is_ascii_graphic())
-            .take(64)
-            .collect();
+        let error = si_oidc::shown_error_code(&error);
         return Err(OidcError::SignInFailed(format!(
             "the identity provider did not sign you in ({error})"
         ))
